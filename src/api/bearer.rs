@@ -1,0 +1,67 @@
+//! Finds the access token of a Logout/Verify request: the message field, or, when that is empty,
+//! `authorization: Bearer <token>` metadata (scheme case-insensitive, RFC 6750 §2.1).
+
+use tonic::Request;
+
+use crate::domain::AccessToken;
+
+/// The token from the field, else from the `authorization` header; `None` if neither has one.
+pub(super) fn token_from<T>(
+    request: &Request<T>,
+    field: impl Fn(&T) -> &String,
+) -> Option<AccessToken> {
+    AccessToken::new(field(request.get_ref()).as_str()).or_else(|| {
+        let header = request.metadata().get("authorization")?.to_str().ok()?;
+        let (scheme, token) = header.trim().split_once(' ')?;
+        if !scheme.eq_ignore_ascii_case("bearer") {
+            return None;
+        }
+        AccessToken::new(token)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(field: &str, header: Option<&str>) -> Request<String> {
+        let mut request = Request::new(field.to_owned());
+        if let Some(header) = header {
+            request
+                .metadata_mut()
+                .insert("authorization", header.parse().unwrap());
+        }
+        request
+    }
+
+    fn token(request: &Request<String>) -> Option<String> {
+        token_from(request, |s| s).map(|t| t.expose().to_owned())
+    }
+
+    #[test]
+    fn the_field_wins_over_metadata() {
+        assert_eq!(
+            token(&request("a.b.c", Some("Bearer x.y.z"))).as_deref(),
+            Some("a.b.c")
+        );
+    }
+
+    #[test]
+    fn metadata_is_used_when_the_field_is_empty() {
+        assert_eq!(
+            token(&request("", Some("Bearer x.y.z"))).as_deref(),
+            Some("x.y.z")
+        );
+        assert_eq!(
+            token(&request("", Some("bearer  x.y.z"))).as_deref(),
+            Some("x.y.z")
+        );
+    }
+
+    #[test]
+    fn other_schemes_and_empty_values_are_missing() {
+        assert_eq!(token(&request("", Some("Basic dXNlcjpwYXNz"))), None);
+        assert_eq!(token(&request("", Some("Bearer "))), None);
+        assert_eq!(token(&request("", None)), None);
+    }
+}

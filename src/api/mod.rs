@@ -1,0 +1,148 @@
+//! The gRPC edge: turns requests into domain types, calls one `AuthService` function, turns the
+//! answer back into a response. `status` is the only place that picks gRPC codes.
+
+mod bearer;
+pub mod status;
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+
+use crate::{
+    domain::{Email, FieldViolation, Password, Username},
+    pb::{self, auth_service_server::AuthService as AuthServiceRpc},
+    service::{AuthService, Registration, Session},
+    tokens::TokenClaims,
+};
+
+/// The tonic implementation of `auth.v1.AuthService`.
+#[derive(Clone)]
+pub struct AuthApi {
+    service: Arc<AuthService>,
+}
+
+impl AuthApi {
+    /// Serves `service` over gRPC.
+    pub fn new(service: Arc<AuthService>) -> Self {
+        Self { service }
+    }
+}
+
+#[tonic::async_trait]
+impl AuthServiceRpc for AuthApi {
+    #[tracing::instrument(name = "Register", skip_all)]
+    async fn register(
+        &self,
+        request: Request<pb::RegisterRequest>,
+    ) -> Result<Response<pb::RegisterResponse>, Status> {
+        let request = request.into_inner();
+        let registration = parse_registration(&request).map_err(status::invalid_argument)?;
+        let session = self
+            .service
+            .register(registration)
+            .await
+            .map_err(status::from_service)?;
+        Ok(Response::new(pb::RegisterResponse {
+            user_id: session.user_id.to_string(),
+            tokens: Some(auth_tokens(session)),
+        }))
+    }
+
+    #[tracing::instrument(name = "Login", skip_all)]
+    async fn login(
+        &self,
+        request: Request<pb::LoginRequest>,
+    ) -> Result<Response<pb::LoginResponse>, Status> {
+        let request = request.into_inner();
+        let (email, password) = collect_violations(
+            Email::parse(&request.email),
+            Password::parse_offered(&request.password),
+        )
+        .map_err(status::invalid_argument)?;
+        let session = self
+            .service
+            .login(email, password)
+            .await
+            .map_err(status::from_service)?;
+        Ok(Response::new(pb::LoginResponse {
+            user_id: session.user_id.to_string(),
+            tokens: Some(auth_tokens(session)),
+        }))
+    }
+
+    #[tracing::instrument(name = "Logout", skip_all)]
+    async fn logout(
+        &self,
+        request: Request<pb::LogoutRequest>,
+    ) -> Result<Response<pb::LogoutResponse>, Status> {
+        let token = bearer::token_from(&request, |message| &message.access_token);
+        self.service
+            .logout(token)
+            .await
+            .map_err(status::from_service)?;
+        Ok(Response::new(pb::LogoutResponse {}))
+    }
+
+    #[tracing::instrument(name = "Verify", skip_all)]
+    async fn verify(
+        &self,
+        request: Request<pb::VerifyRequest>,
+    ) -> Result<Response<pb::VerifyResponse>, Status> {
+        let token = bearer::token_from(&request, |message| &message.access_token);
+        let claims = self
+            .service
+            .verify(token)
+            .await
+            .map_err(status::from_service)?;
+        Ok(Response::new(verify_response(claims)))
+    }
+}
+
+fn parse_registration(request: &pb::RegisterRequest) -> Result<Registration, Vec<FieldViolation>> {
+    let fields = collect_violations(
+        Email::parse(&request.email),
+        Password::parse_new(&request.password),
+    );
+    let username = Username::parse(&request.username);
+    match (fields, username) {
+        (Ok((email, password)), Ok(username)) => Ok(Registration {
+            email,
+            password,
+            username,
+        }),
+        (fields, username) => {
+            let mut violations = fields.err().unwrap_or_default();
+            violations.extend(username.err());
+            Err(violations)
+        }
+    }
+}
+
+/// Both values, or every violation (so a client learns about all its mistakes at once).
+fn collect_violations<A, B>(
+    a: Result<A, FieldViolation>,
+    b: Result<B, FieldViolation>,
+) -> Result<(A, B), Vec<FieldViolation>> {
+    match (a, b) {
+        (Ok(a), Ok(b)) => Ok((a, b)),
+        (a, b) => Err(a.err().into_iter().chain(b.err()).collect()),
+    }
+}
+
+fn auth_tokens(session: Session) -> pb::AuthTokens {
+    pb::AuthTokens {
+        access_token: session.token.token.expose().to_owned(),
+        token_type: "Bearer".to_owned(),
+        expires_in: session.expires_in,
+    }
+}
+
+fn verify_response(claims: TokenClaims) -> pb::VerifyResponse {
+    let timestamp = |seconds| prost_types::Timestamp { seconds, nanos: 0 };
+    pb::VerifyResponse {
+        user_id: claims.user_id.to_string(),
+        jti: claims.jti.to_string(),
+        issued_at: Some(timestamp(claims.issued_at)),
+        expires_at: Some(timestamp(claims.expires_at)),
+    }
+}

@@ -1,0 +1,111 @@
+//! `Email`: a syntactically valid address (email_address rules), at most 254 characters, no
+//! control characters, with its normalised form (trimmed, case-folded) used for uniqueness.
+
+use std::str::FromStr;
+
+use email_address::EmailAddress;
+
+use super::FieldViolation;
+
+/// RFC 5321 §4.5.3.1.3: a path is at most 256 octets including the angle brackets.
+pub const MAX_EMAIL_CHARS: usize = 254;
+
+/// A valid email address.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Email {
+    /// As given, trimmed.
+    display: String,
+    /// Trimmed and lowercased: the identity compared for uniqueness and at login.
+    normalized: String,
+}
+
+impl Email {
+    /// Parses the `email` field of a request.
+    pub fn parse(raw: &str) -> Result<Self, FieldViolation> {
+        let trimmed = raw.trim();
+        let violation = |description: &str| Err(FieldViolation::new("email", description));
+        if trimmed.is_empty() {
+            return violation("is required");
+        }
+        if trimmed.chars().count() > MAX_EMAIL_CHARS {
+            return violation("must be at most 254 characters");
+        }
+        if trimmed.chars().any(char::is_control) {
+            return violation("must not contain control characters");
+        }
+        if EmailAddress::from_str(trimmed).is_err() {
+            return violation("is not a valid email address");
+        }
+        Ok(Self {
+            display: trimmed.to_owned(),
+            normalized: trimmed.to_lowercase(),
+        })
+    }
+
+    /// The address as the user wrote it (trimmed).
+    pub fn as_str(&self) -> &str {
+        &self.display
+    }
+
+    /// The trimmed, case-folded address: the unique identity of an account.
+    pub fn normalized(&self) -> &str {
+        &self.normalized
+    }
+}
+
+impl std::fmt::Debug for Email {
+    // Emails are personal data: logs get the domain only.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let domain = self.normalized.rsplit_once('@').map_or("", |(_, d)| d);
+        write!(f, "Email(***@{domain})")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trims_and_case_folds_for_identity() {
+        let email = Email::parse("  Alice.Smith@Example.COM \n").unwrap();
+        assert_eq!(email.as_str(), "Alice.Smith@Example.COM");
+        assert_eq!(email.normalized(), "alice.smith@example.com");
+    }
+
+    #[test]
+    fn refuses_malformed_addresses() {
+        for raw in [
+            "",
+            "   ",
+            "plainaddress",
+            "@example.com",
+            "a@",
+            "a b@example.com",
+            "a@@b.com",
+        ] {
+            let violation = Email::parse(raw).unwrap_err();
+            assert_eq!(violation.field, "email", "{raw:?}");
+        }
+    }
+
+    #[test]
+    fn refuses_control_characters() {
+        assert!(Email::parse("a\u{0}b@example.com").is_err());
+        assert!(Email::parse("ab@exa\u{7}mple.com").is_err());
+    }
+
+    #[test]
+    fn refuses_more_than_254_characters() {
+        let local = "a".repeat(64);
+        let domain = format!("{}.com", vec!["b".repeat(60); 4].join("."));
+        let long = format!("{local}@{domain}");
+        assert!(long.len() > MAX_EMAIL_CHARS);
+        assert!(Email::parse(&long).is_err());
+    }
+
+    #[test]
+    fn debug_does_not_print_the_local_part() {
+        let email = Email::parse("secret.person@example.com").unwrap();
+        assert!(!format!("{email:?}").contains("secret.person"));
+    }
+}

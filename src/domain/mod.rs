@@ -1,0 +1,31 @@
+//! Domain types that parse on the way in: once a value of these types exists, it is valid.
+//! Their inner fields are private; `parse` is the only way in.
+
+mod email;
+mod password;
+mod token;
+mod user;
+
+pub use email::Email;
+pub use password::Password;
+pub use token::{AccessToken, Jti};
+pub use user::{UserId, Username};
+
+/// Why a field was refused; the API layer turns it into a google.rpc.BadRequest field violation.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {description}")]
+pub struct FieldViolation {
+    /// The request field, as named in the proto.
+    pub field: &'static str,
+    /// What is wrong, in words a client developer can act on.
+    pub description: String,
+}
+
+impl FieldViolation {
+    pub(crate) fn new(field: &'static str, description: impl Into<String>) -> Self {
+        Self {
+            field,
+            description: description.into(),
+        }
+    }
+}

@@ -1,0 +1,137 @@
+//! `Password`: 8 to 128 characters, any Unicode including spaces, no control characters, no
+//! composition rules (NIST SP 800-63B §5.1.1.2). Normalised to NFKC so that the same password typed
+//! on different keyboards hashes the same. The secret is never printed.
+
+use secrecy::{ExposeSecret, SecretString};
+use unicode_normalization::UnicodeNormalization;
+
+use super::FieldViolation;
+
+/// NIST SP 800-63B: at least 8 characters.
+pub const MIN_PASSWORD_CHARS: usize = 8;
+/// NIST SP 800-63B: allow at least 64; 128 bounds the cost of hashing hostile input.
+pub const MAX_PASSWORD_CHARS: usize = 128;
+
+/// A password as given in a request, normalised; `Debug` is redacted.
+#[derive(Clone)]
+pub struct Password(SecretString);
+
+impl Password {
+    /// Parses a new password (Register): enforces the length rules.
+    pub fn parse_new(raw: &str) -> Result<Self, FieldViolation> {
+        let password = Self::normalize(raw)?;
+        let chars = password.0.expose_secret().chars().count();
+        if chars < MIN_PASSWORD_CHARS {
+            return Err(FieldViolation::new(
+                "password",
+                "must be at least 8 characters",
+            ));
+        }
+        if chars > MAX_PASSWORD_CHARS {
+            return Err(FieldViolation::new(
+                "password",
+                "must be at most 128 characters",
+            ));
+        }
+        Ok(password)
+    }
+
+    /// Parses a password offered at Login: only bounded and non-empty, so that a change of the
+    /// length rules never locks out existing users.
+    pub fn parse_offered(raw: &str) -> Result<Self, FieldViolation> {
+        let password = Self::normalize(raw)?;
+        let chars = password.0.expose_secret().chars().count();
+        if chars == 0 {
+            return Err(FieldViolation::new("password", "is required"));
+        }
+        if chars > MAX_PASSWORD_CHARS {
+            return Err(FieldViolation::new(
+                "password",
+                "must be at most 128 characters",
+            ));
+        }
+        Ok(password)
+    }
+
+    fn normalize(raw: &str) -> Result<Self, FieldViolation> {
+        // Bound the work before normalising: 4 bytes per char is the UTF-8 maximum.
+        if raw.len() > MAX_PASSWORD_CHARS * 4 {
+            return Err(FieldViolation::new(
+                "password",
+                "must be at most 128 characters",
+            ));
+        }
+        if raw.chars().any(char::is_control) {
+            return Err(FieldViolation::new(
+                "password",
+                "must not contain control characters",
+            ));
+        }
+        Ok(Self(SecretString::from(raw.nfkc().collect::<String>())))
+    }
+
+    /// The normalised password bytes, for hashing only.
+    pub fn expose_bytes(&self) -> &[u8] {
+        self.0.expose_secret().as_bytes()
+    }
+}
+
+impl std::fmt::Debug for Password {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Password(<redacted>)")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_8_to_128_characters_of_any_kind() {
+        for ok in [
+            "12345678",
+            "correct horse battery staple",
+            "pässwörd",
+            "密码密码密码密码",
+            &"x".repeat(128),
+        ] {
+            assert!(Password::parse_new(ok).is_ok(), "{ok:?}");
+        }
+    }
+
+    #[test]
+    fn counts_characters_not_bytes() {
+        // 8 characters, 24 bytes.
+        assert!(Password::parse_new("密码密码密码密码").is_ok());
+        // 7 characters, 21 bytes.
+        assert!(Password::parse_new("密码密码密码密").is_err());
+        assert!(Password::parse_new(&"é".repeat(129)).is_err());
+    }
+
+    #[test]
+    fn refuses_too_short_too_long_and_control_characters() {
+        for bad in [
+            "",
+            "1234567",
+            &"x".repeat(129),
+            "abc\u{0}defgh",
+            "abcdefgh\n",
+        ] {
+            let violation = Password::parse_new(bad).unwrap_err();
+            assert_eq!(violation.field, "password");
+        }
+    }
+
+    #[test]
+    fn nfkc_makes_compatible_forms_equal() {
+        let composed = Password::parse_new("caf\u{e9} au lait").unwrap();
+        let decomposed = Password::parse_new("cafe\u{301} au lait").unwrap();
+        assert_eq!(composed.expose_bytes(), decomposed.expose_bytes());
+    }
+
+    #[test]
+    fn debug_is_redacted() {
+        let password = Password::parse_new("hunter2hunter2").unwrap();
+        assert!(!format!("{password:?}").contains("hunter2"));
+    }
+}

@@ -1,0 +1,21 @@
+//! The `authd` binary: parse the configuration, start logging, serve until SIGTERM/SIGINT.
+
+use std::process::ExitCode;
+
+use authd::{App, Config, telemetry};
+use clap::Parser;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let config = Config::parse();
+    telemetry::init(config.log_format);
+    let result = async { App::build(config).await?.run_until_signal().await }.await;
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!("authd stopped: {error:#}");
+            eprintln!("authd: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
