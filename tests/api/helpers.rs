@@ -1,0 +1,406 @@
+//! `spawn_app(Backend)`: a fresh database (Postgres: a new database named by a UUID; embedded: a new
+//! data directory), a unique Redis key prefix, the real server on port 0, connected clients.
+//!
+//! Test URLs: AUTHD_TEST_DATABASE_URL (default postgres://postgres@127.0.0.1:5432/postgres, an admin
+//! connection used to create and drop the per-test database) and AUTHD_TEST_REDIS_URL (default
+//! redis://127.0.0.1:6379). Set TEST_LOG=1 to see the server's logs.
+
+#![allow(dead_code)]
+
+pub mod proxy;
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use authd::{
+    App, Config,
+    pb::{self, auth_service_client::AuthServiceClient},
+};
+use clap::Parser as _;
+use sqlx::Connection as _;
+use tempfile::TempDir;
+use tokio::{sync::oneshot, task::JoinHandle};
+use tonic::{Code, Status, transport::Channel};
+use tonic_health::pb::health_client::HealthClient;
+use tonic_types::StatusExt as _;
+use uuid::Uuid;
+
+pub use proxy::Proxy;
+
+/// Which back ends an app runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// Users in Postgres, revocations in Redis.
+    Postgres,
+    /// Users and revocations in SQLite in the data directory.
+    Embedded,
+}
+
+/// A strong password that passes every rule.
+pub const PASSWORD: &str = "correct horse battery staple";
+
+pub fn admin_database_url() -> String {
+    std::env::var("AUTHD_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+pub fn redis_url() -> String {
+    std::env::var("AUTHD_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// `host:port` of a URL like `scheme://user@host:port/path`.
+pub fn host_port(url: &str) -> SocketAddr {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, rest)| rest);
+    let host_port = rest.split(['/', '?']).next().unwrap();
+    host_port
+        .parse()
+        .unwrap_or_else(|_| panic!("test URLs must use an IP:port, got {host_port}"))
+}
+
+/// A database created for one test and dropped after it.
+pub struct TestDatabase {
+    pub name: String,
+    pub url: String,
+}
+
+impl TestDatabase {
+    pub async fn create() -> Self {
+        let admin = admin_database_url();
+        let name = format!("authd_test_{}", Uuid::new_v4().simple());
+        let mut connection = sqlx::PgConnection::connect(&admin)
+            .await
+            .expect("connect to Postgres");
+        sqlx::query(sqlx::AssertSqlSafe(format!(r#"CREATE DATABASE "{name}""#)))
+            .execute(&mut connection)
+            .await
+            .expect("create test database");
+        let base = admin.rsplit_once('/').map(|(base, _)| base).unwrap();
+        let url = format!("{base}/{name}");
+        Self { name, url }
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        // Async work in Drop: a short-lived runtime on its own thread.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                if let Ok(mut connection) = sqlx::PgConnection::connect(&admin_database_url()).await
+                {
+                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                        r#"DROP DATABASE IF EXISTS "{name}" WITH (FORCE)"#
+                    )))
+                    .execute(&mut connection)
+                    .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// Where an app's state lives, kept across restarts of the app.
+pub struct TestState {
+    pub backend: Backend,
+    pub data_dir: TempDir,
+    pub database: Option<TestDatabase>,
+    pub redis_prefix: String,
+}
+
+impl TestState {
+    pub async fn new(backend: Backend) -> Self {
+        Self {
+            backend,
+            data_dir: tempfile::tempdir().unwrap(),
+            database: match backend {
+                Backend::Postgres => Some(TestDatabase::create().await),
+                Backend::Embedded => None,
+            },
+            redis_prefix: format!("authd-test:{}:", Uuid::new_v4().simple()),
+        }
+    }
+
+    /// The server's arguments for this state, talking to the given back-end URLs.
+    pub fn args(&self, database_url: Option<&str>, redis: Option<&str>) -> Vec<String> {
+        let mut args = vec![
+            "authd".to_owned(),
+            "--listen-addr=127.0.0.1:0".to_owned(),
+            format!("--data-dir={}", self.data_dir.path().display()),
+            format!("--redis-key-prefix={}", self.redis_prefix),
+        ];
+        if let Some(url) = database_url {
+            args.push(format!("--database-url={url}"));
+        }
+        if let Some(url) = redis {
+            args.push(format!("--redis-url={url}"));
+        }
+        args
+    }
+
+    /// Arguments for the real back ends of this state.
+    pub fn default_args(&self) -> Vec<String> {
+        match self.backend {
+            Backend::Postgres => self.args(
+                Some(&self.database.as_ref().unwrap().url),
+                Some(&redis_url()),
+            ),
+            Backend::Embedded => self.args(None, None),
+        }
+    }
+
+    pub fn signing_key_path(&self) -> PathBuf {
+        self.data_dir.path().join("signing-key.pem")
+    }
+}
+
+/// A running app and clients connected to it.
+pub struct TestApp {
+    pub address: SocketAddr,
+    pub client: AuthServiceClient<Channel>,
+    pub health: HealthClient<Channel>,
+    pub channel: Channel,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl TestApp {
+    /// Starts an app with these arguments (the first is the program name).
+    pub async fn start(args: Vec<String>) -> Self {
+        Self::try_start(args).await.expect("app starts")
+    }
+
+    pub async fn try_start(args: Vec<String>) -> anyhow::Result<Self> {
+        if std::env::var_os("TEST_LOG").is_some() {
+            authd::telemetry::init(authd::config::LogFormat::Text);
+        }
+        let config = Config::try_parse_from(args)?;
+        let app = App::build(config).await?;
+        let address = app.local_addr();
+        let (shutdown, stopped) = oneshot::channel();
+        let server = tokio::spawn(app.run_until_stopped(async move {
+            let _ = stopped.await;
+        }));
+        let channel = Channel::from_shared(format!("http://{address}"))?
+            .timeout(Duration::from_secs(30))
+            .connect()
+            .await?;
+        Ok(Self {
+            address,
+            client: AuthServiceClient::new(channel.clone()),
+            health: HealthClient::new(channel.clone()),
+            channel,
+            shutdown: Some(shutdown),
+            server: Some(server),
+        })
+    }
+
+    /// Stops the server gracefully and waits for it.
+    pub async fn stop(mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server.await.unwrap().unwrap();
+        }
+    }
+
+    pub async fn register(
+        &self,
+        email: &str,
+        password: &str,
+    ) -> Result<pb::RegisterResponse, Status> {
+        self.client
+            .clone()
+            .register(pb::RegisterRequest {
+                email: email.into(),
+                password: password.into(),
+                username: String::new(),
+            })
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    pub async fn login(&self, email: &str, password: &str) -> Result<pb::LoginResponse, Status> {
+        self.client
+            .clone()
+            .login(pb::LoginRequest {
+                email: email.into(),
+                password: password.into(),
+            })
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    pub async fn verify(&self, token: &str) -> Result<pb::VerifyResponse, Status> {
+        self.client
+            .clone()
+            .verify(pb::VerifyRequest {
+                access_token: token.into(),
+            })
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    pub async fn logout(&self, token: &str) -> Result<pb::LogoutResponse, Status> {
+        self.client
+            .clone()
+            .logout(pb::LogoutRequest {
+                access_token: token.into(),
+            })
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    /// Registers a fresh user and returns (email, user id, access token).
+    pub async fn new_user(&self) -> (String, String, String) {
+        let email = format!("user-{}@example.com", Uuid::new_v4().simple());
+        let response = self.register(&email, PASSWORD).await.expect("register");
+        let token = response.tokens.unwrap().access_token;
+        (email, response.user_id, token)
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+    }
+}
+
+/// A state and an app running on it: the usual test fixture.
+pub struct Fixture {
+    pub app: TestApp,
+    pub state: TestState,
+}
+
+pub async fn spawn_app(backend: Backend) -> Fixture {
+    let state = TestState::new(backend).await;
+    let app = TestApp::start(state.default_args()).await;
+    Fixture { app, state }
+}
+
+/// Asserts the code and, when given, the google.rpc.ErrorInfo reason.
+pub fn assert_status(status: &Status, code: Code, reason: Option<&str>) {
+    assert_eq!(status.code(), code, "unexpected status: {status:?}");
+    if let Some(reason) = reason {
+        let info = status
+            .get_error_details()
+            .error_info()
+            .cloned()
+            .unwrap_or_else(|| panic!("no ErrorInfo in {status:?}"));
+        assert_eq!(info.domain, "authd");
+        assert_eq!(info.reason, reason, "{status:?}");
+    }
+}
+
+/// The fields named by a google.rpc.BadRequest detail.
+pub fn violated_fields(status: &Status) -> Vec<String> {
+    status
+        .get_error_details()
+        .bad_request()
+        .map(|b| b.field_violations.iter().map(|v| v.field.clone()).collect())
+        .unwrap_or_default()
+}
+
+/// Polls `check` until it is true or `within` passes.
+pub async fn eventually<F, Fut>(within: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if check().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Runs a test body once per back end: `backend_tests!(name, …)` expects `async fn name(Backend)`.
+#[macro_export]
+macro_rules! backend_tests {
+    ($($name:ident),* $(,)?) => {
+        mod on_postgres_and_redis {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::helpers::Backend::Postgres).await
+                }
+            )*
+        }
+        mod on_embedded_sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::helpers::Backend::Embedded).await
+                }
+            )*
+        }
+    };
+}
+
+/// Signs arbitrary claims with the app's own Ed25519 key, to make tokens the server would not
+/// issue (expired, wrong issuer, missing claims…). `typ`/`kid` default to the real ones.
+pub struct Forger {
+    key: jsonwebtoken::EncodingKey,
+    pub kid: String,
+}
+
+impl Forger {
+    pub fn for_state(state: &TestState) -> Self {
+        let (signing_key, _) =
+            authd::tokens::load_or_generate_ed25519_key(&state.signing_key_path()).unwrap();
+        let der = ed25519_dalek::pkcs8::EncodePrivateKey::to_pkcs8_der(&signing_key).unwrap();
+        let key = jsonwebtoken::EncodingKey::from_ed_der(der.as_bytes());
+        let authority = authd::tokens::TokenAuthority::new(
+            authd::tokens::SigningKeyMaterial::Ed25519(signing_key),
+            "authd",
+            "authd",
+            Duration::from_secs(900),
+            Duration::from_secs(5),
+        )
+        .unwrap();
+        Self {
+            key,
+            kid: authority.key_id().to_owned(),
+        }
+    }
+
+    /// The standard header of an access token.
+    pub fn header(&self) -> jsonwebtoken::Header {
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
+        header.typ = Some("at+jwt".into());
+        header.kid = Some(self.kid.clone());
+        header
+    }
+
+    /// Valid claims for `user_id`, issued `age` seconds ago, living `ttl` seconds.
+    pub fn claims(user_id: &str, age: i64, ttl: i64) -> serde_json::Value {
+        let now = unix_now();
+        serde_json::json!({
+            "iss": "authd", "aud": "authd", "sub": user_id,
+            "iat": now - age, "exp": now - age + ttl, "jti": Uuid::new_v4().to_string(),
+        })
+    }
+
+    pub fn sign(&self, header: &jsonwebtoken::Header, claims: &serde_json::Value) -> String {
+        jsonwebtoken::encode(header, claims, &self.key).unwrap()
+    }
+}
+
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}

@@ -1,0 +1,13 @@
+//! End-to-end tests: the real server on a random port, called through the generated tonic client,
+//! against real Postgres + Redis (a fresh database and key prefix per test) and again against the
+//! embedded SQLite back end. One binary, one module per feature.
+
+mod helpers;
+
+mod health;
+mod login;
+mod logout;
+mod outages;
+mod register;
+mod startup;
+mod verify;

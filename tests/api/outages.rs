@@ -1,0 +1,141 @@
+//! Back ends that go away: fail closed with UNAVAILABLE, report NOT_SERVING, recover by themselves.
+//! Outages are injected with a TCP proxy between authd and the shared Postgres/Redis.
+
+use std::time::Duration;
+
+use tonic::Code;
+use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
+
+use crate::helpers::{
+    Backend, PASSWORD, Proxy, TestApp, TestState, admin_database_url, assert_status, eventually,
+    host_port, redis_url,
+};
+
+async fn health_of(app: &TestApp) -> Option<ServingStatus> {
+    let request = HealthCheckRequest {
+        service: "auth.v1.AuthService".into(),
+    };
+    app.health
+        .clone()
+        .check(request)
+        .await
+        .ok()
+        .map(|r| r.get_ref().status())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_outage_fails_verify_and_logout_closed_and_recovers_by_itself() {
+    let state = TestState::new(Backend::Postgres).await;
+    let proxy = Proxy::start(host_port(&redis_url())).await;
+    let args = state.args(
+        Some(&state.database.as_ref().unwrap().url),
+        Some(&proxy.url(&redis_url())),
+    );
+    let app = TestApp::start(args).await;
+    let (_, _, token) = app.new_user().await;
+    let (_, _, other_token) = app.new_user().await;
+    app.verify(&token).await.unwrap();
+
+    proxy.cut();
+    let status = app.verify(&token).await.unwrap_err();
+    assert_status(&status, Code::Unavailable, Some("BACKEND_UNAVAILABLE"));
+    let status = app.logout(&other_token).await.unwrap_err();
+    assert_status(&status, Code::Unavailable, Some("BACKEND_UNAVAILABLE"));
+    let not_serving = eventually(Duration::from_secs(5), || async {
+        health_of(&app).await == Some(ServingStatus::NotServing)
+    })
+    .await;
+    assert!(
+        not_serving,
+        "health must report NOT_SERVING while Redis is down"
+    );
+
+    proxy.restore();
+    let recovered = eventually(Duration::from_secs(10), || async {
+        app.verify(&token).await.is_ok()
+    })
+    .await;
+    assert!(recovered, "Verify must recover without a restart");
+    let serving = eventually(Duration::from_secs(5), || async {
+        health_of(&app).await == Some(ServingStatus::Serving)
+    })
+    .await;
+    assert!(serving);
+    // The logout refused during the outage was not applied; a new one is.
+    app.verify(&other_token).await.unwrap();
+    app.logout(&other_token).await.unwrap();
+    assert_status(
+        &app.verify(&other_token).await.unwrap_err(),
+        Code::Unauthenticated,
+        Some("TOKEN_REVOKED"),
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_outage_fails_register_and_login_but_verify_keeps_serving() {
+    let state = TestState::new(Backend::Postgres).await;
+    let proxy = Proxy::start(host_port(&admin_database_url())).await;
+    let database_url = proxy.url(&state.database.as_ref().unwrap().url);
+    let app = TestApp::start(state.args(Some(&database_url), Some(&redis_url()))).await;
+    let (email, _, token) = app.new_user().await;
+
+    proxy.cut();
+    let started = std::time::Instant::now();
+    let status = app.register("new@example.com", PASSWORD).await.unwrap_err();
+    assert_status(&status, Code::Unavailable, Some("BACKEND_UNAVAILABLE"));
+    let status = app.login(&email, PASSWORD).await.unwrap_err();
+    assert_status(&status, Code::Unavailable, Some("BACKEND_UNAVAILABLE"));
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "outage answers must be bounded"
+    );
+    app.verify(&token)
+        .await
+        .expect("Verify does not need Postgres");
+
+    proxy.restore();
+    let recovered = eventually(Duration::from_secs(10), || async {
+        app.login(&email, PASSWORD).await.is_ok()
+    })
+    .await;
+    assert!(recovered, "Login must recover without a restart");
+    app.register("new@example.com", PASSWORD)
+        .await
+        .expect("register after recovery");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_back_end_keeps_users_and_revocations_across_a_restart() {
+    let state = TestState::new(Backend::Embedded).await;
+    let app = TestApp::start(state.default_args()).await;
+    let (email, user_id, token) = app.new_user().await;
+    let (_, _, kept_token) = app.new_user().await;
+    app.logout(&token).await.unwrap();
+    app.stop().await;
+
+    let app = TestApp::start(state.default_args()).await;
+    assert_eq!(app.login(&email, PASSWORD).await.unwrap().user_id, user_id);
+    assert_status(
+        &app.verify(&token).await.unwrap_err(),
+        Code::Unauthenticated,
+        Some("TOKEN_REVOKED"),
+    );
+    app.verify(&kept_token)
+        .await
+        .expect("tokens signed before the restart stay valid");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_back_end_without_redis_keeps_revocations_in_postgres() {
+    let state = TestState::new(Backend::Postgres).await;
+    let app = TestApp::start(state.args(Some(&state.database.as_ref().unwrap().url), None)).await;
+    let (_, _, token) = app.new_user().await;
+    app.logout(&token).await.unwrap();
+    // A second instance on the same database sees the revocation.
+    let other = TestApp::start(state.args(Some(&state.database.as_ref().unwrap().url), None)).await;
+    assert_status(
+        &other.verify(&token).await.unwrap_err(),
+        Code::Unauthenticated,
+        Some("TOKEN_REVOKED"),
+    );
+}

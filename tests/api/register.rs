@@ -1,0 +1,207 @@
+//! Register: ids, tokens, stored hashes, field validation, uniqueness under races.
+
+use std::sync::Arc;
+
+use authd::pb;
+use tonic::Code;
+use uuid::Uuid;
+
+use crate::{
+    backend_tests,
+    helpers::{Backend, Fixture, PASSWORD, TestState, assert_status, spawn_app, violated_fields},
+};
+
+backend_tests!(
+    register_returns_a_uuid_user_id_and_a_bearer_token,
+    register_stores_only_an_argon2id_phc_hash_with_owasp_parameters,
+    malformed_emails_are_invalid_argument_naming_email,
+    taken_email_is_already_exists_after_trimming_and_case_folding,
+    password_length_is_8_to_128_characters_of_any_kind,
+    empty_fields_are_invalid_argument_naming_each_field,
+    thirty_two_concurrent_registrations_of_one_email_have_exactly_one_winner,
+);
+
+async fn register_returns_a_uuid_user_id_and_a_bearer_token(backend: Backend) {
+    let Fixture { app, state: _state } = spawn_app(backend).await;
+    let response = app
+        .client
+        .clone()
+        .register(pb::RegisterRequest {
+            email: "ada@example.com".into(),
+            password: PASSWORD.into(),
+            username: "Ada Lovelace".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let user_id = Uuid::parse_str(&response.user_id).expect("user_id is a UUID");
+    let tokens = response.tokens.expect("tokens");
+    assert_eq!(tokens.token_type, "Bearer");
+    assert_eq!(tokens.expires_in, 900);
+    let verified = app.verify(&tokens.access_token).await.unwrap();
+    assert_eq!(verified.user_id, user_id.to_string());
+}
+
+async fn register_stores_only_an_argon2id_phc_hash_with_owasp_parameters(backend: Backend) {
+    let Fixture { app, state } = spawn_app(backend).await;
+    app.register("Hash.Check@Example.com", PASSWORD)
+        .await
+        .unwrap();
+    let stored = stored_password_hash(&state, "hash.check@example.com").await;
+    assert!(
+        stored.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
+        "{stored}"
+    );
+    assert!(!stored.contains(PASSWORD));
+}
+
+async fn malformed_emails_are_invalid_argument_naming_email(backend: Backend) {
+    let Fixture { app, state: _state } = spawn_app(backend).await;
+    let too_long = format!("{}@{}.com", "a".repeat(64), "b".repeat(190));
+    for email in [
+        "plainaddress",
+        "@example.com",
+        "user@",
+        "two@@example.com",
+        "spa ce@example.com",
+        "ctrl\u{1}char@example.com",
+        "line\nbreak@example.com",
+        too_long.as_str(),
+    ] {
+        let status = app.register(email, PASSWORD).await.unwrap_err();
+        assert_status(&status, Code::InvalidArgument, None);
+        assert_eq!(violated_fields(&status), ["email"], "{email:?}");
+    }
+}
+
+async fn taken_email_is_already_exists_after_trimming_and_case_folding(backend: Backend) {
+    let Fixture { app, state: _state } = spawn_app(backend).await;
+    app.register("grace@example.com", PASSWORD).await.unwrap();
+    for again in [
+        "grace@example.com",
+        "  GRACE@Example.COM  ",
+        "Grace@example.com",
+    ] {
+        let status = app.register(again, "another password").await.unwrap_err();
+        assert_status(&status, Code::AlreadyExists, Some("EMAIL_TAKEN"));
+    }
+}
+
+async fn password_length_is_8_to_128_characters_of_any_kind(backend: Backend) {
+    let Fixture { app, state: _state } = spawn_app(backend).await;
+    let accepted = [
+        "12345678".to_owned(),
+        "x".repeat(128),
+        "with spaces in it".to_owned(),
+        "пароль-пароль".to_owned(),
+        "🔑🔑🔑🔑🔑🔑🔑🔑".to_owned(),
+    ];
+    for (i, password) in accepted.iter().enumerate() {
+        let email = format!("ok{i}@example.com");
+        app.register(&email, password)
+            .await
+            .unwrap_or_else(|s| panic!("{password:?}: {s:?}"));
+        app.login(&email, password)
+            .await
+            .expect("login with the same password");
+    }
+    for (i, password) in ["1234567".to_owned(), "x".repeat(129), "🔑".repeat(7)]
+        .iter()
+        .enumerate()
+    {
+        let status = app
+            .register(&format!("bad{i}@example.com"), password)
+            .await
+            .unwrap_err();
+        assert_status(&status, Code::InvalidArgument, None);
+        assert_eq!(violated_fields(&status), ["password"]);
+    }
+}
+
+async fn empty_fields_are_invalid_argument_naming_each_field(backend: Backend) {
+    let Fixture { app, state: _state } = spawn_app(backend).await;
+    let status = app.register("", "").await.unwrap_err();
+    assert_status(&status, Code::InvalidArgument, None);
+    assert_eq!(violated_fields(&status), ["email", "password"]);
+    let status = app.register("someone@example.com", "").await.unwrap_err();
+    assert_eq!(violated_fields(&status), ["password"]);
+}
+
+async fn thirty_two_concurrent_registrations_of_one_email_have_exactly_one_winner(
+    backend: Backend,
+) {
+    let Fixture { app, state: _state } = spawn_app(backend).await;
+    let app = Arc::new(app);
+    let attempts: Vec<_> = (0..32)
+        .map(|i| {
+            let app = app.clone();
+            // Vary the case: uniqueness is on the normalised email.
+            let email = if i % 2 == 0 {
+                "race@example.com"
+            } else {
+                "RACE@example.com"
+            };
+            tokio::spawn(async move { app.register(email, PASSWORD).await })
+        })
+        .collect();
+    let mut ok = 0;
+    for attempt in attempts {
+        match attempt.await.unwrap() {
+            Ok(_) => ok += 1,
+            Err(status) => assert_status(&status, Code::AlreadyExists, Some("EMAIL_TAKEN")),
+        }
+    }
+    assert_eq!(ok, 1);
+}
+
+/// Reads `users.password_hash` straight from the back end.
+async fn stored_password_hash(state: &TestState, email_normalized: &str) -> String {
+    let query = "SELECT password_hash FROM users WHERE email_normalized = $1";
+    match state.backend {
+        Backend::Postgres => {
+            let pool = sqlx::PgPool::connect(&state.database.as_ref().unwrap().url)
+                .await
+                .unwrap();
+            sqlx::query_scalar(query)
+                .bind(email_normalized)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+        Backend::Embedded => {
+            let url = format!(
+                "sqlite://{}",
+                state.data_dir.path().join("authd.db").display()
+            );
+            let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+            sqlx::query_scalar(query)
+                .bind(email_normalized)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    }
+}
+
+#[tokio::test]
+async fn requests_over_64_kib_are_refused_before_decoding() {
+    let Fixture { app, state: _state } = spawn_app(Backend::Embedded).await;
+    let huge = "a".repeat(70 * 1024);
+    let status = app
+        .register(&format!("{huge}@example.com"), PASSWORD)
+        .await
+        .unwrap_err();
+    // tonic refuses the frame by its length prefix, before prost sees it.
+    assert!(
+        matches!(status.code(), Code::OutOfRange | Code::ResourceExhausted),
+        "{status:?}"
+    );
+    assert!(status.message().contains("too large"), "{status:?}");
+    // A request just under the limit reaches validation and is refused there, as INVALID_ARGUMENT.
+    let big = "a".repeat(60 * 1024);
+    let status = app
+        .register(&format!("{big}@example.com"), PASSWORD)
+        .await
+        .unwrap_err();
+    assert_status(&status, Code::InvalidArgument, None);
+}

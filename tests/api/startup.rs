@@ -1,0 +1,88 @@
+//! Start-up: what is created on a fresh machine, and what refuses to start.
+
+use crate::helpers::{Backend, TestApp, TestState};
+
+#[tokio::test]
+async fn first_start_generates_a_private_signing_key_and_the_database() {
+    let state = TestState::new(Backend::Embedded).await;
+    let app = TestApp::start(state.default_args()).await;
+    let key = state.signing_key_path();
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&key).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600, "signing key mode {mode:o}");
+    assert!(state.data_dir.path().join("authd.db").exists());
+    let (_, _, token) = app.new_user().await;
+    app.stop().await;
+    // A restart reuses the key: old tokens stay valid.
+    let app = TestApp::start(state.default_args()).await;
+    app.verify(&token).await.unwrap();
+}
+
+#[tokio::test]
+async fn unreachable_database_or_redis_stops_start_up_naming_the_setting() {
+    let state = TestState::new(Backend::Embedded).await;
+    // Port 1 on loopback: nothing listens there.
+    let error = TestApp::try_start(state.args(Some("postgres://postgres@127.0.0.1:1/none"), None))
+        .await
+        .err()
+        .expect("start-up must fail");
+    assert!(
+        format!("{error:#}").contains("AUTHD_DATABASE_URL"),
+        "{error:#}"
+    );
+    let error = TestApp::try_start(state.args(None, Some("redis://127.0.0.1:1")))
+        .await
+        .err()
+        .expect("start-up must fail");
+    assert!(
+        format!("{error:#}").contains("AUTHD_REDIS_URL"),
+        "{error:#}"
+    );
+}
+
+#[tokio::test]
+async fn bad_settings_stop_start_up_naming_the_setting() {
+    let state = TestState::new(Backend::Embedded).await;
+    let cases: [(&[&str], &str); 4] = [
+        (
+            &["--jwt-alg=HS256", "--jwt-secret=short"],
+            "AUTHD_JWT_SECRET",
+        ),
+        (&["--access-token-ttl=soon"], "AUTHD_ACCESS_TOKEN_TTL"),
+        (
+            &["--database-url=mysql://root@localhost/test"],
+            "AUTHD_DATABASE_URL",
+        ),
+        (
+            &["--signing-key-file=/proc/version"],
+            "AUTHD_SIGNING_KEY_FILE",
+        ),
+    ];
+    for (extra, setting) in cases {
+        let mut args = state.default_args();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let error = TestApp::try_start(args)
+            .await
+            .err()
+            .expect("start-up must fail");
+        assert!(
+            format!("{error:#}").contains(setting),
+            "{extra:?}: {error:#}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn hs256_tokens_work_end_to_end() {
+    let state = TestState::new(Backend::Embedded).await;
+    let mut args = state.default_args();
+    args.extend([
+        "--jwt-alg=HS256".into(),
+        format!("--jwt-secret={}", "k".repeat(32)),
+    ]);
+    let app = TestApp::start(args).await;
+    let (_, user_id, token) = app.new_user().await;
+    let header = jsonwebtoken::decode_header(&token).unwrap();
+    assert_eq!(header.alg, jsonwebtoken::Algorithm::HS256);
+    assert_eq!(app.verify(&token).await.unwrap().user_id, user_id);
+}
