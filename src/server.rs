@@ -207,35 +207,33 @@ fn create_private_dir(dir: &std::path::Path) -> anyhow::Result<()> {
 
 /// Probes the back ends every second: SERVING while all answer, NOT_SERVING otherwise, for both
 /// the overall ("") and the `auth.v1.AuthService` health entries.
-fn report_health(
+async fn report_health(
     service: Arc<AuthService>,
     reporter: HealthReporter,
     mut stopped: watch::Receiver<bool>,
-) -> impl Future<Output = ()> {
-    async move {
-        let mut last = None;
-        loop {
-            let status = match service.check_backends().await {
-                Ok(()) => ServingStatus::Serving,
-                Err(error) => {
-                    if last != Some(ServingStatus::NotServing) {
-                        tracing::warn!("health: NOT_SERVING: {error}");
-                    }
-                    ServingStatus::NotServing
+) {
+    let mut last = None;
+    loop {
+        let status = match service.check_backends().await {
+            Ok(()) => ServingStatus::Serving,
+            Err(error) => {
+                if last != Some(ServingStatus::NotServing) {
+                    tracing::warn!(?error, "health: NOT_SERVING");
                 }
-            };
-            if last != Some(status) {
-                reporter.set_service_status("", status).await;
-                reporter.set_service_status(SERVICE_NAME, status).await;
-                last = Some(status);
+                ServingStatus::NotServing
             }
-            tokio::select! {
-                _ = tokio::time::sleep(HEALTH_PROBE_INTERVAL) => {}
-                _ = stopped.changed() => {
-                    reporter.set_service_status("", ServingStatus::NotServing).await;
-                    reporter.set_service_status(SERVICE_NAME, ServingStatus::NotServing).await;
-                    return;
-                }
+        };
+        if last != Some(status) {
+            reporter.set_service_status("", status).await;
+            reporter.set_service_status(SERVICE_NAME, status).await;
+            last = Some(status);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(HEALTH_PROBE_INTERVAL) => {}
+            _ = stopped.changed() => {
+                reporter.set_service_status("", ServingStatus::NotServing).await;
+                reporter.set_service_status(SERVICE_NAME, ServingStatus::NotServing).await;
+                return;
             }
         }
     }
