@@ -8,6 +8,7 @@ mod health;
 mod login;
 mod logout;
 mod outages;
+mod process;
 mod register;
 mod startup;
 mod verify;

@@ -1,0 +1,252 @@
+//! The `authd` binary as an operator runs it: logs, SIGTERM, concurrent start-up.
+
+use std::{
+    io::{BufRead as _, BufReader},
+    net::SocketAddr,
+    process::{Child, Command, Stdio},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use authd::pb::{self, auth_service_client::AuthServiceClient};
+use tonic::transport::Channel;
+
+use crate::helpers::{PASSWORD, TestDatabase, redis_url};
+
+/// A running `authd` process whose output is collected.
+struct Process {
+    child: Child,
+    address: SocketAddr,
+    output: Arc<Mutex<Vec<String>>>,
+}
+
+impl Process {
+    /// Starts the binary with JSON logs at debug level and waits for its listen address.
+    fn start(args: &[String]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_authd"))
+            .args(args)
+            .env("AUTHD_LOG_FORMAT", "json")
+            .env("RUST_LOG", "debug")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn authd");
+        let output = Arc::new(Mutex::new(Vec::new()));
+        let (address_tx, address_rx) = std::sync::mpsc::channel();
+        for stream in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let output = output.clone();
+            let address_tx = address_tx.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    if line.contains("serving gRPC") {
+                        let json: serde_json::Value = serde_json::from_str(&line).unwrap();
+                        let _ = address_tx.send(json["address"].as_str().unwrap().parse().unwrap());
+                    }
+                    output.lock().unwrap().push(line);
+                }
+            });
+        }
+        let address = address_rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("authd did not start: {:?}", output.lock().unwrap()));
+        Self {
+            child,
+            address,
+            output,
+        }
+    }
+
+    async fn client(&self) -> AuthServiceClient<Channel> {
+        let channel = Channel::from_shared(format!("http://{}", self.address))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        AuthServiceClient::new(channel)
+    }
+
+    fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([format!("-{name}"), self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    fn wait(mut self) -> (std::process::ExitStatus, Vec<String>) {
+        let status = self.child.wait().unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        let output = self.output.lock().unwrap().clone();
+        (status, output)
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+    }
+}
+
+fn embedded_args(data_dir: &std::path::Path) -> Vec<String> {
+    vec![
+        "--listen-addr=127.0.0.1:0".into(),
+        format!("--data-dir={}", data_dir.display()),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_in_flight_calls_finish_then_exits_zero() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let process = Process::start(&embedded_args(data_dir.path()));
+    let client = process.client().await;
+    // Sixteen registrations queue behind argon2 (one hash per core): still in flight at SIGTERM.
+    let calls: Vec<_> = (0..16)
+        .map(|i| {
+            let mut client = client.clone();
+            tokio::spawn(async move {
+                let result = client
+                    .register(pb::RegisterRequest {
+                        email: format!("drain{i}@example.com"),
+                        password: PASSWORD.into(),
+                        username: String::new(),
+                    })
+                    .await;
+                (result, std::time::Instant::now())
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    let signalled = std::time::Instant::now();
+    process.signal("TERM");
+    let mut finished_after_signal = 0;
+    for call in calls {
+        let (result, finished) = call.await.unwrap();
+        result.expect("an in-flight call completes during shutdown");
+        finished_after_signal += usize::from(finished > signalled);
+    }
+    assert!(
+        finished_after_signal > 0,
+        "no call was in flight at SIGTERM: the test proved nothing"
+    );
+    let (status, output) = tokio::task::spawn_blocking(|| process.wait())
+        .await
+        .unwrap();
+    assert!(status.success(), "exit status {status:?}: {output:#?}");
+    assert!(
+        output
+            .iter()
+            .any(|l| l.contains("draining in-flight calls")),
+        "{output:#?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_never_contain_passwords_or_tokens() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let process = Process::start(&embedded_args(data_dir.path()));
+    let mut client = process.client().await;
+    let secret_password = "unmistakable-Pa55word-in-logs";
+    let registered = client
+        .register(pb::RegisterRequest {
+            email: "logs@example.com".into(),
+            password: secret_password.into(),
+            username: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let token = registered.tokens.unwrap().access_token;
+    let _ = client
+        .login(pb::LoginRequest {
+            email: "logs@example.com".into(),
+            password: "wrong-Pa55word-in-logs".into(),
+        })
+        .await;
+    client
+        .verify(pb::VerifyRequest {
+            access_token: token.clone(),
+        })
+        .await
+        .unwrap();
+    client
+        .logout(pb::LogoutRequest {
+            access_token: token.clone(),
+        })
+        .await
+        .unwrap();
+    let _ = client
+        .verify(pb::VerifyRequest {
+            access_token: token.clone(),
+        })
+        .await;
+    process.signal("TERM");
+    let (_, output) = tokio::task::spawn_blocking(|| process.wait())
+        .await
+        .unwrap();
+    let logs = output.join("\n");
+    assert!(
+        logs.contains("registered"),
+        "the test must see the request logs: {logs}"
+    );
+    let signature = token.rsplit('.').next().unwrap();
+    for secret in [
+        secret_password,
+        "wrong-Pa55word-in-logs",
+        token.as_str(),
+        signature,
+    ] {
+        assert!(!logs.contains(secret), "a secret leaked into the logs");
+    }
+    let private_key = std::fs::read_to_string(data_dir.path().join("signing-key.pem")).unwrap();
+    let key_body = private_key.lines().nth(1).unwrap();
+    assert!(!logs.contains(key_body));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_starting_at_once_on_a_fresh_postgres_database_all_come_up() {
+    let database = TestDatabase::create().await;
+    let key_dir = tempfile::tempdir().unwrap();
+    let processes: Vec<Process> = (0..4)
+        .map(|_| {
+            Process::start(&[
+                "--listen-addr=127.0.0.1:0".into(),
+                format!("--database-url={}", database.url),
+                format!("--redis-url={}", redis_url()),
+                // One shared key file, generated by whichever instance wins.
+                format!("--data-dir={}", key_dir.path().display()),
+            ])
+        })
+        .collect();
+    // Register on one, log in on every other: they share the database and the key.
+    let mut first = processes[0].client().await;
+    first
+        .register(pb::RegisterRequest {
+            email: "shared@example.com".into(),
+            password: PASSWORD.into(),
+            username: String::new(),
+        })
+        .await
+        .unwrap();
+    for process in &processes[1..] {
+        let login = process
+            .client()
+            .await
+            .login(pb::LoginRequest {
+                email: "shared@example.com".into(),
+                password: PASSWORD.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let token = login.tokens.unwrap().access_token;
+        first
+            .verify(pb::VerifyRequest {
+                access_token: token,
+            })
+            .await
+            .unwrap();
+    }
+}
