@@ -16,8 +16,11 @@ const RETRY_AFTER: Duration = Duration::from_secs(1);
 
 /// INVALID_ARGUMENT naming every refused field.
 pub fn invalid_argument(violations: Vec<FieldViolation>) -> Status {
-    let fields: Vec<&str> = violations.iter().map(|v| v.field).collect();
-    let message = format!("invalid {}", fields.join(", "));
+    let message = violations
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ");
     let wire: Vec<WireViolation> = violations
         .into_iter()
         .map(|v| WireViolation::new(v.field, v.description))
