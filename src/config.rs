@@ -14,6 +14,21 @@ pub const DEFAULT_ACCESS_TOKEN_TTL: &str = "15m";
 pub const DEFAULT_CLOCK_LEEWAY: &str = "5s";
 /// HS256 secrets must be at least as long as the hash output (RFC 7518 §3.2).
 pub const MIN_HS256_SECRET_BYTES: usize = 32;
+/// Consecutive failed logins of one account before it backs off (OWASP Authentication Cheat
+/// Sheet: throttle per account; NIST SP 800-63B §5.2.2: at most 100 consecutive failures).
+pub const DEFAULT_LOGIN_FAILURES_BEFORE_BACKOFF: u32 = 5;
+/// First back-off delay; doubles with each further failure.
+pub const DEFAULT_LOGIN_BACKOFF_BASE: &str = "1s";
+/// Longest back-off delay.
+pub const DEFAULT_LOGIN_BACKOFF_MAX: &str = "15m";
+/// Failed logins from one source address per window before it is refused.
+pub const DEFAULT_SOURCE_MAX_FAILURES: u32 = 100;
+/// The source address window.
+pub const DEFAULT_SOURCE_WINDOW: &str = "15m";
+/// Longest time one call may take before DEADLINE_EXCEEDED (clients may ask for less).
+pub const DEFAULT_REQUEST_TIMEOUT: &str = "10s";
+/// HTTP/2 streams one connection may have open at once.
+pub const DEFAULT_MAX_CONCURRENT_STREAMS: u32 = 1024;
 
 /// The JWT signing algorithm; verification accepts only this one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -132,6 +147,52 @@ pub struct Config {
     #[arg(long, env = "AUTHD_CLOCK_LEEWAY", value_name = "AUTHD_CLOCK_LEEWAY", default_value = DEFAULT_CLOCK_LEEWAY, value_parser = parse_duration)]
     pub clock_leeway: Duration,
 
+    /// Consecutive failed logins of one account before exponential back-off.
+    #[arg(long, env = "AUTHD_LOGIN_FAILURES_BEFORE_BACKOFF", value_name = "AUTHD_LOGIN_FAILURES_BEFORE_BACKOFF", default_value_t = DEFAULT_LOGIN_FAILURES_BEFORE_BACKOFF)]
+    pub login_failures_before_backoff: u32,
+
+    /// First back-off delay (doubles per further failure).
+    #[arg(long, env = "AUTHD_LOGIN_BACKOFF_BASE", value_name = "AUTHD_LOGIN_BACKOFF_BASE", default_value = DEFAULT_LOGIN_BACKOFF_BASE, value_parser = parse_duration)]
+    pub login_backoff_base: Duration,
+
+    /// Longest back-off delay.
+    #[arg(long, env = "AUTHD_LOGIN_BACKOFF_MAX", value_name = "AUTHD_LOGIN_BACKOFF_MAX", default_value = DEFAULT_LOGIN_BACKOFF_MAX, value_parser = parse_duration)]
+    pub login_backoff_max: Duration,
+
+    /// Failed logins per source address per window (0 disables the limit).
+    #[arg(long, env = "AUTHD_SOURCE_MAX_FAILURES", value_name = "AUTHD_SOURCE_MAX_FAILURES", default_value_t = DEFAULT_SOURCE_MAX_FAILURES)]
+    pub source_max_failures: u32,
+
+    /// The per-source window.
+    #[arg(long, env = "AUTHD_SOURCE_WINDOW", value_name = "AUTHD_SOURCE_WINDOW", default_value = DEFAULT_SOURCE_WINDOW, value_parser = parse_duration)]
+    pub source_window: Duration,
+
+    /// Proxies (IPs or CIDRs, comma-separated) whose `x-forwarded-for` first hop is trusted as the
+    /// source address.
+    #[arg(long, env = "AUTHD_TRUSTED_PROXIES", value_name = "AUTHD_TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_network)]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+
+    /// Password hashing threads; 0 means one per core.
+    #[arg(
+        long,
+        env = "AUTHD_HASH_CONCURRENCY",
+        value_name = "AUTHD_HASH_CONCURRENCY",
+        default_value_t = 0
+    )]
+    pub hash_concurrency: usize,
+
+    /// Password hashes that may wait for a thread before requests are shed (RESOURCE_EXHAUSTED).
+    #[arg(long, env = "AUTHD_HASH_QUEUE", value_name = "AUTHD_HASH_QUEUE", default_value_t = crate::password::DEFAULT_HASH_QUEUE)]
+    pub hash_queue: usize,
+
+    /// Longest time one call may take.
+    #[arg(long, env = "AUTHD_REQUEST_TIMEOUT", value_name = "AUTHD_REQUEST_TIMEOUT", default_value = DEFAULT_REQUEST_TIMEOUT, value_parser = parse_duration)]
+    pub request_timeout: Duration,
+
+    /// HTTP/2 streams one connection may have open at once.
+    #[arg(long, env = "AUTHD_MAX_CONCURRENT_STREAMS", value_name = "AUTHD_MAX_CONCURRENT_STREAMS", default_value_t = DEFAULT_MAX_CONCURRENT_STREAMS)]
+    pub max_concurrent_streams: u32,
+
     /// Log format.
     #[arg(
         long,
@@ -201,6 +262,39 @@ impl Config {
                 "must not be empty",
             ));
         }
+        if self.login_failures_before_backoff == 0 {
+            return Err(ConfigError::new(
+                "AUTHD_LOGIN_FAILURES_BEFORE_BACKOFF",
+                "must be at least 1",
+            ));
+        }
+        if self.login_backoff_base.is_zero() || self.login_backoff_base > self.login_backoff_max {
+            return Err(ConfigError::new(
+                "AUTHD_LOGIN_BACKOFF_BASE",
+                "must be more than 0 and at most AUTHD_LOGIN_BACKOFF_MAX",
+            ));
+        }
+        if self.source_window.is_zero() {
+            return Err(ConfigError::new(
+                "AUTHD_SOURCE_WINDOW",
+                "must be more than 0",
+            ));
+        }
+        if self.hash_queue == 0 {
+            return Err(ConfigError::new("AUTHD_HASH_QUEUE", "must be at least 1"));
+        }
+        if self.request_timeout < Duration::from_millis(100) {
+            return Err(ConfigError::new(
+                "AUTHD_REQUEST_TIMEOUT",
+                "must be at least 100ms",
+            ));
+        }
+        if self.max_concurrent_streams == 0 {
+            return Err(ConfigError::new(
+                "AUTHD_MAX_CONCURRENT_STREAMS",
+                "must be at least 1",
+            ));
+        }
         self.database()?;
         self.redis()?;
         if self.jwt_alg == JwtAlgorithm::Hs256 {
@@ -264,6 +358,36 @@ impl Config {
             .clone()
             .unwrap_or_else(|| self.data_dir.join("signing-key.pem"))
     }
+
+    /// Hashing threads and queue, with 0 threads meaning one per core.
+    pub fn hashing_limits(&self) -> crate::password::HashingLimits {
+        let mut limits = crate::password::HashingLimits::for_this_machine();
+        if self.hash_concurrency > 0 {
+            limits.concurrency = self.hash_concurrency;
+        }
+        limits.queue = self.hash_queue;
+        limits
+    }
+
+    /// The login throttling policy.
+    pub fn throttle_policy(&self) -> crate::throttle::ThrottlePolicy {
+        crate::throttle::ThrottlePolicy {
+            failures_before_backoff: self.login_failures_before_backoff,
+            backoff_base: self.login_backoff_base,
+            backoff_max: self.login_backoff_max,
+            source_max_failures: self.source_max_failures,
+            source_window: self.source_window,
+        }
+    }
+}
+
+/// An IP network, or a single address as a /32 or /128.
+fn parse_network(value: &str) -> Result<ipnet::IpNet, String> {
+    let value = value.trim();
+    value
+        .parse::<ipnet::IpNet>()
+        .or_else(|_| value.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("{value:?} is neither an IP address nor a CIDR network"))
 }
 
 fn parse_duration(value: &str) -> Result<Duration, humantime::DurationError> {

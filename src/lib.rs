@@ -5,8 +5,9 @@
 //! ```text
 //! api (tonic edge: proto <-> domain, Error -> Status)
 //!   -> service (the four use cases)
-//!        -> tokens (JWT issue/verify), password (argon2id on a bounded pool)
-//!        -> store (UserStore, RevocationStore: Postgres, SQLite, Redis)
+//!        -> tokens (JWT issue/verify), password (argon2id on a bounded pool),
+//!           throttle (login back-off policy)
+//!        -> store (UserStore, RevocationStore, ThrottleStore: Postgres, SQLite, Redis)
 //! ```
 //!
 //! Nothing below `api` knows about tonic; nothing above `store` knows about SQL or Redis.
@@ -21,6 +22,7 @@ pub mod server;
 pub mod service;
 pub mod store;
 pub mod telemetry;
+pub mod throttle;
 pub mod tokens;
 
 /// Code generated from `proto/auth/v1/auth.proto`.

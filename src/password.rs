@@ -1,20 +1,20 @@
-//! Password hashing: argon2id with OWASP's parameters, run on the blocking pool with bounded
-//! concurrency and a bounded queue, so hashing never stalls the async workers that serve Verify.
+//! Password hashing: argon2id with OWASP's parameters on a dedicated pool of threads — one per
+//! core by default, at lowered OS priority — fed by a bounded queue. Past the queue, requests are
+//! shed at once (`Overloaded`), so a Login flood costs bounded memory, and Verify, which runs on
+//! the async workers at normal priority, never waits behind argon2.
 //!
 //! A stored hash is refused before verifying if it is not argon2id or names parameters above the
 //! ceiling: the argon2 crate verifies with whatever parameters the stored string names, so a
 //! tampered row could otherwise make one Login allocate gigabytes.
 
-use std::sync::{
-    Arc,
-    atomic::{AtomicUsize, Ordering},
-};
+use std::sync::Arc;
 
 use argon2::{
     Algorithm, Argon2, Params, Version,
     password_hash::{PasswordHasher as _, PasswordVerifier as _, phc::PasswordHash},
 };
-use tokio::sync::Semaphore;
+use crossbeam_channel::{Sender, TrySendError};
+use tokio::sync::oneshot;
 
 use crate::domain::Password;
 
@@ -30,8 +30,11 @@ pub const MAX_M_COST_KIB: u32 = 64 * 1024;
 pub const MAX_T_COST: u32 = 8;
 /// … and at most 4 lanes.
 pub const MAX_P_COST: u32 = 4;
-/// Hashes waiting for a slot, per slot, before new requests are shed.
-pub const DEFAULT_QUEUE_PER_SLOT: usize = 64;
+/// Hashes that may wait for a hashing thread before new ones are shed. Each waiting request holds
+/// a few hundred bytes; only running hashes hold argon2's 19 MiB.
+pub const DEFAULT_HASH_QUEUE: usize = 64;
+/// Niceness of hashing threads (Linux): the async workers that serve Verify win the CPU.
+const HASHING_THREAD_NICENESS: i32 = 10;
 
 /// An argon2id PHC string, as stored in `users.password_hash`.
 #[derive(Clone, PartialEq, Eq)]
@@ -69,31 +72,63 @@ pub enum HashError {
     Unexpected(String),
 }
 
-/// Hashes and verifies passwords on a bounded pool.
+/// How much hashing may happen at once, and how much may wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HashingLimits {
+    /// Hashing threads (default: one per core).
+    pub concurrency: usize,
+    /// Hashes that may wait for a thread (default 64).
+    pub queue: usize,
+}
+
+impl HashingLimits {
+    /// One thread per core and the default queue.
+    pub fn for_this_machine() -> Self {
+        Self {
+            concurrency: std::thread::available_parallelism().map_or(1, usize::from),
+            queue: DEFAULT_HASH_QUEUE,
+        }
+    }
+}
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// Hashes and verifies passwords on a dedicated, bounded pool. Cheap to clone; the threads stop
+/// when the last clone is dropped.
 #[derive(Clone)]
 pub struct PasswordHasher {
     params: Params,
-    slots: Arc<Semaphore>,
-    /// Requests admitted (running or queued); bounded by `max_admitted`.
-    admitted: Arc<AtomicUsize>,
-    max_admitted: usize,
+    jobs: Sender<Job>,
     /// Verified when the email is unknown, so that timing reveals nothing.
-    dummy_hash: PasswordHashString,
+    dummy_hash: Arc<PasswordHashString>,
 }
 
 impl PasswordHasher {
-    /// A hasher with the default parameters and `concurrency` simultaneous hashes.
-    pub fn new(concurrency: usize) -> Result<Self, HashError> {
+    /// Starts the hashing threads.
+    pub fn new(limits: HashingLimits) -> Result<Self, HashError> {
         let params = Params::new(DEFAULT_M_COST_KIB, DEFAULT_T_COST, DEFAULT_P_COST, None)
             .map_err(|e| HashError::Unexpected(e.to_string()))?;
-        let concurrency = concurrency.max(1);
         let dummy_hash = hash_blocking(&params, b"authd dummy password for unknown users")?;
+        let (jobs, queue) = crossbeam_channel::bounded::<Job>(limits.queue);
+        for index in 0..limits.concurrency.max(1) {
+            let queue = queue.clone();
+            std::thread::Builder::new()
+                .name(format!("argon2-{index}"))
+                .spawn(move || {
+                    lower_this_thread_priority();
+                    // Ends when every sender (every PasswordHasher clone) is gone.
+                    while let Ok(job) = queue.recv() {
+                        job();
+                    }
+                })
+                .map_err(|e| {
+                    HashError::Unexpected(format!("cannot start a hashing thread: {e}"))
+                })?;
+        }
         Ok(Self {
             params,
-            slots: Arc::new(Semaphore::new(concurrency)),
-            admitted: Arc::new(AtomicUsize::new(0)),
-            max_admitted: concurrency * (1 + DEFAULT_QUEUE_PER_SLOT),
-            dummy_hash,
+            jobs,
+            dummy_hash: Arc::new(dummy_hash),
         })
     }
 
@@ -112,47 +147,45 @@ impl PasswordHasher {
         stored: Option<PasswordHashString>,
     ) -> Result<bool, HashError> {
         let user_exists = stored.is_some();
-        let hash = stored.unwrap_or_else(|| self.dummy_hash.clone());
+        let dummy = self.dummy_hash.clone();
         let matched = self
-            .run(move || verify_blocking(password.expose_bytes(), &hash))
+            .run(move || {
+                verify_blocking(password.expose_bytes(), stored.as_ref().unwrap_or(&dummy))
+            })
             .await??;
         Ok(matched && user_exists)
     }
 
-    /// Runs `job` on the blocking pool once a slot is free; sheds load when the queue is full.
+    /// Queues `job` for a hashing thread; sheds it at once when the queue is full.
     async fn run<T: Send + 'static>(
         &self,
         job: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, HashError> {
-        let _admission = Admission::try_new(&self.admitted, self.max_admitted)?;
-        let _slot = self
-            .slots
-            .acquire()
+        let (result_tx, result_rx) = oneshot::channel();
+        let job: Job = Box::new(move || {
+            // The caller gave up (cancelled or timed out) while queued: skip the work.
+            if !result_tx.is_closed() {
+                let _ = result_tx.send(job());
+            }
+        });
+        self.jobs.try_send(job).map_err(|e| match e {
+            TrySendError::Full(_) => HashError::Overloaded,
+            TrySendError::Disconnected(_) => {
+                HashError::Unexpected("hashing threads are gone".into())
+            }
+        })?;
+        result_rx
             .await
-            .map_err(|_| HashError::Unexpected("hashing pool closed".into()))?;
-        tokio::task::spawn_blocking(job)
-            .await
-            .map_err(|e| HashError::Unexpected(e.to_string()))
+            .map_err(|_| HashError::Unexpected("a hashing thread dropped its job".into()))
     }
 }
 
-/// A place in the admitted set, given back on drop (also when the request is cancelled).
-struct Admission<'a>(&'a AtomicUsize);
-
-impl<'a> Admission<'a> {
-    fn try_new(admitted: &'a AtomicUsize, max: usize) -> Result<Self, HashError> {
-        let before = admitted.fetch_add(1, Ordering::AcqRel);
-        let admission = Self(admitted);
-        if before >= max {
-            return Err(HashError::Overloaded);
-        }
-        Ok(admission)
-    }
-}
-
-impl Drop for Admission<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+/// Lowers the calling thread's scheduling priority (Linux threads have their own nice value).
+fn lower_this_thread_priority() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: setpriority has no memory-safety preconditions; who = 0 is the calling thread.
+    unsafe {
+        libc::setpriority(libc::PRIO_PROCESS, 0, HASHING_THREAD_NICENESS);
     }
 }
 
@@ -216,7 +249,11 @@ mod tests {
 
     #[tokio::test]
     async fn hashes_are_argon2id_with_owasp_parameters_and_verify() {
-        let hasher = PasswordHasher::new(2).unwrap();
+        let hasher = PasswordHasher::new(HashingLimits {
+            concurrency: 2,
+            queue: 8,
+        })
+        .unwrap();
         let hash = hasher.hash(password("correct horse")).await.unwrap();
         assert!(
             hash.as_str().starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
@@ -239,14 +276,22 @@ mod tests {
 
     #[tokio::test]
     async fn unknown_user_never_matches_even_the_dummy_password() {
-        let hasher = PasswordHasher::new(1).unwrap();
+        let hasher = PasswordHasher::new(HashingLimits {
+            concurrency: 1,
+            queue: 8,
+        })
+        .unwrap();
         let dummy = Password::parse_offered("authd dummy password for unknown users").unwrap();
         assert!(!hasher.verify(dummy, None).await.unwrap());
     }
 
     #[tokio::test]
     async fn stored_hashes_beyond_the_ceiling_or_not_argon2id_are_refused() {
-        let hasher = PasswordHasher::new(1).unwrap();
+        let hasher = PasswordHasher::new(HashingLimits {
+            concurrency: 1,
+            queue: 8,
+        })
+        .unwrap();
         let salt = "c29tZXNhbHRzb21lc2FsdA";
         let out = "aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g";
         for stored in [
@@ -269,16 +314,35 @@ mod tests {
         }
     }
 
-    #[test]
-    fn admission_is_bounded_and_given_back() {
-        let admitted = AtomicUsize::new(0);
-        let first = Admission::try_new(&admitted, 1).unwrap();
-        assert!(matches!(
-            Admission::try_new(&admitted, 1),
-            Err(HashError::Overloaded)
-        ));
-        drop(first);
-        assert!(Admission::try_new(&admitted, 1).is_ok());
-        assert_eq!(admitted.load(Ordering::SeqCst), 0);
+    #[tokio::test]
+    async fn a_full_queue_sheds_load_at_once() {
+        let hasher = PasswordHasher::new(HashingLimits {
+            concurrency: 1,
+            queue: 1,
+        })
+        .unwrap();
+        let (release, blocked) = std::sync::mpsc::channel::<()>();
+        // Occupy the only thread, then the only queue slot.
+        let running = tokio::spawn({
+            let hasher = hasher.clone();
+            async move { hasher.run(move || blocked.recv().ok()).await }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let queued = tokio::spawn({
+            let hasher = hasher.clone();
+            async move { hasher.run(|| ()).await }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let shed = hasher.hash(password("correct horse")).await;
+        assert!(
+            matches!(shed, Err(HashError::Overloaded)),
+            "{:?}",
+            shed.map(|_| ())
+        );
+        release.send(()).unwrap();
+        running.await.unwrap().unwrap();
+        queued.await.unwrap().unwrap();
+        // With the queue drained, hashing works again.
+        hasher.hash(password("correct horse")).await.unwrap();
     }
 }

@@ -15,11 +15,12 @@ use crate::{
     config::{Config, DatabaseSetting, JwtAlgorithm},
     password::PasswordHasher,
     pb::{self, auth_service_server::AuthServiceServer},
-    service::AuthService,
+    service::{AuthService, Parts},
     store::{
-        RevocationStore, UserStore, postgres::PostgresStore, redis::RedisRevocations,
+        RevocationStore, ThrottleStore, UserStore, postgres::PostgresStore, redis::RedisStore,
         sqlite::SqliteStore,
     },
+    throttle::LoginThrottle,
     tokens::{SigningKeyMaterial, TokenAuthority, load_or_generate_ed25519_key},
 };
 
@@ -36,6 +37,7 @@ pub const SERVICE_NAME: &str = "auth.v1.AuthService";
 pub struct App {
     listener: TcpListener,
     service: Arc<AuthService>,
+    config: Config,
 }
 
 impl App {
@@ -43,17 +45,30 @@ impl App {
     /// binds the listen address. Fails with a message naming the setting at fault.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         config.check()?;
-        let (users, revocations) = connect_backends(&config).await?;
+        let backends = connect_backends(&config).await?;
         tracing::info!(
-            users = users.describe(),
-            revocations = revocations.describe(),
+            users = backends.users.describe(),
+            revocations = backends.revocations.describe(),
+            throttle = backends.throttle_describe,
             "back ends connected"
         );
         let tokens = token_authority(&config)?;
-        let concurrency = std::thread::available_parallelism().map_or(1, usize::from);
-        let hasher = PasswordHasher::new(concurrency)?;
+        let limits = config.hashing_limits();
+        let hasher = PasswordHasher::new(limits)?;
+        tracing::info!(
+            threads = limits.concurrency,
+            queue = limits.queue,
+            "password hashing ready"
+        );
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-        let service = Arc::new(AuthService::new(users, revocations, hasher, tokens, clock));
+        let service = Arc::new(AuthService::new(Parts {
+            users: backends.users,
+            revocations: backends.revocations,
+            throttle: LoginThrottle::new(backends.throttle, config.throttle_policy()),
+            hasher,
+            tokens,
+            clock,
+        }));
         let listener = TcpListener::bind(config.listen_addr)
             .await
             .with_context(|| {
@@ -62,7 +77,11 @@ impl App {
                     config.listen_addr
                 )
             })?;
-        Ok(Self { listener, service })
+        Ok(Self {
+            listener,
+            service,
+            config,
+        })
     }
 
     /// The bound address (useful with port 0).
@@ -107,8 +126,11 @@ impl App {
             .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1alpha()?;
-        let auth = AuthServiceServer::new(AuthApi::new(self.service.clone()))
-            .max_decoding_message_size(MAX_REQUEST_BYTES);
+        let auth = AuthServiceServer::new(AuthApi::new(
+            self.service.clone(),
+            self.config.trusted_proxies.clone(),
+        ))
+        .max_decoding_message_size(MAX_REQUEST_BYTES);
 
         tracing::info!(%address, "serving gRPC");
         let incoming = TcpIncoming::from(self.listener).with_nodelay(Some(true));
@@ -133,34 +155,51 @@ impl App {
     }
 }
 
-type Backends = (Arc<dyn UserStore>, Arc<dyn RevocationStore>);
+/// The connected stores.
+struct Backends {
+    users: Arc<dyn UserStore>,
+    revocations: Arc<dyn RevocationStore>,
+    throttle: Arc<dyn ThrottleStore>,
+    throttle_describe: &'static str,
+}
 
-/// Users in Postgres or SQLite; revocations in Redis if configured, else in the user database.
+/// Users in Postgres or SQLite; revocations and throttle counts in Redis if configured, else in
+/// the user database.
 async fn connect_backends(config: &Config) -> anyhow::Result<Backends> {
     let database_failed =
         |e| anyhow::anyhow!("invalid AUTHD_DATABASE_URL: cannot use the database: {e}");
-    let (users, sql_revocations): Backends = match config.database()? {
+    let mut backends = match config.database()? {
         DatabaseSetting::Postgres(url) => {
             let store = PostgresStore::connect(&url)
                 .await
                 .map_err(database_failed)?;
-            (Arc::new(store.clone()), Arc::new(store))
+            Backends {
+                users: Arc::new(store.clone()),
+                revocations: Arc::new(store.clone()),
+                throttle: Arc::new(store),
+                throttle_describe: "postgres",
+            }
         }
         DatabaseSetting::Sqlite(url) => {
             create_private_dir(&config.data_dir)?;
             let store = SqliteStore::connect(&url).await.map_err(database_failed)?;
-            (Arc::new(store.clone()), Arc::new(store))
+            Backends {
+                users: Arc::new(store.clone()),
+                revocations: Arc::new(store.clone()),
+                throttle: Arc::new(store),
+                throttle_describe: "sqlite",
+            }
         }
     };
-    let revocations: Arc<dyn RevocationStore> = match config.redis()? {
-        Some(url) => Arc::new(
-            RedisRevocations::connect(url, &config.redis_key_prefix)
-                .await
-                .map_err(|e| anyhow::anyhow!("invalid AUTHD_REDIS_URL: cannot use Redis: {e}"))?,
-        ),
-        None => sql_revocations,
-    };
-    Ok((users, revocations))
+    if let Some(url) = config.redis()? {
+        let redis = RedisStore::connect(url, &config.redis_key_prefix)
+            .await
+            .map_err(|e| anyhow::anyhow!("invalid AUTHD_REDIS_URL: cannot use Redis: {e}"))?;
+        backends.revocations = Arc::new(redis.clone());
+        backends.throttle = Arc::new(redis);
+        backends.throttle_describe = "redis";
+    }
+    Ok(backends)
 }
 
 fn token_authority(config: &Config) -> anyhow::Result<TokenAuthority> {
@@ -253,7 +292,12 @@ fn purge_revocations(
             match service.purge_expired_revocations().await {
                 Ok(0) => {}
                 Ok(purged) => tracing::debug!(purged, "purged expired revocations"),
-                Err(error) => tracing::warn!("purging revocations failed: {error}"),
+                Err(error) => tracing::warn!(?error, "purging revocations failed"),
+            }
+            match service.purge_expired_throttle_counts().await {
+                Ok(0) => {}
+                Ok(purged) => tracing::debug!(purged, "purged forgotten login-failure counts"),
+                Err(error) => tracing::warn!(?error, "purging login-failure counts failed"),
             }
         }
     })

@@ -1,13 +1,14 @@
 //! The four use cases — register, login, logout, verify — as plain async functions over the
 //! stores, the password hasher and the token authority. No I/O details, no tonic.
 
-use std::sync::Arc;
+use std::{net::IpAddr, sync::Arc, time::Duration};
 
 use crate::{
     clock::Clock,
     domain::{AccessToken, Email, Password, UserId, Username},
     password::{HashError, PasswordHasher},
     store::{NewUser, RevocationStore, StoreError, UserStore},
+    throttle::{LoginThrottle, ThrottleError},
     tokens::{IssuedToken, TokenAuthority, TokenClaims, TokenError},
 };
 
@@ -23,6 +24,12 @@ pub enum ServiceError {
     /// Logout/Verify: the token is not acceptable.
     #[error(transparent)]
     Token(#[from] TokenError),
+    /// Login: the account or source is backing off after failures.
+    #[error("too many failed logins; retry later")]
+    Throttled {
+        /// How long to wait.
+        retry_after: Duration,
+    },
     /// Password hashing is saturated; retry later.
     #[error("the server is busy hashing passwords; retry later")]
     Overloaded,
@@ -45,6 +52,15 @@ impl From<StoreError> for ServiceError {
             StoreError::EmailTaken => Self::EmailTaken,
             StoreError::Unavailable { backend, reason } => Self::Unavailable { backend, reason },
             StoreError::Unexpected(reason) => Self::Unexpected(anyhow::anyhow!(reason)),
+        }
+    }
+}
+
+impl From<ThrottleError> for ServiceError {
+    fn from(error: ThrottleError) -> Self {
+        match error {
+            ThrottleError::Throttled(retry_after) => Self::Throttled { retry_after },
+            ThrottleError::Store(error) => error.into(),
         }
     }
 }
@@ -84,23 +100,43 @@ pub struct Session {
 pub struct AuthService {
     users: Arc<dyn UserStore>,
     revocations: Arc<dyn RevocationStore>,
+    throttle: LoginThrottle,
     hasher: PasswordHasher,
     tokens: TokenAuthority,
     clock: Arc<dyn Clock>,
 }
 
+/// The parts an `AuthService` is assembled from.
+pub struct Parts {
+    /// Where users live.
+    pub users: Arc<dyn UserStore>,
+    /// Where revocations live.
+    pub revocations: Arc<dyn RevocationStore>,
+    /// Login throttling.
+    pub throttle: LoginThrottle,
+    /// Password hashing.
+    pub hasher: PasswordHasher,
+    /// Token issue and verification.
+    pub tokens: TokenAuthority,
+    /// The time.
+    pub clock: Arc<dyn Clock>,
+}
+
 impl AuthService {
     /// Assembles the service from its parts.
-    pub fn new(
-        users: Arc<dyn UserStore>,
-        revocations: Arc<dyn RevocationStore>,
-        hasher: PasswordHasher,
-        tokens: TokenAuthority,
-        clock: Arc<dyn Clock>,
-    ) -> Self {
+    pub fn new(parts: Parts) -> Self {
+        let Parts {
+            users,
+            revocations,
+            throttle,
+            hasher,
+            tokens,
+            clock,
+        } = parts;
         Self {
             users,
             revocations,
+            throttle,
             hasher,
             tokens,
             clock,
@@ -123,8 +159,16 @@ impl AuthService {
     }
 
     /// Checks an email and password and signs the user in. An unknown email costs the same
-    /// argon2 verification as a wrong password and gets the same error.
-    pub async fn login(&self, email: Email, password: Password) -> Result<Session, ServiceError> {
+    /// argon2 verification as a wrong password and gets the same error. Accounts and sources
+    /// that keep failing back off; a success resets the account.
+    pub async fn login(
+        &self,
+        email: Email,
+        password: Password,
+        source: Option<IpAddr>,
+    ) -> Result<Session, ServiceError> {
+        let now = self.clock.now_millis();
+        self.throttle.check(&email, source, now).await?;
         let stored = self.users.find_credentials(&email).await?;
         let user_id = stored.as_ref().map(|credentials| credentials.id);
         let matched = self
@@ -136,11 +180,13 @@ impl AuthService {
             .await?;
         match user_id {
             Some(user_id) if matched => {
+                self.throttle.succeeded(&email).await?;
                 tracing::info!(%user_id, "logged in");
                 self.start_session(user_id)
             }
             _ => {
-                tracing::info!("login refused");
+                self.throttle.failed(&email, source, now).await?;
+                tracing::info!(?source, "login refused");
                 Err(ServiceError::InvalidCredentials)
             }
         }
@@ -186,6 +232,11 @@ impl AuthService {
     /// Deletes revocation entries past their time (embedded/SQL stores; Redis expires its own).
     pub async fn purge_expired_revocations(&self) -> Result<u64, ServiceError> {
         Ok(self.revocations.purge_expired(self.clock.now()).await?)
+    }
+
+    /// Deletes forgotten login-failure counts (embedded/SQL stores; Redis expires its own).
+    pub async fn purge_expired_throttle_counts(&self) -> Result<u64, ServiceError> {
+        Ok(self.throttle.purge_expired(self.clock.now_millis()).await?)
     }
 
     fn start_session(&self, user_id: UserId) -> Result<Session, ServiceError> {

@@ -2,10 +2,12 @@
 //! answer back into a response. `status` is the only place that picks gRPC codes.
 
 mod bearer;
+mod source;
 pub mod status;
 
 use std::sync::Arc;
 
+use ipnet::IpNet;
 use tonic::{Request, Response, Status};
 
 use crate::{
@@ -19,12 +21,17 @@ use crate::{
 #[derive(Clone)]
 pub struct AuthApi {
     service: Arc<AuthService>,
+    /// Peers whose `x-forwarded-for` is believed.
+    trusted_proxies: Arc<[IpNet]>,
 }
 
 impl AuthApi {
     /// Serves `service` over gRPC.
-    pub fn new(service: Arc<AuthService>) -> Self {
-        Self { service }
+    pub fn new(service: Arc<AuthService>, trusted_proxies: Vec<IpNet>) -> Self {
+        Self {
+            service,
+            trusted_proxies: trusted_proxies.into(),
+        }
     }
 }
 
@@ -53,6 +60,7 @@ impl AuthServiceRpc for AuthApi {
         &self,
         request: Request<pb::LoginRequest>,
     ) -> Result<Response<pb::LoginResponse>, Status> {
+        let source = source::source_address(&request, &self.trusted_proxies);
         let request = request.into_inner();
         let (email, password) = collect_violations(
             Email::parse(&request.email),
@@ -61,7 +69,7 @@ impl AuthServiceRpc for AuthApi {
         .map_err(status::invalid_argument)?;
         let session = self
             .service
-            .login(email, password)
+            .login(email, password, source)
             .await
             .map_err(status::from_service)?;
         Ok(Response::new(pb::LoginResponse {
@@ -105,17 +113,39 @@ fn parse_registration(request: &pb::RegisterRequest) -> Result<Registration, Vec
     );
     let username = Username::parse(&request.username);
     match (fields, username) {
-        (Ok((email, password)), Ok(username)) => Ok(Registration {
-            email,
-            password,
-            username,
-        }),
+        (Ok((email, password)), Ok(username)) => {
+            password
+                .check_strength(&personal_words(&email, username.as_ref()))
+                .map_err(|violation| vec![violation])?;
+            Ok(Registration {
+                email,
+                password,
+                username,
+            })
+        }
         (fields, username) => {
             let mut violations = fields.err().unwrap_or_default();
             violations.extend(username.err());
             Err(violations)
         }
     }
+}
+
+/// What a password must not be built from: the user's own email, its parts, the display name.
+fn personal_words<'a>(email: &'a Email, username: Option<&'a Username>) -> Vec<&'a str> {
+    let mut words = vec![email.normalized()];
+    if let Some((local, domain)) = email.normalized().rsplit_once('@') {
+        words.push(local);
+        words.push(domain);
+        words.extend(
+            local
+                .split(['.', '_', '-', '+'])
+                .filter(|part| part.len() >= 3),
+        );
+        words.extend(domain.split('.').filter(|part| part.len() >= 3));
+    }
+    words.extend(username.map(Username::as_str));
+    words
 }
 
 /// Both values, or every violation (so a client learns about all its mistakes at once).

@@ -46,6 +46,16 @@ pub fn from_service(error: ServiceError) -> Status {
             ErrorDetails::with_error_info("INVALID_CREDENTIALS", ERROR_DOMAIN, HashMap::new()),
         ),
         ServiceError::Token(token_error) => token_status(*token_error),
+        ServiceError::Throttled { retry_after } => {
+            let mut details = ErrorDetails::with_retry_info(Some(*retry_after));
+            details.set_error_info("LOGIN_THROTTLED", ERROR_DOMAIN, HashMap::new());
+            let seconds = retry_after.as_secs_f64().ceil();
+            Status::with_error_details(
+                Code::ResourceExhausted,
+                format!("too many failed logins; retry in {seconds} s"),
+                details,
+            )
+        }
         ServiceError::Overloaded => {
             let mut details = ErrorDetails::with_retry_info(Some(RETRY_AFTER));
             details.set_error_info("OVERLOADED", ERROR_DOMAIN, HashMap::new());
@@ -108,6 +118,12 @@ mod tests {
                 Code::Unauthenticated,
             ),
             (ServiceError::Overloaded, Code::ResourceExhausted),
+            (
+                ServiceError::Throttled {
+                    retry_after: Duration::from_secs(2),
+                },
+                Code::ResourceExhausted,
+            ),
             (
                 ServiceError::Unavailable {
                     backend: "redis",

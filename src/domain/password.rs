@@ -11,6 +11,10 @@ use super::FieldViolation;
 pub const MIN_PASSWORD_CHARS: usize = 8;
 /// NIST SP 800-63B: allow at least 64; 128 bounds the cost of hashing hostile input.
 pub const MAX_PASSWORD_CHARS: usize = 128;
+/// zxcvbn score 2 = at least about 10^6 estimated guesses: refuses the common and the guessable
+/// (top passwords, dictionary words, keyboard walks, dates, the user's own email) without
+/// composition rules. Score 3 would refuse every 8-character password, random ones included.
+const MIN_ZXCVBN_SCORE: zxcvbn::Score = zxcvbn::Score::Two;
 
 /// A password as given in a request, normalised; `Debug` is redacted.
 #[derive(Clone)]
@@ -70,6 +74,25 @@ impl Password {
         Ok(Self(SecretString::from(raw.nfkc().collect::<String>())))
     }
 
+    /// Refuses a new password that is common or guessable from the user's own details (NIST SP
+    /// 800-63B §5.1.1.2 blocklist), judged by zxcvbn: below score 2 (about 10^6 estimated
+    /// guesses) is refused.
+    /// `context` holds the user's email, its parts and the display name.
+    pub fn check_strength(&self, context: &[&str]) -> Result<(), FieldViolation> {
+        let estimate = zxcvbn::zxcvbn(self.0.expose_secret(), context);
+        if estimate.score() >= MIN_ZXCVBN_SCORE {
+            return Ok(());
+        }
+        let reason = estimate
+            .feedback()
+            .and_then(|feedback| feedback.warning())
+            .map_or_else(|| "it is too easy to guess".to_owned(), |w| w.to_string());
+        Err(FieldViolation::new(
+            "password",
+            format!("is too weak: {reason}; use a longer passphrase of uncommon words"),
+        ))
+    }
+
     /// The normalised password bytes, for hashing only.
     pub fn expose_bytes(&self) -> &[u8] {
         self.0.expose_secret().as_bytes()
@@ -127,6 +150,39 @@ mod tests {
         let composed = Password::parse_new("caf\u{e9} au lait").unwrap();
         let decomposed = Password::parse_new("cafe\u{301} au lait").unwrap();
         assert_eq!(composed.expose_bytes(), decomposed.expose_bytes());
+    }
+
+    #[test]
+    fn common_or_personal_passwords_are_too_weak() {
+        let context = ["jane.doe@example.com", "jane.doe", "example.com"];
+        for weak in [
+            "password",
+            "12345678",
+            "qwertyuiop",
+            "iloveyou123",
+            "jane.doe1985",
+            "janedoejanedoe",
+        ] {
+            let violation = Password::parse_new(weak)
+                .unwrap()
+                .check_strength(&context)
+                .unwrap_err();
+            assert_eq!(violation.field, "password");
+            assert!(
+                violation.description.starts_with("is too weak"),
+                "{weak}: {violation}"
+            );
+        }
+        for strong in [
+            "correct horse battery staple",
+            "Tr0ub4dor&3-plus-more",
+            "Zq8#mL2p",
+        ] {
+            Password::parse_new(strong)
+                .unwrap()
+                .check_strength(&context)
+                .unwrap();
+        }
     }
 
     #[test]

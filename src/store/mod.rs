@@ -1,5 +1,5 @@
-//! Storage back ends behind two small traits: `UserStore` (Postgres or SQLite) and
-//! `RevocationStore` (Redis, or the user database when no Redis is configured). The stores have no
+//! Storage back ends behind three small traits: `UserStore` (Postgres or SQLite), and
+//! `RevocationStore` and `ThrottleStore` (Redis, or the user database when no Redis is configured). The stores have no
 //! rules about content: validation happens before, in `domain`; policy in `service`.
 //!
 //! Every call is bounded by a timeout, and connection-level failures become
@@ -10,7 +10,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::{
-    clock::UnixSeconds,
+    clock::{UnixMillis, UnixSeconds},
     domain::{Email, Jti, UserId, Username},
     password::PasswordHashString,
 };
@@ -97,6 +97,46 @@ pub trait RevocationStore: Send + Sync + 'static {
     async fn ping(&self) -> Result<(), StoreError>;
     /// A short name for logs ("redis", "postgres", "sqlite").
     fn describe(&self) -> &'static str;
+}
+
+/// Failed logins counted under one throttle key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FailureCount {
+    /// Failures counted (0 when the key is absent or expired).
+    pub failures: u32,
+    /// Time of the latest failure.
+    pub last_failure: UnixMillis,
+    /// When the count will be forgotten.
+    pub window_ends: UnixMillis,
+}
+
+/// Where failed-login counts live, shared by every instance.
+#[async_trait]
+pub trait ThrottleStore: Send + Sync + 'static {
+    /// The counts under `keys`, in order (zero for absent or expired keys).
+    async fn failures(
+        &self,
+        keys: &[String],
+        now: UnixMillis,
+    ) -> Result<Vec<FailureCount>, StoreError>;
+    /// Counts one more failure under `key`. The count is forgotten `memory` after its first
+    /// failure (a fixed window), or, if `sliding`, after its latest.
+    async fn add_failure(
+        &self,
+        key: &str,
+        memory: Duration,
+        sliding: bool,
+        now: UnixMillis,
+    ) -> Result<FailureCount, StoreError>;
+    /// Forgets `key`.
+    async fn clear(&self, key: &str) -> Result<(), StoreError>;
+    /// Deletes counts past their memory; a no-op where the back end expires them itself.
+    async fn purge_expired(&self, now: UnixMillis) -> Result<u64, StoreError>;
+}
+
+/// Duration in milliseconds, saturating.
+pub(crate) fn millis(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }
 
 /// Runs a back-end call with the standard timeout.

@@ -11,10 +11,11 @@ use sqlx::{
 };
 
 use super::{
-    NewUser, RevocationStore, StoreError, StoredCredentials, UserStore, bounded, sql_error,
+    FailureCount, NewUser, RevocationStore, StoreError, StoredCredentials, ThrottleStore,
+    UserStore, bounded, millis, sql_error,
 };
 use crate::{
-    clock::UnixSeconds,
+    clock::{UnixMillis, UnixSeconds},
     domain::{Email, Jti, UserId},
     password::PasswordHashString,
 };
@@ -169,5 +170,96 @@ impl RevocationStore for SqliteStore {
 
     fn describe(&self) -> &'static str {
         "sqlite"
+    }
+}
+
+#[async_trait]
+impl ThrottleStore for SqliteStore {
+    async fn failures(
+        &self,
+        keys: &[String],
+        now: UnixMillis,
+    ) -> Result<Vec<FailureCount>, StoreError> {
+        bounded(BACKEND, async {
+            let mut counts = Vec::with_capacity(keys.len());
+            for key in keys {
+                let row: Option<(i64, i64, i64)> = sqlx::query_as(
+                    "SELECT failures, last_failure_ms, expires_at_ms FROM login_failures \
+                     WHERE key = ?1 AND expires_at_ms > ?2",
+                )
+                .bind(key)
+                .bind(now)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(sql_error)?;
+                counts.push(row.map(failure_count).unwrap_or_default());
+            }
+            Ok(counts)
+        })
+        .await
+    }
+
+    async fn add_failure(
+        &self,
+        key: &str,
+        memory: std::time::Duration,
+        sliding: bool,
+        now: UnixMillis,
+    ) -> Result<FailureCount, StoreError> {
+        bounded(BACKEND, async {
+            // An expired row starts over; SET expressions read the row's old values.
+            let row: (i64, i64, i64) = sqlx::query_as(
+                "INSERT INTO login_failures (key, failures, last_failure_ms, expires_at_ms) \
+                 VALUES (?1, 1, ?2, ?2 + ?3) \
+                 ON CONFLICT (key) DO UPDATE SET \
+                   failures = CASE WHEN login_failures.expires_at_ms <= ?2 THEN 1 \
+                                   ELSE login_failures.failures + 1 END, \
+                   expires_at_ms = CASE WHEN login_failures.expires_at_ms <= ?2 OR ?4 THEN ?2 + ?3 \
+                                        ELSE login_failures.expires_at_ms END, \
+                   last_failure_ms = ?2 \
+                 RETURNING failures, last_failure_ms, expires_at_ms",
+            )
+            .bind(key)
+            .bind(now)
+            .bind(millis(memory))
+            .bind(sliding)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(sql_error)?;
+            Ok(failure_count(row))
+        })
+        .await
+    }
+
+    async fn clear(&self, key: &str) -> Result<(), StoreError> {
+        bounded(BACKEND, async {
+            sqlx::query("DELETE FROM login_failures WHERE key = ?1")
+                .bind(key)
+                .execute(&self.pool)
+                .await
+                .map_err(sql_error)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn purge_expired(&self, now: UnixMillis) -> Result<u64, StoreError> {
+        bounded(BACKEND, async {
+            let done = sqlx::query("DELETE FROM login_failures WHERE expires_at_ms <= ?1")
+                .bind(now)
+                .execute(&self.pool)
+                .await
+                .map_err(sql_error)?;
+            Ok(done.rows_affected())
+        })
+        .await
+    }
+}
+
+fn failure_count((failures, last_failure, window_ends): (i64, i64, i64)) -> FailureCount {
+    FailureCount {
+        failures: u32::try_from(failures).unwrap_or(u32::MAX),
+        last_failure,
+        window_ends,
     }
 }

@@ -11,4 +11,5 @@ mod outages;
 mod process;
 mod register;
 mod startup;
+mod throttling;
 mod verify;

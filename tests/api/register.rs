@@ -18,6 +18,7 @@ backend_tests!(
     taken_email_is_already_exists_after_trimming_and_case_folding,
     password_length_is_8_to_128_characters_of_any_kind,
     empty_fields_are_invalid_argument_naming_each_field,
+    common_or_personal_passwords_are_refused_with_the_reason,
     thirty_two_concurrent_registrations_of_one_email_have_exactly_one_winner,
 );
 
@@ -89,12 +90,15 @@ async fn taken_email_is_already_exists_after_trimming_and_case_folding(backend: 
 
 async fn password_length_is_8_to_128_characters_of_any_kind(backend: Backend) {
     let Fixture { app, state: _state } = spawn_app(backend).await;
+    let random_128: String = (0..4)
+        .map(|_| Uuid::new_v4().simple().to_string())
+        .collect();
     let accepted = [
-        "12345678".to_owned(),
-        "x".repeat(128),
+        "Zq8#mL2p".to_owned(),
+        random_128,
         "with spaces in it".to_owned(),
         "пароль-пароль".to_owned(),
-        "🔑🔑🔑🔑🔑🔑🔑🔑".to_owned(),
+        "ключ🔑замок🔒дверь".to_owned(),
     ];
     for (i, password) in accepted.iter().enumerate() {
         let email = format!("ok{i}@example.com");
@@ -116,6 +120,24 @@ async fn password_length_is_8_to_128_characters_of_any_kind(backend: Backend) {
         assert_status(&status, Code::InvalidArgument, None);
         assert_eq!(violated_fields(&status), ["password"]);
     }
+}
+
+async fn common_or_personal_passwords_are_refused_with_the_reason(backend: Backend) {
+    let Fixture { app, state: _state } = spawn_app(backend).await;
+    for (email, password) in [
+        ("someone@example.com", "password123"),
+        ("someone@example.com", "qwertyuiop"),
+        ("jane.doe@example.com", "jane.doe1985"),
+    ] {
+        let status = app.register(email, password).await.unwrap_err();
+        assert_status(&status, Code::InvalidArgument, None);
+        assert_eq!(violated_fields(&status), ["password"]);
+        assert!(status.message().contains("too weak"), "{status:?}");
+    }
+    // The same email with a strong password is fine: the refusal was for the password.
+    app.register("jane.doe@example.com", PASSWORD)
+        .await
+        .unwrap();
 }
 
 async fn empty_fields_are_invalid_argument_naming_each_field(backend: Backend) {

@@ -1,0 +1,172 @@
+//! Login throttling: per-account exponential back-off and a per-source cap, shared through the
+//! throttle store, revealing nothing about which emails exist.
+
+use std::time::Duration;
+
+use authd::pb;
+use tonic::{Code, Request, Status};
+use tonic_types::StatusExt as _;
+
+use crate::{
+    backend_tests,
+    helpers::{Backend, PASSWORD, TestApp, TestState, assert_status},
+};
+
+backend_tests!(
+    five_failures_make_an_account_back_off_exponentially_even_for_the_right_password,
+    unknown_emails_are_throttled_exactly_like_registered_ones,
+    a_success_resets_the_account_count,
+    a_source_address_is_capped_across_accounts,
+    x_forwarded_for_is_believed_only_from_trusted_proxies,
+);
+
+async fn start(backend: Backend, extra: &[&str]) -> (TestApp, TestState) {
+    let state = TestState::new(backend).await;
+    let mut args = state.default_args();
+    args.extend(extra.iter().map(|s| s.to_string()));
+    (TestApp::start(args).await, state)
+}
+
+fn retry_after(status: &Status) -> Duration {
+    status
+        .get_error_details()
+        .retry_info()
+        .and_then(|info| info.retry_delay)
+        .unwrap_or_else(|| panic!("no RetryInfo in {status:?}"))
+}
+
+async fn five_failures_make_an_account_back_off_exponentially_even_for_the_right_password(
+    backend: Backend,
+) {
+    let (app, _state) = start(backend, &["--login-backoff-base=400ms"]).await;
+    let (email, _, _) = app.new_user().await;
+    for _ in 0..5 {
+        let status = app.login(&email, "wrong password!").await.unwrap_err();
+        assert_status(&status, Code::Unauthenticated, Some("INVALID_CREDENTIALS"));
+    }
+    let status = app.login(&email, PASSWORD).await.unwrap_err();
+    assert_status(&status, Code::ResourceExhausted, Some("LOGIN_THROTTLED"));
+    let first = retry_after(&status);
+    assert!(
+        first <= Duration::from_millis(400) && first > Duration::from_millis(200),
+        "{first:?}"
+    );
+
+    tokio::time::sleep(first).await;
+    // The sixth failure doubles the delay.
+    let status = app.login(&email, "wrong password!").await.unwrap_err();
+    assert_status(&status, Code::Unauthenticated, Some("INVALID_CREDENTIALS"));
+    let status = app.login(&email, PASSWORD).await.unwrap_err();
+    let second = retry_after(&status);
+    assert!(
+        second > Duration::from_millis(600) && second <= Duration::from_millis(800),
+        "{second:?}"
+    );
+
+    tokio::time::sleep(second).await;
+    app.login(&email, PASSWORD)
+        .await
+        .expect("the right password works once the back-off is over");
+}
+
+async fn unknown_emails_are_throttled_exactly_like_registered_ones(backend: Backend) {
+    let (app, _state) = start(backend, &["--login-backoff-base=10s"]).await;
+    let (email, _, _) = app.new_user().await;
+    let mut answers = Vec::new();
+    for target in [email.as_str(), "nobody-here@example.com"] {
+        for _ in 0..5 {
+            let status = app.login(target, "wrong password!").await.unwrap_err();
+            assert_status(&status, Code::Unauthenticated, Some("INVALID_CREDENTIALS"));
+        }
+        let status = app.login(target, "wrong password!").await.unwrap_err();
+        assert_status(&status, Code::ResourceExhausted, Some("LOGIN_THROTTLED"));
+        answers.push(status);
+    }
+    assert_eq!(answers[0].message(), answers[1].message());
+}
+
+async fn a_success_resets_the_account_count(backend: Backend) {
+    let (app, _state) = start(backend, &["--login-backoff-base=10s"]).await;
+    let (email, _, _) = app.new_user().await;
+    for _ in 0..4 {
+        app.login(&email, "wrong password!").await.unwrap_err();
+    }
+    app.login(&email, PASSWORD).await.unwrap();
+    for _ in 0..4 {
+        let status = app.login(&email, "wrong password!").await.unwrap_err();
+        assert_status(&status, Code::Unauthenticated, Some("INVALID_CREDENTIALS"));
+    }
+    app.login(&email, PASSWORD)
+        .await
+        .expect("four failures after a success do not throttle");
+}
+
+async fn a_source_address_is_capped_across_accounts(backend: Backend) {
+    let (app, _state) = start(backend, &["--source-max-failures=3"]).await;
+    let (email, _, _) = app.new_user().await;
+    for i in 0..3 {
+        let status = app
+            .login(&format!("stranger{i}@example.com"), "wrong password!")
+            .await
+            .unwrap_err();
+        assert_status(&status, Code::Unauthenticated, Some("INVALID_CREDENTIALS"));
+    }
+    let status = app.login(&email, PASSWORD).await.unwrap_err();
+    assert_status(&status, Code::ResourceExhausted, Some("LOGIN_THROTTLED"));
+    let wait = retry_after(&status);
+    assert!(
+        wait > Duration::from_secs(14 * 60) && wait <= Duration::from_secs(15 * 60),
+        "{wait:?}"
+    );
+}
+
+async fn x_forwarded_for_is_believed_only_from_trusted_proxies(backend: Backend) {
+    let (app, _state) = start(
+        backend,
+        &[
+            "--source-max-failures=2",
+            "--trusted-proxies=127.0.0.1,10.0.0.0/8",
+        ],
+    )
+    .await;
+    let login = |client: &'static str, email: String| {
+        let mut grpc = app.client.clone();
+        async move {
+            let mut request = Request::new(pb::LoginRequest {
+                email,
+                password: "wrong password!".into(),
+            });
+            request
+                .metadata_mut()
+                .insert("x-forwarded-for", client.parse().unwrap());
+            grpc.login(request).await.unwrap_err()
+        }
+    };
+    for i in 0..2 {
+        let status = login("198.51.100.1", format!("a{i}@example.com")).await;
+        assert_status(&status, Code::Unauthenticated, Some("INVALID_CREDENTIALS"));
+    }
+    let status = login("198.51.100.1", "a9@example.com".into()).await;
+    assert_status(&status, Code::ResourceExhausted, Some("LOGIN_THROTTLED"));
+    // Another client behind the same proxy is not affected.
+    let status = login("198.51.100.2", "b0@example.com".into()).await;
+    assert_status(&status, Code::Unauthenticated, Some("INVALID_CREDENTIALS"));
+
+    // Without trust, the header is ignored: every "client" is the one peer, 127.0.0.1.
+    let (app, _state) = start(backend, &["--source-max-failures=2"]).await;
+    for (client, i) in [("198.51.100.1", 0), ("198.51.100.2", 1)] {
+        let mut request = Request::new(pb::LoginRequest {
+            email: format!("c{i}@example.com"),
+            password: "wrong password!".into(),
+        });
+        request
+            .metadata_mut()
+            .insert("x-forwarded-for", client.parse().unwrap());
+        app.client.clone().login(request).await.unwrap_err();
+    }
+    let status = app
+        .login("c9@example.com", "wrong password!")
+        .await
+        .unwrap_err();
+    assert_status(&status, Code::ResourceExhausted, Some("LOGIN_THROTTLED"));
+}
