@@ -10,7 +10,7 @@ use tonic::transport::{Server, server::TcpIncoming};
 use tonic_health::{ServingStatus, server::HealthReporter};
 
 use crate::{
-    api::AuthApi,
+    api::{AuthApi, EdgeLayer},
     clock::{Clock, SystemClock},
     config::{Config, DatabaseSetting, JwtAlgorithm},
     password::PasswordHasher,
@@ -26,6 +26,15 @@ use crate::{
 
 /// Requests larger than this are refused before they are decoded.
 pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
+/// Largest HTTP/2 header block (metadata) accepted: a bearer token fits many times over.
+pub const MAX_HEADER_LIST_BYTES: u32 = 16 * 1024;
+/// HTTP/2 PING interval on idle connections, and how long to wait for the answer before closing:
+/// dead peers (and half-open connections through NATs) are noticed within a minute.
+pub const HTTP2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+/// See [`HTTP2_KEEPALIVE_INTERVAL`].
+pub const HTTP2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+/// TCP keep-alive for idle connections.
+pub const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
 /// How often back ends are probed for the health service.
 pub const HEALTH_PROBE_INTERVAL: Duration = Duration::from_secs(1);
 /// How often expired revocations are purged from SQL stores.
@@ -135,6 +144,12 @@ impl App {
         tracing::info!(%address, "serving gRPC");
         let incoming = TcpIncoming::from(self.listener).with_nodelay(Some(true));
         let served = Server::builder()
+            .max_concurrent_streams(self.config.max_concurrent_streams)
+            .http2_max_header_list_size(MAX_HEADER_LIST_BYTES)
+            .http2_keepalive_interval(Some(HTTP2_KEEPALIVE_INTERVAL))
+            .http2_keepalive_timeout(Some(HTTP2_KEEPALIVE_TIMEOUT))
+            .tcp_keepalive(Some(TCP_KEEPALIVE))
+            .layer(EdgeLayer::new(self.config.request_timeout))
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)

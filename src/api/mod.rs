@@ -2,8 +2,11 @@
 //! answer back into a response. `status` is the only place that picks gRPC codes.
 
 mod bearer;
+mod edge;
 mod source;
 pub mod status;
+
+pub use edge::EdgeLayer;
 
 use std::sync::Arc;
 

@@ -11,6 +11,8 @@ use crate::{domain::FieldViolation, service::ServiceError, tokens::TokenError};
 
 /// The google.rpc.ErrorInfo domain of authd's errors.
 pub const ERROR_DOMAIN: &str = "authd";
+/// The message of every INTERNAL status authd itself returns (details go to the logs only).
+pub const INTERNAL_MESSAGE: &str = "internal error";
 /// How long clients should wait before retrying an overloaded or unavailable call.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
 
@@ -77,7 +79,7 @@ pub fn from_service(error: ServiceError) -> Status {
         }
         ServiceError::Unexpected(cause) => {
             tracing::error!(error = format!("{cause:#}"), "unexpected error");
-            Status::internal("internal error")
+            Status::internal(INTERNAL_MESSAGE)
         }
     }
 }

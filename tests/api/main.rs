@@ -5,6 +5,7 @@
 mod helpers;
 
 mod health;
+mod hostile_requests;
 mod login;
 mod logout;
 mod outages;
