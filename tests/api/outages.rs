@@ -32,7 +32,7 @@ async fn redis_outage_fails_verify_and_logout_closed_and_recovers_by_itself() {
         Some(&proxy.url(&redis_url())),
     );
     let app = TestApp::start(args).await;
-    let (_, _, token) = app.new_user().await;
+    let (email, _, token) = app.new_user().await;
     let (_, _, other_token) = app.new_user().await;
     app.verify(&token).await.unwrap();
 
@@ -40,6 +40,9 @@ async fn redis_outage_fails_verify_and_logout_closed_and_recovers_by_itself() {
     let status = app.verify(&token).await.unwrap_err();
     assert_status(&status, Code::Unavailable, Some("BACKEND_UNAVAILABLE"));
     let status = app.logout(&other_token).await.unwrap_err();
+    assert_status(&status, Code::Unavailable, Some("BACKEND_UNAVAILABLE"));
+    // Login throttling lives in Redis too: without it, Login fails closed.
+    let status = app.login(&email, PASSWORD).await.unwrap_err();
     assert_status(&status, Code::Unavailable, Some("BACKEND_UNAVAILABLE"));
     let not_serving = eventually(Duration::from_secs(5), || async {
         health_of(&app).await == Some(ServingStatus::NotServing)
@@ -138,4 +141,45 @@ async fn postgres_back_end_without_redis_keeps_revocations_in_postgres() {
         Code::Unauthenticated,
         Some("TOKEN_REVOKED"),
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hung_back_ends_answer_unavailable_within_bounded_time() {
+    let state = TestState::new(Backend::Postgres).await;
+    let redis_proxy = Proxy::start(host_port(&redis_url())).await;
+    let postgres_proxy = Proxy::start(host_port(&admin_database_url())).await;
+    let database_url = postgres_proxy.url(&state.database.as_ref().unwrap().url);
+    let app =
+        TestApp::start(state.args(Some(&database_url), Some(&redis_proxy.url(&redis_url())))).await;
+    let (email, _, token) = app.new_user().await;
+
+    redis_proxy.stall();
+    postgres_proxy.stall();
+    let started = std::time::Instant::now();
+    let status = app.verify(&token).await.unwrap_err();
+    assert_status(&status, Code::Unavailable, Some("BACKEND_UNAVAILABLE"));
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "Verify took {:?}",
+        started.elapsed()
+    );
+    let started = std::time::Instant::now();
+    let status = app
+        .register("hung@example.com", PASSWORD)
+        .await
+        .unwrap_err();
+    assert_status(&status, Code::Unavailable, Some("BACKEND_UNAVAILABLE"));
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "Register took {:?}",
+        started.elapsed()
+    );
+
+    redis_proxy.restore();
+    postgres_proxy.restore();
+    let recovered = eventually(Duration::from_secs(15), || async {
+        app.login(&email, PASSWORD).await.is_ok() && app.verify(&token).await.is_ok()
+    })
+    .await;
+    assert!(recovered, "service must resume by itself after a hang");
 }
