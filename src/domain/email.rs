@@ -108,4 +108,45 @@ mod tests {
         let email = Email::parse("secret.person@example.com").unwrap();
         assert!(!format!("{email:?}").contains("secret.person"));
     }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::super::*;
+
+        proptest! {
+            #[test]
+            fn accepted_emails_are_bounded_printable_and_normalised(raw in "\\PC{0,300}") {
+                if let Ok(email) = Email::parse(&raw) {
+                    prop_assert!(email.as_str().chars().count() <= MAX_EMAIL_CHARS);
+                    prop_assert!(!email.as_str().chars().any(char::is_control));
+                    prop_assert_eq!(email.as_str(), raw.trim());
+                    prop_assert_eq!(email.normalized(), raw.trim().to_lowercase());
+                }
+            }
+
+            #[test]
+            fn parsing_is_idempotent_and_case_insensitive(
+                local in "[a-zA-Z0-9._%+-]{1,40}",
+                domain in "[a-zA-Z0-9-]{1,30}\\.[a-zA-Z]{2,10}",
+            ) {
+                let raw = format!("{local}@{domain}");
+                if let Ok(email) = Email::parse(&raw) {
+                    let again = Email::parse(email.as_str()).unwrap();
+                    prop_assert_eq!(&again, &email);
+                    let shouted = Email::parse(&raw.to_uppercase()).unwrap();
+                    prop_assert_eq!(shouted.normalized(), email.normalized());
+                }
+            }
+
+            #[test]
+            fn any_control_character_is_refused(
+                prefix in "[a-z]{1,10}",
+                control in prop::char::range('\u{0}', '\u{1f}'),
+            ) {
+                let raw = format!("{prefix}{control}x@example.com");
+                prop_assert!(Email::parse(&raw).is_err());
+            }
+        }
+    }
 }

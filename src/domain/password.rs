@@ -190,4 +190,44 @@ mod tests {
         let password = Password::parse_new("hunter2hunter2").unwrap();
         assert!(!format!("{password:?}").contains("hunter2"));
     }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::super::*;
+
+        proptest! {
+            #[test]
+            fn length_rule_counts_characters_of_any_script(raw in "[^\\p{Cc}]{0,140}") {
+                let chars = raw.nfkc().count();
+                let parsed = Password::parse_new(&raw);
+                prop_assert_eq!(
+                    parsed.is_ok(),
+                    (MIN_PASSWORD_CHARS..=MAX_PASSWORD_CHARS).contains(&chars),
+                    "{} characters", chars
+                );
+            }
+
+            #[test]
+            fn control_characters_are_always_refused(
+                raw in "[a-z ]{8,40}",
+                control in prop::char::range('\u{0}', '\u{1f}'),
+                at in 0usize..8,
+            ) {
+                let mut with_control: Vec<char> = raw.chars().collect();
+                with_control.insert(at, control);
+                let with_control: String = with_control.into_iter().collect();
+                prop_assert!(Password::parse_new(&with_control).is_err());
+                prop_assert!(Password::parse_offered(&with_control).is_err());
+            }
+
+            #[test]
+            fn any_new_password_is_also_a_valid_offered_one(raw in "\\PC{8,128}") {
+                if let Ok(new) = Password::parse_new(&raw) {
+                    let offered = Password::parse_offered(&raw).unwrap();
+                    prop_assert_eq!(new.expose_bytes(), offered.expose_bytes());
+                }
+            }
+        }
+    }
 }
