@@ -250,3 +250,76 @@ async fn instances_starting_at_once_on_a_fresh_postgres_database_all_come_up() {
             .unwrap();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signing_key_readable_by_others_draws_a_warning() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let key = data_dir.path().join("signing-key.pem");
+    let first = Process::start(&embedded_args(data_dir.path()));
+    first.signal("TERM");
+    let (_, output) = tokio::task::spawn_blocking(|| first.wait()).await.unwrap();
+    assert!(
+        !output
+            .iter()
+            .any(|l| l.contains("readable by group or others")),
+        "{output:#?}"
+    );
+
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let second = Process::start(&embedded_args(data_dir.path()));
+    second.signal("TERM");
+    let (status, output) = tokio::task::spawn_blocking(|| second.wait()).await.unwrap();
+    assert!(status.success());
+    assert!(
+        output
+            .iter()
+            .any(|l| l.contains("WARN") && l.contains("readable by group or others")),
+        "{output:#?}"
+    );
+}
+
+#[test]
+fn bad_configuration_exits_non_zero_at_once_naming_the_setting() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let unreadable = data_dir.path().join("not-a-key.pem");
+    std::fs::write(&unreadable, "not a key").unwrap();
+    let cases: [(&[String], &str); 5] = [
+        (
+            &["--access-token-ttl=fortnight".into()],
+            "AUTHD_ACCESS_TOKEN_TTL",
+        ),
+        (
+            &["--jwt-alg=HS256".into(), "--jwt-secret=too-short".into()],
+            "AUTHD_JWT_SECRET",
+        ),
+        (
+            &["--database-url=postgres://nobody@127.0.0.1:1/none".into()],
+            "AUTHD_DATABASE_URL",
+        ),
+        (
+            &["--redis-url=redis://127.0.0.1:1".into()],
+            "AUTHD_REDIS_URL",
+        ),
+        (
+            &[format!("--signing-key-file={}", unreadable.display())],
+            "AUTHD_SIGNING_KEY_FILE",
+        ),
+    ];
+    for (extra, setting) in cases {
+        let started = std::time::Instant::now();
+        let output = Command::new(env!("CARGO_BIN_EXE_authd"))
+            .args(embedded_args(data_dir.path()))
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(!output.status.success(), "{extra:?} must not start");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(setting), "{extra:?}: {stderr}");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{extra:?} took {:?}",
+            started.elapsed()
+        );
+    }
+}
