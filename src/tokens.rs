@@ -227,6 +227,10 @@ impl TokenAuthority {
         if !typ_ok || data.header.kid.as_deref() != Some(self.kid.as_str()) {
             return Err(TokenError::Invalid);
         }
+        // We understand no JWS extensions, so any `crit` must be refused (RFC 7515 §4.1.11).
+        if data.header.crit.is_some() {
+            return Err(TokenError::Invalid);
+        }
         let wire = data.claims;
         let user_id = UserId::parse(&wire.sub).ok_or(TokenError::Invalid)?;
         let jti = Jti::parse(&wire.jti).ok_or(TokenError::Invalid)?;
@@ -929,6 +933,115 @@ mod tests {
             assert!(longest_accepted.expose().len() >= MAX_TOKEN_BYTES - 1);
             assert!(fixture.verify(&longest_accepted).is_ok());
             fixture.assert_invalid(&too_long, "longer than MAX_TOKEN_BYTES");
+        }
+    }
+
+    #[test]
+    fn crit_header_is_refused() {
+        // We implement no JWS extension, so every `crit` names one we do not understand.
+        for fixture in Fixture::both() {
+            for crit in [vec!["exp"], vec!["unknown-ext"], vec![]] {
+                let mut header = fixture.header();
+                header.crit = Some(crit.iter().map(|s| (*s).to_owned()).collect());
+                header.extras.insert("unknown-ext", true);
+                fixture
+                    .assert_invalid(&fixture.sign(&header, &claims()), &format!("crit {crit:?}"));
+            }
+            // The control: the same extra header without `crit` is just ignored.
+            let mut header = fixture.header();
+            header.extras.insert("unknown-ext", true);
+            assert!(fixture.verify(&fixture.sign(&header, &claims())).is_ok());
+        }
+    }
+
+    #[test]
+    fn kid_with_path_traversal_or_sql_is_refused() {
+        for fixture in Fixture::both() {
+            let our_kid = fixture.authority.key_id().to_owned();
+            for kid in [
+                "../../etc/passwd".to_owned(),
+                "/dev/null".to_owned(),
+                format!("../../{our_kid}"),
+                "' OR 1=1 --".to_owned(),
+                format!("{our_kid}' OR '1'='1"),
+                format!("{our_kid}\0"),
+            ] {
+                let header = header(fixture.authority.algorithm(), Some(&kid));
+                fixture.assert_invalid(&fixture.sign(&header, &claims()), &format!("kid {kid:?}"));
+            }
+        }
+    }
+
+    #[test]
+    fn padded_base64_is_refused() {
+        for fixture in Fixture::both() {
+            let genuine = fixture.authority.issue(UserId::generate(), NOW).unwrap();
+            assert!(fixture.verify(&genuine.token).is_ok());
+            let parts: Vec<&str> = genuine.token.expose().split('.').collect();
+            for segment in 0..3 {
+                for padding in ["=", "=="] {
+                    let mut padded = parts.clone();
+                    let with_padding = format!("{}{padding}", parts[segment]);
+                    padded[segment] = &with_padding;
+                    let forged = padded.join(".");
+                    fixture.assert_invalid(&token(forged.as_str()), &forged);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn non_canonical_base64_signature_is_refused() {
+        use base64::{
+            alphabet::URL_SAFE,
+            engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig},
+        };
+        const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        let lenient = GeneralPurpose::new(
+            &URL_SAFE,
+            GeneralPurposeConfig::new()
+                .with_decode_allow_trailing_bits(true)
+                .with_decode_padding_mode(DecodePaddingMode::RequireNone),
+        );
+        for fixture in Fixture::both() {
+            let genuine = fixture.authority.issue(UserId::generate(), NOW).unwrap();
+            assert!(fixture.verify(&genuine.token).is_ok());
+            let (signed, signature) = genuine.token.expose().rsplit_once('.').unwrap();
+            // Ed25519 (86 characters) leaves 4 unused trailing bits, HS256 (43) leaves 2: the
+            // lowest bit of the last character is unused in both.
+            assert_ne!(signature.len() % 4, 0);
+            let last = *signature.as_bytes().last().unwrap();
+            let value = ALPHABET.iter().position(|&c| c == last).unwrap();
+            let other = ALPHABET[value ^ 1] as char;
+            let altered = format!("{}{other}", &signature[..signature.len() - 1]);
+            // Only the unused bits differ: a lenient decoder sees the very same signature.
+            assert_eq!(
+                lenient.decode(&altered).unwrap(),
+                URL_SAFE_NO_PAD.decode(signature).unwrap()
+            );
+            assert!(URL_SAFE_NO_PAD.decode(&altered).is_err());
+            let forged = format!("{signed}.{altered}");
+            fixture.assert_invalid(&token(forged.as_str()), "non-canonical signature");
+        }
+    }
+
+    #[test]
+    fn es256_psychic_signature_is_refused() {
+        // CVE-2022-21449: ECDSA with r = s = 0 "verifies" any message in a broken verifier. Raw
+        // (JWS) and DER forms.
+        let zero_raw = URL_SAFE_NO_PAD.encode([0u8; 64]);
+        let zero_der = URL_SAFE_NO_PAD.encode([0x30, 0x06, 0x02, 0x01, 0x00, 0x02, 0x01, 0x00]);
+        for fixture in Fixture::both() {
+            let header = b64_json(&json!({
+                "alg": "ES256",
+                "typ": ACCESS_TOKEN_TYP,
+                "kid": fixture.authority.key_id(),
+            }));
+            let payload = b64_json(&claims());
+            for signature in [&zero_raw, &zero_der] {
+                let forged = token(format!("{header}.{payload}.{signature}"));
+                fixture.assert_invalid(&forged, &format!("ES256 signature {signature}"));
+            }
         }
     }
 
