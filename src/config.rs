@@ -189,6 +189,10 @@ pub struct Config {
     #[arg(long, env = "AUTHD_REQUEST_TIMEOUT", value_name = "AUTHD_REQUEST_TIMEOUT", default_value = DEFAULT_REQUEST_TIMEOUT, value_parser = parse_duration)]
     pub request_timeout: Duration,
 
+    /// Verified tokens remembered so their signature is not checked again (0 disables).
+    #[arg(long, env = "AUTHD_VERIFY_CACHE_ENTRIES", value_name = "AUTHD_VERIFY_CACHE_ENTRIES", default_value_t = crate::token_cache::DEFAULT_CAPACITY)]
+    pub verify_cache_entries: usize,
+
     /// HTTP/2 streams one connection may have open at once.
     #[arg(long, env = "AUTHD_MAX_CONCURRENT_STREAMS", value_name = "AUTHD_MAX_CONCURRENT_STREAMS", default_value_t = DEFAULT_MAX_CONCURRENT_STREAMS)]
     pub max_concurrent_streams: u32,

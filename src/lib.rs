@@ -23,6 +23,7 @@ pub mod service;
 pub mod store;
 pub mod telemetry;
 pub mod throttle;
+pub mod token_cache;
 pub mod tokens;
 
 /// Code generated from `proto/auth/v1/auth.proto`.

@@ -21,6 +21,7 @@ use crate::{
         sqlite::SqliteStore,
     },
     throttle::LoginThrottle,
+    token_cache::VerifiedTokenCache,
     tokens::{SigningKeyMaterial, TokenAuthority, load_or_generate_ed25519_key},
 };
 
@@ -76,6 +77,7 @@ impl App {
             throttle: LoginThrottle::new(backends.throttle, config.throttle_policy()),
             hasher,
             tokens,
+            verified_tokens: VerifiedTokenCache::new(config.verify_cache_entries),
             clock,
         }));
         let listener = TcpListener::bind(config.listen_addr)
@@ -318,24 +320,37 @@ fn purge_revocations(
     })
 }
 
-async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
+/// SIGTERM or SIGINT. The handlers are installed when this is called, before "serving" is
+/// logged, so a signal that arrives right after start-up still shuts down gracefully.
+fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
     {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut terminate) => {
-                tokio::select! {
-                    _ = interrupt => {}
-                    _ = terminate.recv() => {}
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut terminate = signal(SignalKind::terminate()).ok();
+        let mut interrupt = signal(SignalKind::interrupt()).ok();
+        async move {
+            let terminated = async {
+                match terminate.as_mut() {
+                    Some(terminate) => terminate.recv().await,
+                    None => std::future::pending().await,
                 }
-            }
-            Err(_) => {
-                let _ = interrupt.await;
+            };
+            let interrupted = async {
+                match interrupt.as_mut() {
+                    Some(interrupt) => interrupt.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = terminated => {}
+                _ = interrupted => {}
             }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = interrupt.await;
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }

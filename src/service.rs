@@ -9,6 +9,7 @@ use crate::{
     password::{HashError, PasswordHasher},
     store::{NewUser, RevocationStore, StoreError, UserStore},
     throttle::{LoginThrottle, ThrottleError},
+    token_cache::VerifiedTokenCache,
     tokens::{IssuedToken, TokenAuthority, TokenClaims, TokenError},
 };
 
@@ -103,6 +104,7 @@ pub struct AuthService {
     throttle: LoginThrottle,
     hasher: PasswordHasher,
     tokens: TokenAuthority,
+    verified_tokens: VerifiedTokenCache,
     clock: Arc<dyn Clock>,
 }
 
@@ -118,6 +120,8 @@ pub struct Parts {
     pub hasher: PasswordHasher,
     /// Token issue and verification.
     pub tokens: TokenAuthority,
+    /// Tokens whose signature was already checked.
+    pub verified_tokens: VerifiedTokenCache,
     /// The time.
     pub clock: Arc<dyn Clock>,
 }
@@ -131,6 +135,7 @@ impl AuthService {
             throttle,
             hasher,
             tokens,
+            verified_tokens,
             clock,
         } = parts;
         Self {
@@ -139,6 +144,7 @@ impl AuthService {
             throttle,
             hasher,
             tokens,
+            verified_tokens,
             clock,
         }
     }
@@ -215,7 +221,11 @@ impl AuthService {
     pub async fn verify(&self, token: Option<AccessToken>) -> Result<TokenClaims, ServiceError> {
         let token = token.ok_or(TokenError::Missing)?;
         let now = self.clock.now();
-        let claims = self.tokens.verify(&token, now)?;
+        let decoded = self
+            .verified_tokens
+            .get_or_decode(&token, |token| self.tokens.decode(token))?;
+        self.tokens.check_time(&decoded, now)?;
+        let claims = decoded.claims;
         if self.revocations.is_revoked(claims.jti, now).await? {
             return Err(TokenError::Revoked.into());
         }

@@ -7,6 +7,7 @@
 
 #![allow(dead_code)]
 
+#[path = "helpers/proxy.rs"]
 pub mod proxy;
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
@@ -24,6 +25,7 @@ use tonic_health::pb::health_client::HealthClient;
 use tonic_types::StatusExt as _;
 use uuid::Uuid;
 
+#[allow(unused_imports)]
 pub use proxy::Proxy;
 
 /// Which back ends an app runs on.
@@ -403,4 +405,11 @@ pub fn unix_now() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs() as i64
+}
+
+/// Held by tests that saturate the CPU or measure time, so that they do not run at once and
+/// skew each other (other tests still run beside them).
+pub async fn exclusive_cpu() -> tokio::sync::MutexGuard<'static, ()> {
+    static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    LOCK.lock().await
 }

@@ -7,7 +7,6 @@ mod helpers;
 mod health;
 mod hostile_requests;
 mod hostile_tokens;
-mod load_shedding;
 mod login;
 mod logout;
 mod outages;

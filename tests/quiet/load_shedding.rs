@@ -6,10 +6,11 @@ use std::{sync::Arc, time::Duration};
 use tonic::Code;
 use tonic_types::StatusExt as _;
 
-use crate::helpers::{Backend, TestApp, TestState, assert_status};
+use crate::helpers::{Backend, TestApp, TestState, assert_status, exclusive_cpu};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_login_flood_is_shed_and_verify_does_not_wait_behind_argon2() {
+    let _cpu = exclusive_cpu().await;
     let state = TestState::new(Backend::Embedded).await;
     let mut args = state.default_args();
     args.extend([

@@ -1,0 +1,9 @@
+//! Tests that measure time or saturate the CPU. They live in their own test binary, which cargo
+//! runs after the main suite has finished, so that the machine is quiet while they measure; within
+//! it, `exclusive_cpu` keeps them from overlapping.
+
+#[path = "../api/helpers.rs"]
+mod helpers;
+
+mod load_shedding;
+mod timing;
