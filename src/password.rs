@@ -3,6 +3,11 @@
 //! shed at once (`Overloaded`), so a Login flood costs bounded memory, and Verify, which runs on
 //! the async workers at normal priority, never waits behind argon2.
 //!
+//! Each hashing thread owns one argon2 memory buffer (19 MiB) for its whole life. Allocating it per
+//! hash, as `Argon2::hash_password` does, costs thousands of page faults per hash and, with glibc,
+//! grows the heap by about 19 MiB per hash (64-byte-aligned allocations of that size are not
+//! reused); the pool's memory is therefore exactly threads × 19 MiB.
+//!
 //! A stored hash is refused before verifying if it is not argon2id or names parameters above the
 //! ceiling: the argon2 crate verifies with whatever parameters the stored string names, so a
 //! tampered row could otherwise make one Login allocate gigabytes.
@@ -10,8 +15,8 @@
 use std::sync::Arc;
 
 use argon2::{
-    Algorithm, Argon2, Params, Version,
-    password_hash::{PasswordHasher as _, PasswordVerifier as _, phc::PasswordHash},
+    Algorithm, Argon2, Block, Params, Version,
+    password_hash::phc::{Output, ParamsString, PasswordHash, Salt},
 };
 use crossbeam_channel::{Sender, TrySendError};
 use tokio::sync::oneshot;
@@ -91,7 +96,46 @@ impl HashingLimits {
     }
 }
 
-type Job = Box<dyn FnOnce() + Send>;
+/// Work for a hashing thread, given that thread's argon2 memory.
+type Job = Box<dyn FnOnce(&mut ArgonMemory) + Send>;
+
+/// A hashing thread's reusable argon2 memory.
+pub struct ArgonMemory {
+    blocks: Vec<Block>,
+}
+
+impl ArgonMemory {
+    /// Memory for `params`, allocated (and touched) once.
+    fn for_params(params: &Params) -> Self {
+        Self {
+            blocks: vec![Block::default(); params.block_count()],
+        }
+    }
+
+    /// Runs argon2id with `params` in this memory, or, for a stored hash that needs more than the
+    /// configured amount (within the ceiling), in a temporary allocation.
+    fn hash_into(
+        &mut self,
+        params: &Params,
+        password: &[u8],
+        salt: &[u8],
+        out: &mut [u8],
+    ) -> Result<(), HashError> {
+        let argon2 = argon2id(params);
+        let needed = params.block_count();
+        let result = if needed <= self.blocks.len() {
+            argon2.hash_password_into_with_memory(password, salt, out, &mut self.blocks[..needed])
+        } else {
+            argon2.hash_password_into_with_memory(
+                password,
+                salt,
+                out,
+                vec![Block::default(); needed],
+            )
+        };
+        result.map_err(|e| HashError::Unexpected(e.to_string()))
+    }
+}
 
 /// Hashes and verifies passwords on a dedicated, bounded pool. Cheap to clone; the threads stop
 /// when the last clone is dropped.
@@ -108,17 +152,23 @@ impl PasswordHasher {
     pub fn new(limits: HashingLimits) -> Result<Self, HashError> {
         let params = Params::new(DEFAULT_M_COST_KIB, DEFAULT_T_COST, DEFAULT_P_COST, None)
             .map_err(|e| HashError::Unexpected(e.to_string()))?;
-        let dummy_hash = hash_blocking(&params, b"authd dummy password for unknown users")?;
+        let dummy_hash = hash_blocking(
+            &params,
+            b"authd dummy password for unknown users",
+            &mut ArgonMemory::for_params(&params),
+        )?;
         let (jobs, queue) = crossbeam_channel::bounded::<Job>(limits.queue);
         for index in 0..limits.concurrency.max(1) {
             let queue = queue.clone();
+            let params = params.clone();
             std::thread::Builder::new()
                 .name(format!("argon2-{index}"))
                 .spawn(move || {
                     lower_this_thread_priority();
+                    let mut memory = ArgonMemory::for_params(&params);
                     // Ends when every sender (every PasswordHasher clone) is gone.
                     while let Ok(job) = queue.recv() {
-                        job();
+                        job(&mut memory);
                     }
                 })
                 .map_err(|e| {
@@ -135,7 +185,7 @@ impl PasswordHasher {
     /// Hashes a new password into an argon2id PHC string with a fresh random salt.
     pub async fn hash(&self, password: Password) -> Result<PasswordHashString, HashError> {
         let params = self.params.clone();
-        self.run(move || hash_blocking(&params, password.expose_bytes()))
+        self.run(move |memory| hash_blocking(&params, password.expose_bytes(), memory))
             .await?
     }
 
@@ -149,8 +199,9 @@ impl PasswordHasher {
         let user_exists = stored.is_some();
         let dummy = self.dummy_hash.clone();
         let matched = self
-            .run(move || {
-                verify_blocking(password.expose_bytes(), stored.as_ref().unwrap_or(&dummy))
+            .run(move |memory| {
+                let hash = stored.as_ref().unwrap_or(&dummy);
+                verify_blocking(password.expose_bytes(), hash, memory)
             })
             .await??;
         Ok(matched && user_exists)
@@ -159,13 +210,13 @@ impl PasswordHasher {
     /// Queues `job` for a hashing thread; sheds it at once when the queue is full.
     async fn run<T: Send + 'static>(
         &self,
-        job: impl FnOnce() -> T + Send + 'static,
+        job: impl FnOnce(&mut ArgonMemory) -> T + Send + 'static,
     ) -> Result<T, HashError> {
         let (result_tx, result_rx) = oneshot::channel();
-        let job: Job = Box::new(move || {
+        let job: Job = Box::new(move |memory| {
             // The caller gave up (cancelled or timed out) while queued: skip the work.
             if !result_tx.is_closed() {
-                let _ = result_tx.send(job());
+                let _ = result_tx.send(job(memory));
             }
         });
         self.jobs.try_send(job).map_err(|e| match e {
@@ -193,22 +244,45 @@ fn argon2id(params: &Params) -> Argon2<'static> {
     Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone())
 }
 
-fn hash_blocking(params: &Params, password: &[u8]) -> Result<PasswordHashString, HashError> {
-    let hash = argon2id(params)
-        .hash_password(password)
-        .map_err(|e| HashError::Unexpected(e.to_string()))?;
+/// Hashes `password` with a fresh random salt into a PHC string.
+fn hash_blocking(
+    params: &Params,
+    password: &[u8],
+    memory: &mut ArgonMemory,
+) -> Result<PasswordHashString, HashError> {
+    let unexpected = |e: &dyn std::fmt::Display| HashError::Unexpected(e.to_string());
+    let salt = argon2::password_hash::try_generate_salt().map_err(|e| unexpected(&e))?;
+    let mut output = [0u8; Params::DEFAULT_OUTPUT_LEN];
+    memory.hash_into(params, password, &salt, &mut output)?;
+    let hash = PasswordHash {
+        algorithm: Algorithm::Argon2id.ident(),
+        version: Some(Version::V0x13.into()),
+        params: ParamsString::try_from(params).map_err(|e| unexpected(&e))?,
+        salt: Some(Salt::new(&salt).map_err(|e| unexpected(&e))?),
+        hash: Some(Output::new(&output).map_err(|e| unexpected(&e))?),
+    };
     Ok(PasswordHashString(hash.to_string()))
 }
 
-fn verify_blocking(password: &[u8], stored: &PasswordHashString) -> Result<bool, HashError> {
+/// Recomputes the stored hash's output from `password` and compares in constant time.
+fn verify_blocking(
+    password: &[u8],
+    stored: &PasswordHashString,
+    memory: &mut ArgonMemory,
+) -> Result<bool, HashError> {
     let parsed = PasswordHash::new(stored.as_str())
         .map_err(|e| HashError::UnacceptableStoredHash(format!("unparsable: {e}")))?;
     let params = check_stored_params(&parsed)?;
-    match argon2id(&params).verify_password(password, &parsed) {
-        Ok(()) => Ok(true),
-        Err(argon2::password_hash::Error::PasswordInvalid) => Ok(false),
-        Err(e) => Err(HashError::UnacceptableStoredHash(e.to_string())),
-    }
+    let (Some(salt), Some(expected)) = (&parsed.salt, &parsed.hash) else {
+        return Err(HashError::UnacceptableStoredHash(
+            "no salt or output".into(),
+        ));
+    };
+    let mut output = vec![0u8; expected.len()];
+    memory.hash_into(&params, password, salt.as_ref(), &mut output)?;
+    let computed = Output::new(&output).map_err(|e| HashError::Unexpected(e.to_string()))?;
+    // `Output`'s equality is constant-time.
+    Ok(computed == *expected)
 }
 
 /// Refuses anything but argon2id v19 within the parameter ceiling.
@@ -275,6 +349,38 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn hashes_interoperate_with_the_argon2_crate_own_api() {
+        use argon2::password_hash::{PasswordHasher as _, PasswordVerifier as _};
+        let hasher = PasswordHasher::new(HashingLimits {
+            concurrency: 1,
+            queue: 8,
+        })
+        .unwrap();
+        let ours = hasher.hash(password("correct horse")).await.unwrap();
+        let parsed = PasswordHash::new(ours.as_str()).unwrap();
+        Argon2::default()
+            .verify_password(b"correct horse", &parsed)
+            .unwrap();
+        let theirs = Argon2::default()
+            .hash_password(b"correct horse")
+            .unwrap()
+            .to_string();
+        let theirs = PasswordHashString::from_stored(theirs);
+        assert!(
+            hasher
+                .verify(password("correct horse"), Some(theirs.clone()))
+                .await
+                .unwrap()
+        );
+        assert!(
+            !hasher
+                .verify(password("correct horsf"), Some(theirs))
+                .await
+                .unwrap()
+        );
+    }
+
+    #[tokio::test]
     async fn unknown_user_never_matches_even_the_dummy_password() {
         let hasher = PasswordHasher::new(HashingLimits {
             concurrency: 1,
@@ -325,12 +431,12 @@ mod tests {
         // Occupy the only thread, then the only queue slot.
         let running = tokio::spawn({
             let hasher = hasher.clone();
-            async move { hasher.run(move || blocked.recv().ok()).await }
+            async move { hasher.run(move |_| blocked.recv().ok()).await }
         });
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         let queued = tokio::spawn({
             let hasher = hasher.clone();
-            async move { hasher.run(|| ()).await }
+            async move { hasher.run(|_| ()).await }
         });
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         let shed = hasher.hash(password("correct horse")).await;

@@ -6,4 +6,5 @@
 mod helpers;
 
 mod load_shedding;
+mod memory;
 mod timing;

@@ -1,0 +1,405 @@
+//! authd's load generator: drives one RPC at a fixed concurrency for a fixed time, with many
+//! distinct users and tokens, and always measures grpc.health.v1 Check on the same server first,
+//! so the result is read as a ratio to the no-op limit of this machine.
+//!
+//! ```sh
+//! cargo run --release --example loadgen -- --target http://127.0.0.1:50051 \
+//!     --rpc verify --concurrency 64 --duration 10s --users 1000
+//! ```
+//!
+//! `--flood-logins N` measures the RPC a second time while N workers hammer Login, and prints the
+//! p99 ratio; `--argon2-ceiling` measures one argon2id hash here and prints the Login ceiling
+//! (cores ÷ hash time); `--server-pid` prints the server's peak RSS (VmHWM) at the end.
+
+use std::{
+    collections::BTreeMap,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use authd::pb::{self, auth_service_client::AuthServiceClient};
+use clap::{Parser, ValueEnum};
+use tonic::transport::{Channel, Endpoint};
+use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Rpc {
+    Verify,
+    Login,
+    Register,
+    /// 95% Verify, 4% Login, 1% Logout of a fresh token.
+    Mixed,
+    Health,
+}
+
+#[derive(Debug, Parser)]
+struct Args {
+    /// The server, e.g. http://127.0.0.1:50051.
+    #[arg(long, default_value = "http://127.0.0.1:50051")]
+    target: String,
+    #[arg(long, value_enum, default_value = "verify")]
+    rpc: Rpc,
+    /// Requests in flight at once.
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// HTTP/2 connections shared by the workers.
+    #[arg(long, default_value_t = 4)]
+    connections: usize,
+    /// How long each measured phase lasts.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    /// Users registered before the run (each brings one token).
+    #[arg(long, default_value_t = 200)]
+    users: usize,
+    /// Skip the health-check baseline.
+    #[arg(long)]
+    no_baseline: bool,
+    /// Also measure the RPC while this many workers flood Login.
+    #[arg(long, default_value_t = 0)]
+    flood_logins: usize,
+    /// Measure one argon2id hash (OWASP parameters) and print the Login ceiling.
+    #[arg(long)]
+    argon2_ceiling: bool,
+    /// Print this process's peak RSS (VmHWM) at the end.
+    #[arg(long)]
+    server_pid: Option<u32>,
+}
+
+const PASSWORD: &str = "loadgen correct horse battery staple";
+
+/// What the workers share: connections and the prepared users.
+struct Fixture {
+    channels: Vec<Channel>,
+    /// (email, token)
+    users: Vec<(String, String)>,
+    run_id: String,
+}
+
+/// One phase's outcome.
+#[derive(Default)]
+struct Outcome {
+    latencies: Vec<Duration>,
+    errors: BTreeMap<String, u64>,
+    elapsed: Duration,
+}
+
+impl Outcome {
+    fn throughput(&self) -> f64 {
+        self.latencies.len() as f64 / self.elapsed.as_secs_f64()
+    }
+
+    fn percentile(&self, p: f64) -> Duration {
+        if self.latencies.is_empty() {
+            return Duration::ZERO;
+        }
+        let index =
+            ((self.latencies.len() as f64 * p).ceil() as usize).clamp(1, self.latencies.len()) - 1;
+        self.latencies[index]
+    }
+
+    fn print(&self, name: &str) {
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        println!(
+            "{name:<22} {:>9} ok {:>10.0} rps   p50 {:>7.3} ms  p90 {:>7.3} ms  p99 {:>7.3} ms  p99.9 {:>7.3} ms  errors {:?}",
+            self.latencies.len(),
+            self.throughput(),
+            ms(self.percentile(0.50)),
+            ms(self.percentile(0.90)),
+            ms(self.percentile(0.99)),
+            ms(self.percentile(0.999)),
+            self.errors,
+        );
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let mut channels = Vec::new();
+    for _ in 0..args.connections.max(1) {
+        channels.push(
+            Endpoint::from_shared(args.target.clone())?
+                .tcp_nodelay(true)
+                .connect()
+                .await?,
+        );
+    }
+    let run_id = format!("{:x}", rand::random::<u64>());
+    let mut fixture = Fixture {
+        channels,
+        users: Vec::new(),
+        run_id,
+    };
+    if args.rpc != Rpc::Health && args.rpc != Rpc::Register || args.flood_logins > 0 {
+        let started = Instant::now();
+        fixture.users = register_users(&fixture, args.users, args.concurrency.min(64)).await?;
+        println!(
+            "prepared {} users in {:.1} s",
+            fixture.users.len(),
+            started.elapsed().as_secs_f64()
+        );
+    }
+    let fixture = Arc::new(fixture);
+    println!(
+        "target {}  rpc {:?}  concurrency {}  connections {}  duration {:?}",
+        args.target, args.rpc, args.concurrency, args.connections, args.duration
+    );
+
+    let baseline = if args.no_baseline {
+        None
+    } else {
+        let outcome = run_phase(&fixture, Rpc::Health, args.concurrency, args.duration, 0).await;
+        outcome.print("health Check");
+        Some(outcome)
+    };
+    let outcome = run_phase(&fixture, args.rpc, args.concurrency, args.duration, 0).await;
+    outcome.print(&format!("{:?}", args.rpc));
+    if let Some(baseline) = &baseline {
+        println!(
+            "ratio {:?} ÷ health Check throughput = {:.3}",
+            args.rpc,
+            outcome.throughput() / baseline.throughput()
+        );
+    }
+    if args.flood_logins > 0 {
+        let flooded = run_phase(
+            &fixture,
+            args.rpc,
+            args.concurrency,
+            args.duration,
+            args.flood_logins,
+        )
+        .await;
+        flooded.print(&format!("{:?} + Login flood", args.rpc));
+        println!(
+            "ratio p99 under a {}-worker Login flood ÷ p99 idle = {:.2}",
+            args.flood_logins,
+            flooded.percentile(0.99).as_secs_f64() / outcome.percentile(0.99).as_secs_f64()
+        );
+    }
+    if args.argon2_ceiling {
+        let hash_time = time_one_argon2_hash();
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        let ceiling = cores as f64 / hash_time.as_secs_f64();
+        println!(
+            "argon2id m=19456 t=2 p=1: {:.2} ms per hash, ceiling {cores} cores ÷ hash = {ceiling:.1} logins/s",
+            hash_time.as_secs_f64() * 1e3
+        );
+        if args.rpc == Rpc::Login {
+            println!(
+                "ratio Login throughput ÷ argon2 ceiling = {:.3}",
+                outcome.throughput() / ceiling
+            );
+        }
+    }
+    if let Some(pid) = args.server_pid {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+        for line in status
+            .lines()
+            .filter(|l| l.starts_with("VmHWM") || l.starts_with("VmRSS"))
+        {
+            println!("server {line}");
+        }
+    }
+    Ok(())
+}
+
+async fn register_users(
+    fixture: &Fixture,
+    count: usize,
+    concurrency: usize,
+) -> anyhow::Result<Vec<(String, String)>> {
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut workers = Vec::new();
+    for worker in 0..concurrency.max(1) {
+        let mut client =
+            AuthServiceClient::new(fixture.channels[worker % fixture.channels.len()].clone());
+        let next = next.clone();
+        let run_id = fixture.run_id.clone();
+        workers.push(tokio::spawn(async move {
+            let mut users = Vec::new();
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= count {
+                    return Ok::<_, tonic::Status>(users);
+                }
+                let email = format!("loadgen-{run_id}-{i}@example.com");
+                let response = loop {
+                    let request = pb::RegisterRequest {
+                        email: email.clone(),
+                        password: PASSWORD.into(),
+                        username: String::new(),
+                    };
+                    match client.register(request).await {
+                        Ok(response) => break response.into_inner(),
+                        // Shed under load: wait and retry.
+                        Err(status) if status.code() == tonic::Code::ResourceExhausted => {
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                        Err(status) => return Err(status),
+                    }
+                };
+                users.push((email, response.tokens.unwrap_or_default().access_token));
+            }
+        }));
+    }
+    let mut users = Vec::with_capacity(count);
+    for worker in workers {
+        users.extend(worker.await??);
+    }
+    Ok(users)
+}
+
+/// Runs `concurrency` workers calling `rpc` for `duration` (plus `flood` Login workers whose
+/// results are not recorded).
+async fn run_phase(
+    fixture: &Arc<Fixture>,
+    rpc: Rpc,
+    concurrency: usize,
+    duration: Duration,
+    flood: usize,
+) -> Outcome {
+    let deadline = Instant::now() + duration;
+    let mut flooders = Vec::new();
+    for worker in 0..flood {
+        let fixture = fixture.clone();
+        flooders.push(tokio::spawn(async move {
+            let mut outcome = Outcome::default();
+            while Instant::now() < deadline {
+                let _ = call(&fixture, Rpc::Login, worker, &mut outcome).await;
+            }
+        }));
+    }
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for worker in 0..concurrency.max(1) {
+        let fixture = fixture.clone();
+        workers.push(tokio::spawn(async move {
+            let mut outcome = Outcome::default();
+            let mut iteration = worker;
+            while Instant::now() < deadline {
+                let call_started = Instant::now();
+                if call(&fixture, rpc, iteration, &mut outcome).await {
+                    outcome.latencies.push(call_started.elapsed());
+                }
+                iteration += concurrency;
+            }
+            outcome
+        }));
+    }
+    let mut total = Outcome::default();
+    for worker in workers {
+        let outcome = worker.await.expect("worker panicked");
+        total.latencies.extend(outcome.latencies);
+        for (code, count) in outcome.errors {
+            *total.errors.entry(code).or_default() += count;
+        }
+    }
+    for flooder in flooders {
+        let _ = flooder.await;
+    }
+    total.elapsed = started.elapsed();
+    total.latencies.sort_unstable();
+    total
+}
+
+/// One call; true when it succeeded (errors are counted by code).
+async fn call(fixture: &Fixture, rpc: Rpc, iteration: usize, outcome: &mut Outcome) -> bool {
+    let channel = fixture.channels[iteration % fixture.channels.len()].clone();
+    let user = |i: usize| &fixture.users[i % fixture.users.len().max(1)];
+    let mut client = AuthServiceClient::new(channel.clone());
+    let result = match rpc {
+        Rpc::Health => HealthClient::new(channel)
+            .check(HealthCheckRequest {
+                service: "auth.v1.AuthService".into(),
+            })
+            .await
+            .map(drop),
+        Rpc::Verify => client
+            .verify(pb::VerifyRequest {
+                access_token: user(iteration).1.clone(),
+            })
+            .await
+            .map(drop),
+        Rpc::Login => client
+            .login(pb::LoginRequest {
+                email: user(iteration).0.clone(),
+                password: PASSWORD.into(),
+            })
+            .await
+            .map(drop),
+        Rpc::Register => client
+            .register(pb::RegisterRequest {
+                email: format!("loadgen-{}-new-{iteration}@example.com", fixture.run_id),
+                password: PASSWORD.into(),
+                username: String::new(),
+            })
+            .await
+            .map(drop),
+        Rpc::Mixed => match iteration % 100 {
+            0..=94 => client
+                .verify(pb::VerifyRequest {
+                    access_token: user(iteration).1.clone(),
+                })
+                .await
+                .map(drop),
+            95..=98 => client
+                .login(pb::LoginRequest {
+                    email: user(iteration).0.clone(),
+                    password: PASSWORD.into(),
+                })
+                .await
+                .map(drop),
+            _ => {
+                let login = client
+                    .login(pb::LoginRequest {
+                        email: user(iteration).0.clone(),
+                        password: PASSWORD.into(),
+                    })
+                    .await;
+                match login {
+                    Ok(response) => {
+                        let token = response
+                            .into_inner()
+                            .tokens
+                            .unwrap_or_default()
+                            .access_token;
+                        client
+                            .logout(pb::LogoutRequest {
+                                access_token: token,
+                            })
+                            .await
+                            .map(drop)
+                    }
+                    Err(status) => Err(status),
+                }
+            }
+        },
+    };
+    match result {
+        Ok(()) => true,
+        Err(status) => {
+            *outcome
+                .errors
+                .entry(format!("{:?}", status.code()))
+                .or_default() += 1;
+            false
+        }
+    }
+}
+
+fn time_one_argon2_hash() -> Duration {
+    use argon2::{Argon2, password_hash::PasswordHasher as _};
+    let argon2 = Argon2::default();
+    // Warm up, then take the median of 15.
+    let _ = argon2.hash_password(b"warm up");
+    let mut times: Vec<Duration> = (0..15)
+        .map(|_| {
+            let started = Instant::now();
+            let _ = argon2.hash_password(PASSWORD.as_bytes());
+            started.elapsed()
+        })
+        .collect();
+    times.sort();
+    times[7]
+}
