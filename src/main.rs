@@ -5,6 +5,11 @@ use std::process::ExitCode;
 use authd::{App, Config, telemetry};
 use clap::Parser;
 
+/// mimalloc: per-thread free lists instead of glibc's locked arenas, which showed up as lock waits
+/// and ~12% of CPU in a Verify profile.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let config = Config::parse();

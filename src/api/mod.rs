@@ -40,7 +40,7 @@ impl AuthApi {
 
 #[tonic::async_trait]
 impl AuthServiceRpc for AuthApi {
-    #[tracing::instrument(name = "Register", skip_all)]
+    #[tracing::instrument(name = "Register", level = "debug", skip_all)]
     async fn register(
         &self,
         request: Request<pb::RegisterRequest>,
@@ -58,7 +58,7 @@ impl AuthServiceRpc for AuthApi {
         }))
     }
 
-    #[tracing::instrument(name = "Login", skip_all)]
+    #[tracing::instrument(name = "Login", level = "debug", skip_all)]
     async fn login(
         &self,
         request: Request<pb::LoginRequest>,
@@ -81,7 +81,7 @@ impl AuthServiceRpc for AuthApi {
         }))
     }
 
-    #[tracing::instrument(name = "Logout", skip_all)]
+    #[tracing::instrument(name = "Logout", level = "debug", skip_all)]
     async fn logout(
         &self,
         request: Request<pb::LogoutRequest>,
@@ -94,7 +94,7 @@ impl AuthServiceRpc for AuthApi {
         Ok(Response::new(pb::LogoutResponse {}))
     }
 
-    #[tracing::instrument(name = "Verify", skip_all)]
+    #[tracing::instrument(name = "Verify", level = "debug", skip_all)]
     async fn verify(
         &self,
         request: Request<pb::VerifyRequest>,

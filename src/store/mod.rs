@@ -19,7 +19,7 @@ pub mod postgres;
 pub mod redis;
 pub mod sqlite;
 
-/// Upper bound for one back-end call, including waiting for a pooled connection.
+/// Upper bound for one SQL call, including waiting for a pooled connection.
 pub const BACKEND_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// What a store can report.
@@ -139,16 +139,17 @@ pub(crate) fn millis(duration: Duration) -> i64 {
     i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }
 
-/// Runs a back-end call with the standard timeout.
+/// Runs a back-end call that must answer within `limit`.
 pub(crate) async fn bounded<T>(
     backend: &'static str,
+    limit: Duration,
     call: impl Future<Output = Result<T, StoreError>>,
 ) -> Result<T, StoreError> {
-    match tokio::time::timeout(BACKEND_TIMEOUT, call).await {
+    match tokio::time::timeout(limit, call).await {
         Ok(result) => result,
         Err(_) => Err(StoreError::Unavailable {
             backend,
-            reason: format!("no answer within {}s", BACKEND_TIMEOUT.as_secs()),
+            reason: format!("no answer within {} ms", limit.as_millis()),
         }),
     }
 }

@@ -51,7 +51,7 @@ impl PostgresStore {
 #[async_trait]
 impl UserStore for PostgresStore {
     async fn insert(&self, user: &NewUser) -> Result<(), StoreError> {
-        bounded(BACKEND, async {
+        bounded(BACKEND, super::BACKEND_TIMEOUT, async {
             sqlx::query(
                 "INSERT INTO users (id, email, email_normalized, username, password_hash) \
                  VALUES ($1, $2, $3, $4, $5)",
@@ -73,7 +73,7 @@ impl UserStore for PostgresStore {
         &self,
         email: &Email,
     ) -> Result<Option<StoredCredentials>, StoreError> {
-        bounded(BACKEND, async {
+        bounded(BACKEND, super::BACKEND_TIMEOUT, async {
             let row: Option<(Uuid, String)> =
                 sqlx::query_as("SELECT id, password_hash FROM users WHERE email_normalized = $1")
                     .bind(email.normalized())
@@ -89,7 +89,7 @@ impl UserStore for PostgresStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        bounded(BACKEND, async {
+        bounded(BACKEND, super::BACKEND_TIMEOUT, async {
             sqlx::query("SELECT 1")
                 .execute(&self.pool)
                 .await
@@ -112,7 +112,7 @@ impl RevocationStore for PostgresStore {
         until: UnixSeconds,
         _now: UnixSeconds,
     ) -> Result<(), StoreError> {
-        bounded(BACKEND, async {
+        bounded(BACKEND, super::BACKEND_TIMEOUT, async {
             sqlx::query(
                 "INSERT INTO revoked_tokens (jti, expires_at) VALUES ($1, $2) \
                  ON CONFLICT (jti) DO UPDATE SET expires_at = GREATEST(revoked_tokens.expires_at, EXCLUDED.expires_at)",
@@ -128,7 +128,7 @@ impl RevocationStore for PostgresStore {
     }
 
     async fn is_revoked(&self, jti: Jti, now: UnixSeconds) -> Result<bool, StoreError> {
-        bounded(BACKEND, async {
+        bounded(BACKEND, super::BACKEND_TIMEOUT, async {
             let found: Option<(i32,)> =
                 sqlx::query_as("SELECT 1 FROM revoked_tokens WHERE jti = $1 AND expires_at >= $2")
                     .bind(jti.as_uuid())
@@ -142,7 +142,7 @@ impl RevocationStore for PostgresStore {
     }
 
     async fn purge_expired(&self, now: UnixSeconds) -> Result<u64, StoreError> {
-        bounded(BACKEND, async {
+        bounded(BACKEND, super::BACKEND_TIMEOUT, async {
             let done = sqlx::query("DELETE FROM revoked_tokens WHERE expires_at < $1")
                 .bind(now)
                 .execute(&self.pool)
@@ -169,7 +169,7 @@ impl ThrottleStore for PostgresStore {
         keys: &[String],
         now: UnixMillis,
     ) -> Result<Vec<FailureCount>, StoreError> {
-        bounded(BACKEND, async {
+        bounded(BACKEND, super::BACKEND_TIMEOUT, async {
             let mut counts = Vec::with_capacity(keys.len());
             for key in keys {
                 let row: Option<(i64, i64, i64)> = sqlx::query_as(
@@ -195,7 +195,7 @@ impl ThrottleStore for PostgresStore {
         sliding: bool,
         now: UnixMillis,
     ) -> Result<FailureCount, StoreError> {
-        bounded(BACKEND, async {
+        bounded(BACKEND, super::BACKEND_TIMEOUT, async {
             // An expired row starts over; SET expressions read the row's old values.
             let row: (i64, i64, i64) = sqlx::query_as(
                 "INSERT INTO login_failures (key, failures, last_failure_ms, expires_at_ms) \
@@ -221,7 +221,7 @@ impl ThrottleStore for PostgresStore {
     }
 
     async fn clear(&self, key: &str) -> Result<(), StoreError> {
-        bounded(BACKEND, async {
+        bounded(BACKEND, super::BACKEND_TIMEOUT, async {
             sqlx::query("DELETE FROM login_failures WHERE key = $1")
                 .bind(key)
                 .execute(&self.pool)
@@ -233,7 +233,7 @@ impl ThrottleStore for PostgresStore {
     }
 
     async fn purge_expired(&self, now: UnixMillis) -> Result<u64, StoreError> {
-        bounded(BACKEND, async {
+        bounded(BACKEND, super::BACKEND_TIMEOUT, async {
             let done = sqlx::query("DELETE FROM login_failures WHERE expires_at_ms <= $1")
                 .bind(now)
                 .execute(&self.pool)

@@ -38,10 +38,11 @@ impl RedisStore {
             Client::open(url).map_err(|e| StoreError::Unexpected(format!("bad Redis URL: {e}")))?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(REDIS_TIMEOUT))
-            .set_response_timeout(Some(REDIS_TIMEOUT))
+            // Every call is already bounded by `bounded` (one timer per call is enough).
+            .set_response_timeout(None)
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_secs(1));
-        let connection = bounded(BACKEND, async {
+        let connection = bounded(BACKEND, Duration::from_secs(5), async {
             ConnectionManager::new_with_config(client, config)
                 .await
                 .map_err(redis_error)
@@ -82,7 +83,7 @@ impl RevocationStore for RedisStore {
         }
         let key = self.key(jti);
         let mut connection = self.connection.clone();
-        bounded(BACKEND, async move {
+        bounded(BACKEND, REDIS_TIMEOUT, async move {
             // EXAT: the entry disappears exactly when the token can no longer be accepted.
             let expire_at = u64::try_from(until.saturating_add(1)).unwrap_or(u64::MAX);
             let options =
@@ -98,7 +99,7 @@ impl RevocationStore for RedisStore {
     async fn is_revoked(&self, jti: Jti, _now: UnixSeconds) -> Result<bool, StoreError> {
         let key = self.key(jti);
         let mut connection = self.connection.clone();
-        bounded(BACKEND, async move {
+        bounded(BACKEND, REDIS_TIMEOUT, async move {
             connection.exists(key).await.map_err(redis_error)
         })
         .await
@@ -110,7 +111,7 @@ impl RevocationStore for RedisStore {
 
     async fn ping(&self) -> Result<(), StoreError> {
         let mut connection = self.connection.clone();
-        bounded(BACKEND, async move {
+        bounded(BACKEND, REDIS_TIMEOUT, async move {
             redis::cmd("PING")
                 .query_async::<String>(&mut connection)
                 .await
@@ -138,7 +139,7 @@ impl ThrottleStore for RedisStore {
             pipe.cmd("HMGET").arg(&key).arg("f").arg("l").pttl(&key);
         }
         let mut connection = self.connection.clone();
-        bounded(BACKEND, async move {
+        bounded(BACKEND, REDIS_TIMEOUT, async move {
             let replies: Vec<((Option<u32>, Option<i64>), i64)> = pipe
                 .query_async::<Vec<redis::Value>>(&mut connection)
                 .await
@@ -185,7 +186,7 @@ impl ThrottleStore for RedisStore {
             .ignore()
             .pttl(&key);
         let mut connection = self.connection.clone();
-        bounded(BACKEND, async move {
+        bounded(BACKEND, REDIS_TIMEOUT, async move {
             let (failures, ttl): (u32, i64) = pipe
                 .query_async(&mut connection)
                 .await
@@ -202,7 +203,7 @@ impl ThrottleStore for RedisStore {
     async fn clear(&self, key: &str) -> Result<(), StoreError> {
         let key = self.throttle_key(key);
         let mut connection = self.connection.clone();
-        bounded(BACKEND, async move {
+        bounded(BACKEND, REDIS_TIMEOUT, async move {
             connection.del(key).await.map_err(redis_error)
         })
         .await

@@ -57,7 +57,7 @@ impl SqliteStore {
 #[async_trait]
 impl UserStore for SqliteStore {
     async fn insert(&self, user: &NewUser) -> Result<(), StoreError> {
-        bounded(BACKEND, async {
+        bounded(BACKEND, super::BACKEND_TIMEOUT, async {
             sqlx::query(
                 "INSERT INTO users (id, email, email_normalized, username, password_hash) \
                  VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -79,7 +79,7 @@ impl UserStore for SqliteStore {
         &self,
         email: &Email,
     ) -> Result<Option<StoredCredentials>, StoreError> {
-        bounded(BACKEND, async {
+        bounded(BACKEND, super::BACKEND_TIMEOUT, async {
             let row: Option<(String, String)> =
                 sqlx::query_as("SELECT id, password_hash FROM users WHERE email_normalized = ?1")
                     .bind(email.normalized())
@@ -100,7 +100,7 @@ impl UserStore for SqliteStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        bounded(BACKEND, async {
+        bounded(BACKEND, super::BACKEND_TIMEOUT, async {
             sqlx::query("SELECT 1")
                 .execute(&self.pool)
                 .await
@@ -123,7 +123,7 @@ impl RevocationStore for SqliteStore {
         until: UnixSeconds,
         _now: UnixSeconds,
     ) -> Result<(), StoreError> {
-        bounded(BACKEND, async {
+        bounded(BACKEND, super::BACKEND_TIMEOUT, async {
             sqlx::query(
                 "INSERT INTO revoked_tokens (jti, expires_at) VALUES (?1, ?2) \
                  ON CONFLICT (jti) DO UPDATE SET expires_at = MAX(expires_at, excluded.expires_at)",
@@ -139,7 +139,7 @@ impl RevocationStore for SqliteStore {
     }
 
     async fn is_revoked(&self, jti: Jti, now: UnixSeconds) -> Result<bool, StoreError> {
-        bounded(BACKEND, async {
+        bounded(BACKEND, super::BACKEND_TIMEOUT, async {
             let found: Option<(i64,)> =
                 sqlx::query_as("SELECT 1 FROM revoked_tokens WHERE jti = ?1 AND expires_at >= ?2")
                     .bind(jti.to_string())
@@ -153,7 +153,7 @@ impl RevocationStore for SqliteStore {
     }
 
     async fn purge_expired(&self, now: UnixSeconds) -> Result<u64, StoreError> {
-        bounded(BACKEND, async {
+        bounded(BACKEND, super::BACKEND_TIMEOUT, async {
             let done = sqlx::query("DELETE FROM revoked_tokens WHERE expires_at < ?1")
                 .bind(now)
                 .execute(&self.pool)
@@ -180,7 +180,7 @@ impl ThrottleStore for SqliteStore {
         keys: &[String],
         now: UnixMillis,
     ) -> Result<Vec<FailureCount>, StoreError> {
-        bounded(BACKEND, async {
+        bounded(BACKEND, super::BACKEND_TIMEOUT, async {
             let mut counts = Vec::with_capacity(keys.len());
             for key in keys {
                 let row: Option<(i64, i64, i64)> = sqlx::query_as(
@@ -206,7 +206,7 @@ impl ThrottleStore for SqliteStore {
         sliding: bool,
         now: UnixMillis,
     ) -> Result<FailureCount, StoreError> {
-        bounded(BACKEND, async {
+        bounded(BACKEND, super::BACKEND_TIMEOUT, async {
             // An expired row starts over; SET expressions read the row's old values.
             let row: (i64, i64, i64) = sqlx::query_as(
                 "INSERT INTO login_failures (key, failures, last_failure_ms, expires_at_ms) \
@@ -232,7 +232,7 @@ impl ThrottleStore for SqliteStore {
     }
 
     async fn clear(&self, key: &str) -> Result<(), StoreError> {
-        bounded(BACKEND, async {
+        bounded(BACKEND, super::BACKEND_TIMEOUT, async {
             sqlx::query("DELETE FROM login_failures WHERE key = ?1")
                 .bind(key)
                 .execute(&self.pool)
@@ -244,7 +244,7 @@ impl ThrottleStore for SqliteStore {
     }
 
     async fn purge_expired(&self, now: UnixMillis) -> Result<u64, StoreError> {
-        bounded(BACKEND, async {
+        bounded(BACKEND, super::BACKEND_TIMEOUT, async {
             let done = sqlx::query("DELETE FROM login_failures WHERE expires_at_ms <= ?1")
                 .bind(now)
                 .execute(&self.pool)
