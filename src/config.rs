@@ -76,6 +76,10 @@ pub struct Config {
     )]
     pub redis_url: Option<String>,
 
+    /// Treat AUTHD_REDIS_URL as a Redis Cluster even when it names a single seed node.
+    #[arg(long, env = "AUTHD_REDIS_CLUSTER", value_name = "AUTHD_REDIS_CLUSTER", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub redis_cluster: bool,
+
     /// Prefix of every Redis key authd writes.
     #[arg(
         long,
@@ -337,23 +341,38 @@ impl Config {
         }
     }
 
-    /// The Redis URL, if revocations live in Redis.
-    pub fn redis(&self) -> Result<Option<&str>, ConfigError> {
-        match self.redis_url.as_deref().map(str::trim) {
-            None | Some("") => Ok(None),
-            Some(url)
-                if url.starts_with("redis://")
-                    || url.starts_with("rediss://")
-                    || url.starts_with("redis+unix://")
-                    || url.starts_with("unix://") =>
-            {
-                Ok(Some(url))
-            }
-            Some(_) => Err(ConfigError::new(
+    /// Where Redis is, if revocations and throttling live in Redis.
+    pub fn redis(&self) -> Result<Option<crate::store::redis::RedisTopology>, ConfigError> {
+        use crate::store::redis::RedisTopology;
+        let urls: Vec<&str> = self
+            .redis_url
+            .as_deref()
+            .unwrap_or("")
+            .split(',')
+            .map(str::trim)
+            .filter(|url| !url.is_empty())
+            .collect();
+        let known_scheme = |url: &&str| {
+            ["redis://", "rediss://", "redis+unix://", "unix://"]
+                .iter()
+                .any(|scheme| url.starts_with(scheme))
+        };
+        if let Some(bad) = urls.iter().find(|url| !known_scheme(url)) {
+            return Err(ConfigError::new(
                 "AUTHD_REDIS_URL",
-                "must start with redis://, rediss:// or unix://",
-            )),
+                format!(
+                    "{:?} must start with redis://, rediss:// or unix://",
+                    redact_url(bad)
+                ),
+            ));
         }
+        Ok(match urls.as_slice() {
+            [] => None,
+            [url] if !self.redis_cluster => Some(RedisTopology::Single((*url).to_owned())),
+            nodes => Some(RedisTopology::Cluster(
+                nodes.iter().map(|n| (*n).to_owned()).collect(),
+            )),
+        })
     }
 
     /// The Ed25519 key file: the configured path or DATA_DIR/signing-key.pem.
@@ -392,6 +411,14 @@ fn parse_network(value: &str) -> Result<ipnet::IpNet, String> {
         .parse::<ipnet::IpNet>()
         .or_else(|_| value.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
         .map_err(|_| format!("{value:?} is neither an IP address nor a CIDR network"))
+}
+
+/// A URL without its password, for messages.
+fn redact_url(url: &str) -> String {
+    match (url.split_once("://"), url.rfind('@')) {
+        (Some((scheme, _)), Some(at)) => format!("{scheme}://***{}", &url[at..]),
+        _ => url.to_owned(),
+    }
 }
 
 fn parse_duration(value: &str) -> Result<Duration, humantime::DurationError> {
@@ -435,6 +462,33 @@ mod tests {
         assert_eq!(error.setting, "AUTHD_JWT_SECRET");
         let config = parse(&["--jwt-alg", "HS256"]).unwrap();
         assert_eq!(config.check().unwrap_err().setting, "AUTHD_JWT_SECRET");
+    }
+
+    #[test]
+    fn several_redis_urls_mean_a_cluster() {
+        use crate::store::redis::RedisTopology;
+        let config = parse(&["--redis-url", "redis://a:7000, redis://b:7001"]).unwrap();
+        assert_eq!(
+            config.redis().unwrap(),
+            Some(RedisTopology::Cluster(vec![
+                "redis://a:7000".into(),
+                "redis://b:7001".into()
+            ]))
+        );
+        let config = parse(&["--redis-url", "redis://a:7000"]).unwrap();
+        assert_eq!(
+            config.redis().unwrap(),
+            Some(RedisTopology::Single("redis://a:7000".into()))
+        );
+        let config = parse(&["--redis-url", "redis://a:7000", "--redis-cluster"]).unwrap();
+        assert!(matches!(
+            config.redis().unwrap(),
+            Some(RedisTopology::Cluster(_))
+        ));
+        let config = parse(&["--redis-url", "http://user:secret@a:7000"]).unwrap();
+        let error = config.check().unwrap_err();
+        assert_eq!(error.setting, "AUTHD_REDIS_URL");
+        assert!(!error.reason.contains("secret"));
     }
 
     #[test]

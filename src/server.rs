@@ -208,13 +208,17 @@ async fn connect_backends(config: &Config) -> anyhow::Result<Backends> {
             }
         }
     };
-    if let Some(url) = config.redis()? {
-        let redis = RedisStore::connect(url, &config.redis_key_prefix)
+    if let Some(topology) = config.redis()? {
+        let redis = RedisStore::connect(&topology, &config.redis_key_prefix)
             .await
             .map_err(|e| anyhow::anyhow!("invalid AUTHD_REDIS_URL: cannot use Redis: {e}"))?;
         backends.revocations = Arc::new(redis.clone());
+        backends.throttle_describe = if redis.is_cluster() {
+            "redis cluster"
+        } else {
+            "redis"
+        };
         backends.throttle = Arc::new(redis);
-        backends.throttle_describe = "redis";
     }
     Ok(backends)
 }

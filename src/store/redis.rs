@@ -10,8 +10,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use redis::{
-    AsyncCommands as _, Client,
-    aio::{ConnectionManager, ConnectionManagerConfig},
+    AsyncCommands as _, Client, Cmd, Pipeline, RedisFuture, Value,
+    aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig},
+    cluster::ClusterClient,
+    cluster_async::ClusterConnection,
 };
 
 use super::{FailureCount, RevocationStore, StoreError, ThrottleStore, bounded, millis};
@@ -24,34 +26,101 @@ const BACKEND: &str = "redis";
 /// Connect and response timeouts: Verify fails closed quickly rather than hang.
 pub const REDIS_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// Where the Redis data lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedisTopology {
+    /// One server (or a proxy in front of several).
+    Single(String),
+    /// A Redis Cluster, reached through these seed nodes; keys spread over its slots.
+    Cluster(Vec<String>),
+}
+
+/// A multiplexed, auto-reconnecting connection to one server or to a cluster.
+#[derive(Clone)]
+enum RedisConnection {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for RedisConnection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Self::Single(connection) => connection.req_packed_command(cmd),
+            Self::Cluster(connection) => connection.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Self::Single(connection) => connection.req_packed_commands(pipeline, offset, count),
+            Self::Cluster(connection) => connection.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Single(connection) => connection.get_db(),
+            Self::Cluster(connection) => connection.get_db(),
+        }
+    }
+}
+
 /// The Redis store; cheap to clone.
 #[derive(Clone)]
 pub struct RedisStore {
-    connection: ConnectionManager,
+    connection: RedisConnection,
     prefix: String,
 }
 
 impl RedisStore {
     /// Connects (failing if Redis does not answer) with automatic reconnection afterwards.
-    pub async fn connect(url: &str, prefix: &str) -> Result<Self, StoreError> {
-        let client =
-            Client::open(url).map_err(|e| StoreError::Unexpected(format!("bad Redis URL: {e}")))?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(REDIS_TIMEOUT))
-            // Every call is already bounded by `bounded` (one timer per call is enough).
-            .set_response_timeout(None)
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_secs(1));
-        let connection = bounded(BACKEND, Duration::from_secs(5), async {
-            ConnectionManager::new_with_config(client, config)
-                .await
-                .map_err(redis_error)
-        })
-        .await?;
+    pub async fn connect(topology: &RedisTopology, prefix: &str) -> Result<Self, StoreError> {
+        let bad_url = |e: redis::RedisError| StoreError::Unexpected(format!("bad Redis URL: {e}"));
+        let connection = match topology {
+            RedisTopology::Single(url) => {
+                let client = Client::open(url.as_str()).map_err(bad_url)?;
+                let config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(REDIS_TIMEOUT))
+                    // Every call is already bounded by `bounded` (one timer per call is enough).
+                    .set_response_timeout(None)
+                    .set_number_of_retries(1)
+                    .set_max_delay(Duration::from_secs(1));
+                let manager = bounded(BACKEND, Duration::from_secs(5), async {
+                    ConnectionManager::new_with_config(client, config)
+                        .await
+                        .map_err(redis_error)
+                })
+                .await?;
+                RedisConnection::Single(manager)
+            }
+            RedisTopology::Cluster(nodes) => {
+                let client = ClusterClient::builder(nodes.iter().map(String::as_str))
+                    .connection_timeout(REDIS_TIMEOUT)
+                    .response_timeout(REDIS_TIMEOUT)
+                    .retries(2)
+                    .build()
+                    .map_err(bad_url)?;
+                let cluster = bounded(BACKEND, Duration::from_secs(5), async {
+                    client.get_async_connection().await.map_err(redis_error)
+                })
+                .await?;
+                RedisConnection::Cluster(cluster)
+            }
+        };
         Ok(Self {
             connection,
             prefix: prefix.to_owned(),
         })
+    }
+
+    /// Whether this store talks to a cluster.
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.connection, RedisConnection::Cluster(_))
     }
 
     fn key(&self, jti: Jti) -> String {
@@ -133,34 +202,28 @@ impl ThrottleStore for RedisStore {
         keys: &[String],
         now: UnixMillis,
     ) -> Result<Vec<FailureCount>, StoreError> {
-        let mut pipe = redis::pipe();
+        let mut counts = Vec::with_capacity(keys.len());
+        // One pipeline per key: in a cluster, a pipeline must stay within one slot.
         for key in keys {
             let key = self.throttle_key(key);
+            let mut pipe = redis::pipe();
             pipe.cmd("HMGET").arg(&key).arg("f").arg("l").pttl(&key);
-        }
-        let mut connection = self.connection.clone();
-        bounded(BACKEND, REDIS_TIMEOUT, async move {
-            let replies: Vec<((Option<u32>, Option<i64>), i64)> = pipe
-                .query_async::<Vec<redis::Value>>(&mut connection)
-                .await
-                .map_err(redis_error)?
-                .chunks(2)
-                .map(|pair| redis::from_redis_value(redis::Value::Array(pair.to_vec())))
-                .collect::<Result<_, _>>()
-                .map_err(|e| StoreError::Unexpected(format!("unexpected Redis reply: {e}")))?;
-            Ok(replies
-                .into_iter()
-                .map(|((failures, last), ttl)| match (failures, last) {
-                    (Some(failures), Some(last_failure)) if ttl > 0 => FailureCount {
-                        failures,
-                        last_failure,
-                        window_ends: now.saturating_add(ttl),
-                    },
-                    _ => FailureCount::default(),
+            let mut connection = self.connection.clone();
+            let ((failures, last), ttl): ((Option<u32>, Option<i64>), i64) =
+                bounded(BACKEND, REDIS_TIMEOUT, async move {
+                    pipe.query_async(&mut connection).await.map_err(redis_error)
                 })
-                .collect())
-        })
-        .await
+                .await?;
+            counts.push(match (failures, last) {
+                (Some(failures), Some(last_failure)) if ttl > 0 => FailureCount {
+                    failures,
+                    last_failure,
+                    window_ends: now.saturating_add(ttl),
+                },
+                _ => FailureCount::default(),
+            });
+        }
+        Ok(counts)
     }
 
     async fn add_failure(

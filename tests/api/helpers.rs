@@ -7,6 +7,8 @@
 
 #![allow(dead_code)]
 
+#[path = "helpers/cluster.rs"]
+pub mod cluster;
 #[path = "helpers/proxy.rs"]
 pub mod proxy;
 

@@ -12,6 +12,7 @@ mod logout;
 mod outages;
 mod process;
 mod register;
+mod scale_out;
 mod startup;
 mod throttling;
 mod verify;
