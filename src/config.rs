@@ -41,6 +41,17 @@ pub enum JwtAlgorithm {
     Hs256,
 }
 
+/// How Verify checks revocation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RevocationMode {
+    /// Ask the revocation store on every Verify: a Logout that answered OK is seen by the very
+    /// next Verify on every instance.
+    Strict,
+    /// Answer from an in-memory mirror fed by Redis pub/sub (falls back to strict while the
+    /// mirror is not known to be current). Requires Redis.
+    Cached,
+}
+
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -193,6 +204,16 @@ pub struct Config {
     #[arg(long, env = "AUTHD_REQUEST_TIMEOUT", value_name = "AUTHD_REQUEST_TIMEOUT", default_value = DEFAULT_REQUEST_TIMEOUT, value_parser = parse_duration)]
     pub request_timeout: Duration,
 
+    /// How Verify checks revocation: strict (ask Redis every time) or cached (in-memory mirror).
+    #[arg(
+        long,
+        env = "AUTHD_REVOCATION_MODE",
+        value_name = "AUTHD_REVOCATION_MODE",
+        value_enum,
+        default_value = "strict"
+    )]
+    pub revocation_mode: RevocationMode,
+
     /// Verified tokens remembered so their signature is not checked again (0 disables).
     #[arg(long, env = "AUTHD_VERIFY_CACHE_ENTRIES", value_name = "AUTHD_VERIFY_CACHE_ENTRIES", default_value_t = crate::token_cache::DEFAULT_CAPACITY)]
     pub verify_cache_entries: usize,
@@ -304,7 +325,12 @@ impl Config {
             ));
         }
         self.database()?;
-        self.redis()?;
+        if self.redis()?.is_none() && self.revocation_mode == RevocationMode::Cached {
+            return Err(ConfigError::new(
+                "AUTHD_REVOCATION_MODE",
+                "cached mode needs Redis (AUTHD_REDIS_URL)",
+            ));
+        }
         if self.jwt_alg == JwtAlgorithm::Hs256 {
             let secret_len = self
                 .jwt_secret

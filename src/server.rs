@@ -12,13 +12,13 @@ use tonic_health::{ServingStatus, server::HealthReporter};
 use crate::{
     api::{AuthApi, EdgeLayer},
     clock::{Clock, SystemClock},
-    config::{Config, DatabaseSetting, JwtAlgorithm},
+    config::{Config, DatabaseSetting, JwtAlgorithm, RevocationMode},
     password::PasswordHasher,
     pb::{self, auth_service_server::AuthServiceServer},
     service::{AuthService, Parts},
     store::{
-        RevocationStore, ThrottleStore, UserStore, postgres::PostgresStore, redis::RedisStore,
-        sqlite::SqliteStore,
+        RevocationStore, ThrottleStore, UserStore, mirror::MirroredRevocations,
+        postgres::PostgresStore, redis::RedisStore, sqlite::SqliteStore,
     },
     throttle::LoginThrottle,
     token_cache::VerifiedTokenCache,
@@ -55,7 +55,8 @@ impl App {
     /// binds the listen address. Fails with a message naming the setting at fault.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         config.check()?;
-        let backends = connect_backends(&config).await?;
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let backends = connect_backends(&config, clock.clone()).await?;
         tracing::info!(
             users = backends.users.describe(),
             revocations = backends.revocations.describe(),
@@ -182,7 +183,7 @@ struct Backends {
 
 /// Users in Postgres or SQLite; revocations and throttle counts in Redis if configured, else in
 /// the user database.
-async fn connect_backends(config: &Config) -> anyhow::Result<Backends> {
+async fn connect_backends(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Backends> {
     let database_failed =
         |e| anyhow::anyhow!("invalid AUTHD_DATABASE_URL: cannot use the database: {e}");
     let mut backends = match config.database()? {
@@ -212,7 +213,10 @@ async fn connect_backends(config: &Config) -> anyhow::Result<Backends> {
         let redis = RedisStore::connect(&topology, &config.redis_key_prefix)
             .await
             .map_err(|e| anyhow::anyhow!("invalid AUTHD_REDIS_URL: cannot use Redis: {e}"))?;
-        backends.revocations = Arc::new(redis.clone());
+        backends.revocations = match config.revocation_mode {
+            RevocationMode::Strict => Arc::new(redis.clone()),
+            RevocationMode::Cached => Arc::new(MirroredRevocations::start(redis.clone(), clock)),
+        };
         backends.throttle_describe = if redis.is_cluster() {
             "redis cluster"
         } else {

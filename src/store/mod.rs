@@ -15,6 +15,7 @@ use crate::{
     password::PasswordHashString,
 };
 
+pub mod mirror;
 pub mod postgres;
 pub mod redis;
 pub mod sqlite;

@@ -75,6 +75,8 @@ impl ConnectionLike for RedisConnection {
 pub struct RedisStore {
     connection: RedisConnection,
     prefix: String,
+    /// A node to subscribe to (in a cluster, PUBLISH reaches every node).
+    pubsub_url: String,
 }
 
 impl RedisStore {
@@ -112,9 +114,14 @@ impl RedisStore {
                 RedisConnection::Cluster(cluster)
             }
         };
+        let pubsub_url = match topology {
+            RedisTopology::Single(url) => url.clone(),
+            RedisTopology::Cluster(nodes) => nodes.first().cloned().unwrap_or_default(),
+        };
         Ok(Self {
             connection,
             prefix: prefix.to_owned(),
+            pubsub_url,
         })
     }
 
@@ -125,6 +132,65 @@ impl RedisStore {
 
     fn key(&self, jti: Jti) -> String {
         format!("{}revoked:{}", self.prefix, jti)
+    }
+
+    /// The sorted set of revoked jtis scored by `until`: what a mirror loads on (re)connect.
+    pub(crate) fn index_key(&self) -> String {
+        format!("{}revoked-index", self.prefix)
+    }
+
+    /// The pub/sub channel on which revocations ("<jti> <until>") and heartbeats are announced.
+    pub(crate) fn channel(&self) -> String {
+        format!("{}revocations", self.prefix)
+    }
+
+    /// Revocations still in force at `now`, from the index.
+    pub(crate) async fn live_revocations(
+        &self,
+        now: UnixSeconds,
+    ) -> Result<Vec<(String, i64)>, StoreError> {
+        let mut range = redis::cmd("ZRANGE");
+        range
+            .arg(self.index_key())
+            .arg(now)
+            .arg("+inf")
+            .arg("BYSCORE")
+            .arg("WITHSCORES");
+        let mut connection = self.connection.clone();
+        bounded(BACKEND, Duration::from_secs(30), async move {
+            range
+                .query_async(&mut connection)
+                .await
+                .map_err(redis_error)
+        })
+        .await
+    }
+
+    /// A dedicated subscription to the revocation channel.
+    pub(crate) async fn subscribe(&self) -> Result<redis::aio::PubSub, StoreError> {
+        let client = Client::open(self.pubsub_url.as_str())
+            .map_err(|e| StoreError::Unexpected(format!("bad Redis URL: {e}")))?;
+        let channel = self.channel();
+        bounded(BACKEND, REDIS_TIMEOUT, async move {
+            let mut pubsub = client.get_async_pubsub().await.map_err(redis_error)?;
+            pubsub.subscribe(channel).await.map_err(redis_error)?;
+            Ok(pubsub)
+        })
+        .await
+    }
+
+    /// Publishes `message` on the revocation channel.
+    pub(crate) async fn announce(&self, message: &str) -> Result<(), StoreError> {
+        let mut publish = redis::cmd("PUBLISH");
+        publish.arg(self.channel()).arg(message);
+        let mut connection = self.connection.clone();
+        bounded(BACKEND, REDIS_TIMEOUT, async move {
+            publish
+                .query_async::<()>(&mut connection)
+                .await
+                .map_err(redis_error)
+        })
+        .await
     }
 
     fn throttle_key(&self, key: &str) -> String {
@@ -150,17 +216,42 @@ impl RevocationStore for RedisStore {
         if until < now {
             return Ok(());
         }
-        let key = self.key(jti);
+        // EXAT: the entry disappears exactly when the token can no longer be accepted.
+        let expire_at = u64::try_from(until.saturating_add(1)).unwrap_or(u64::MAX);
+        let options =
+            redis::SetOptions::default().with_expiration(redis::SetExpiry::EXAT(expire_at));
+        let mut set = redis::cmd("SET");
+        set.arg(self.key(jti)).arg(1).arg(&options);
+        // The index and the announcement feed the mirrors of instances in cached mode.
+        let mut index = redis::cmd("ZADD");
+        index.arg(self.index_key()).arg(until).arg(jti.to_string());
+        let mut announce = redis::cmd("PUBLISH");
+        announce.arg(self.channel()).arg(format!("{jti} {until}"));
         let mut connection = self.connection.clone();
+        let single = !self.is_cluster();
         bounded(BACKEND, REDIS_TIMEOUT, async move {
-            // EXAT: the entry disappears exactly when the token can no longer be accepted.
-            let expire_at = u64::try_from(until.saturating_add(1)).unwrap_or(u64::MAX);
-            let options =
-                redis::SetOptions::default().with_expiration(redis::SetExpiry::EXAT(expire_at));
-            connection
-                .set_options::<_, _, ()>(key, 1, options)
-                .await
-                .map_err(redis_error)
+            if single {
+                // One round trip.
+                let mut pipe = redis::pipe();
+                pipe.add_command(set)
+                    .ignore()
+                    .add_command(index)
+                    .ignore()
+                    .add_command(announce)
+                    .ignore();
+                pipe.query_async::<()>(&mut connection)
+                    .await
+                    .map_err(redis_error)
+            } else {
+                // A cluster pipeline must stay within one slot: three calls, in this order.
+                for command in [set, index, announce] {
+                    command
+                        .query_async::<()>(&mut connection)
+                        .await
+                        .map_err(redis_error)?;
+                }
+                Ok(())
+            }
         })
         .await
     }
@@ -174,8 +265,17 @@ impl RevocationStore for RedisStore {
         .await
     }
 
-    async fn purge_expired(&self, _now: UnixSeconds) -> Result<u64, StoreError> {
-        Ok(0)
+    async fn purge_expired(&self, now: UnixSeconds) -> Result<u64, StoreError> {
+        // The revocation keys expire by themselves; the mirrors' index is trimmed here.
+        let mut trim = redis::cmd("ZREMRANGEBYSCORE");
+        trim.arg(self.index_key())
+            .arg("-inf")
+            .arg(format!("({now}"));
+        let mut connection = self.connection.clone();
+        bounded(BACKEND, REDIS_TIMEOUT, async move {
+            trim.query_async(&mut connection).await.map_err(redis_error)
+        })
+        .await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -4,6 +4,7 @@
 
 mod helpers;
 
+mod cached_mode;
 mod health;
 mod hostile_requests;
 mod hostile_tokens;

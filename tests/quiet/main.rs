@@ -7,4 +7,5 @@ mod helpers;
 
 mod load_shedding;
 mod memory;
+mod propagation;
 mod timing;

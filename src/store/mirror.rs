@@ -1,0 +1,250 @@
+//! Cached revocation mode (AUTHD_REVOCATION_MODE=cached): an in-memory mirror of the revoked-jti
+//! set, so that Verify answers without a Redis round trip.
+//!
+//! The mirror subscribes to the revocation channel, then loads every live revocation from the
+//! index (so nothing published during the load is missed), and from then on applies each
+//! announcement. It is *known to be current* only while it keeps hearing its own heartbeat, which
+//! it publishes every 500 ms through the ordinary connection: after 2 s of silence (Redis down, a
+//! partition, a dead subscription) Verify falls back to asking Redis, and fails closed if Redis
+//! does not answer. Every reconnect reloads the whole set.
+//!
+//! The guarantee is weaker than strict mode: a Logout on another instance is seen here after the
+//! announcement arrives (typically well under a millisecond on a LAN), not at once. Logouts made
+//! through this instance are seen at once.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, RwLock,
+        atomic::{AtomicI64, Ordering},
+    },
+    time::Duration,
+};
+
+use async_trait::async_trait;
+use tokio::task::JoinHandle;
+use tokio_stream::StreamExt as _;
+
+use super::{RevocationStore, StoreError, redis::RedisStore};
+use crate::{
+    clock::{Clock, UnixSeconds},
+    domain::Jti,
+};
+
+/// How often the mirror publishes its heartbeat.
+pub const HEARTBEAT_INTERVAL: Duration = Duration::from_millis(500);
+/// Silence after which the mirror is no longer trusted.
+pub const STALE_AFTER: Duration = Duration::from_secs(2);
+/// Wait between reconnection attempts.
+const RECONNECT_DELAY: Duration = Duration::from_millis(500);
+
+/// What the background task shares with Verify.
+struct MirrorState {
+    /// jti → last second at which it is revoked.
+    revoked: RwLock<HashMap<Jti, UnixSeconds>>,
+    /// Until when (Unix ms) the mirror is known to be current; 0 when it is not.
+    current_until: AtomicI64,
+}
+
+/// A `RevocationStore` that answers from memory while current, else from Redis.
+pub struct MirroredRevocations {
+    redis: RedisStore,
+    state: Arc<MirrorState>,
+    clock: Arc<dyn Clock>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl MirroredRevocations {
+    /// Starts the subscription and heartbeat tasks (stopped when this is dropped).
+    pub fn start(redis: RedisStore, clock: Arc<dyn Clock>) -> Self {
+        let state = Arc::new(MirrorState {
+            revoked: RwLock::new(HashMap::new()),
+            current_until: AtomicI64::new(0),
+        });
+        let heartbeat_id = format!("{:016x}", rand::random::<u64>());
+        let tasks = vec![
+            tokio::spawn(follow(
+                redis.clone(),
+                state.clone(),
+                clock.clone(),
+                heartbeat_id.clone(),
+            )),
+            tokio::spawn(heartbeat(redis.clone(), heartbeat_id)),
+        ];
+        Self {
+            redis,
+            state,
+            clock,
+            tasks,
+        }
+    }
+
+    /// Whether Verify may answer from memory right now.
+    pub fn is_current(&self) -> bool {
+        self.clock.now_millis() < self.state.current_until.load(Ordering::Acquire)
+    }
+
+    /// Revocations held in memory.
+    pub fn len(&self) -> usize {
+        self.state.revoked.read().map_or(0, |map| map.len())
+    }
+
+    /// Whether the mirror holds no revocations.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Drop for MirroredRevocations {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+#[async_trait]
+impl RevocationStore for MirroredRevocations {
+    async fn revoke(
+        &self,
+        jti: Jti,
+        until: UnixSeconds,
+        now: UnixSeconds,
+    ) -> Result<(), StoreError> {
+        self.redis.revoke(jti, until, now).await?;
+        // Read-your-writes on this instance, whatever the subscription is doing.
+        remember(&self.state, jti, until);
+        Ok(())
+    }
+
+    async fn is_revoked(&self, jti: Jti, now: UnixSeconds) -> Result<bool, StoreError> {
+        if self.is_current() {
+            // std RwLock: no await happens while it is held.
+            let revoked = self.state.revoked.read().map_err(|_| poisoned())?;
+            return Ok(revoked.get(&jti).is_some_and(|until| *until >= now));
+        }
+        self.redis.is_revoked(jti, now).await
+    }
+
+    async fn purge_expired(&self, now: UnixSeconds) -> Result<u64, StoreError> {
+        let before = self.len();
+        self.state
+            .revoked
+            .write()
+            .map_err(|_| poisoned())?
+            .retain(|_, until| *until >= now);
+        let purged = before.saturating_sub(self.len());
+        self.redis.purge_expired(now).await?;
+        Ok(u64::try_from(purged).unwrap_or(u64::MAX))
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.redis.ping().await
+    }
+
+    fn describe(&self) -> &'static str {
+        "redis (cached mirror)"
+    }
+}
+
+fn poisoned() -> StoreError {
+    StoreError::Unexpected("revocation mirror lock poisoned".into())
+}
+
+fn remember(state: &MirrorState, jti: Jti, until: UnixSeconds) {
+    if let Ok(mut revoked) = state.revoked.write() {
+        let entry = revoked.entry(jti).or_insert(until);
+        *entry = (*entry).max(until);
+    }
+}
+
+/// Subscribes, loads the whole set, applies announcements; starts over on any failure.
+async fn follow(
+    redis: RedisStore,
+    state: Arc<MirrorState>,
+    clock: Arc<dyn Clock>,
+    heartbeat_id: String,
+) {
+    loop {
+        state.current_until.store(0, Ordering::Release);
+        if let Err(error) = follow_once(&redis, &state, clock.as_ref(), &heartbeat_id).await {
+            tracing::warn!(
+                ?error,
+                "revocation mirror lost its subscription; Verify asks Redis until it is back"
+            );
+        }
+        state.current_until.store(0, Ordering::Release);
+        tokio::time::sleep(RECONNECT_DELAY).await;
+    }
+}
+
+async fn follow_once(
+    redis: &RedisStore,
+    state: &MirrorState,
+    clock: &dyn Clock,
+    heartbeat_id: &str,
+) -> Result<(), StoreError> {
+    // Subscribe first, then load: an announcement made during the load is queued, not lost.
+    let mut subscription = redis.subscribe().await?;
+    let live = redis.live_revocations(clock.now()).await?;
+    let mut loaded = HashMap::with_capacity(live.len());
+    for (jti, until) in live {
+        if let Some(jti) = Jti::parse(&jti) {
+            loaded.insert(jti, until);
+        }
+    }
+    let count = loaded.len();
+    {
+        let mut revoked = state.revoked.write().map_err(|_| poisoned())?;
+        // Keep what this instance revoked meanwhile.
+        for (jti, until) in revoked.drain() {
+            let entry = loaded.entry(jti).or_insert(until);
+            *entry = (*entry).max(until);
+        }
+        *revoked = loaded;
+    }
+    tracing::info!(revocations = count, "revocation mirror loaded");
+    let mut synced = false;
+    let mut messages = subscription.on_message();
+    while let Some(message) = messages.next().await {
+        let Ok(payload) = message.get_payload::<String>() else {
+            continue;
+        };
+        match payload.split_once(' ') {
+            Some(("ping", id)) if id == heartbeat_id => {
+                // Our own heartbeat came back: everything published before it has been applied.
+                let stale_after = i64::try_from(STALE_AFTER.as_millis()).unwrap_or(i64::MAX);
+                state.current_until.store(
+                    clock.now_millis().saturating_add(stale_after),
+                    Ordering::Release,
+                );
+                if !synced {
+                    synced = true;
+                    tracing::info!("revocation mirror is current");
+                }
+            }
+            Some(("ping", _)) => {}
+            Some((jti, until)) => {
+                if let (Some(jti), Ok(until)) = (Jti::parse(jti), until.parse()) {
+                    remember(state, jti, until);
+                }
+            }
+            None => {}
+        }
+    }
+    Err(StoreError::Unavailable {
+        backend: "redis",
+        reason: "subscription closed".into(),
+    })
+}
+
+/// Publishes this instance's heartbeat so that `follow` can tell it is still hearing Redis.
+async fn heartbeat(redis: RedisStore, heartbeat_id: String) {
+    let message = format!("ping {heartbeat_id}");
+    let mut interval = tokio::time::interval(HEARTBEAT_INTERVAL);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        let _ = redis.announce(&message).await;
+    }
+}
