@@ -91,6 +91,10 @@ pub struct Config {
     #[arg(long, env = "AUTHD_REDIS_CLUSTER", value_name = "AUTHD_REDIS_CLUSTER", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub redis_cluster: bool,
 
+    /// Largest number of Postgres connections this instance opens.
+    #[arg(long, env = "AUTHD_DATABASE_MAX_CONNECTIONS", value_name = "AUTHD_DATABASE_MAX_CONNECTIONS", default_value_t = crate::store::postgres::DEFAULT_MAX_CONNECTIONS)]
+    pub database_max_connections: u32,
+
     /// Prefix of every Redis key authd writes.
     #[arg(
         long,
@@ -307,6 +311,12 @@ impl Config {
             return Err(ConfigError::new(
                 "AUTHD_SOURCE_WINDOW",
                 "must be more than 0",
+            ));
+        }
+        if self.database_max_connections == 0 {
+            return Err(ConfigError::new(
+                "AUTHD_DATABASE_MAX_CONNECTIONS",
+                "must be at least 1",
             ));
         }
         if self.hash_queue == 0 {

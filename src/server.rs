@@ -188,7 +188,7 @@ async fn connect_backends(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Res
         |e| anyhow::anyhow!("invalid AUTHD_DATABASE_URL: cannot use the database: {e}");
     let mut backends = match config.database()? {
         DatabaseSetting::Postgres(url) => {
-            let store = PostgresStore::connect(&url)
+            let store = PostgresStore::connect(&url, config.database_max_connections)
                 .await
                 .map_err(database_failed)?;
             Backends {

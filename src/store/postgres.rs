@@ -32,10 +32,10 @@ pub struct PostgresStore {
 }
 
 impl PostgresStore {
-    /// Connects and runs the migrations.
-    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+    /// Connects (at most `max_connections` at once) and runs the migrations.
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Self, StoreError> {
         let pool = PgPoolOptions::new()
-            .max_connections(DEFAULT_MAX_CONNECTIONS)
+            .max_connections(max_connections)
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect(url)
             .await
