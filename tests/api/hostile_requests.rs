@@ -205,3 +205,38 @@ async fn oversized_metadata_is_refused_without_harm() {
     // The server keeps serving.
     app.new_user().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_running_past_the_request_timeout_are_deadline_exceeded() {
+    let state = crate::helpers::TestState::new(Backend::Embedded).await;
+    let mut args = state.default_args();
+    args.extend([
+        "--request-timeout=100ms".into(),
+        "--hash-concurrency=1".into(),
+    ]);
+    let app = std::sync::Arc::new(crate::helpers::TestApp::start(args).await);
+    // Twenty registrations queue behind one hashing thread: the later ones outlive 100 ms.
+    let calls: Vec<_> = (0..20)
+        .map(|i| {
+            let app = app.clone();
+            tokio::spawn(async move {
+                app.register(&format!("slow{i}@example.com"), PASSWORD)
+                    .await
+            })
+        })
+        .collect();
+    let mut timed_out = 0;
+    for call in calls {
+        if let Err(status) = call.await.unwrap() {
+            assert_status(&status, Code::DeadlineExceeded, Some("TIMEOUT"));
+            timed_out += 1;
+        }
+    }
+    assert!(timed_out > 0, "no call outlived the 100 ms limit");
+    // Quick calls are unaffected.
+    assert_status(
+        &app.verify("").await.unwrap_err(),
+        Code::Unauthenticated,
+        Some("TOKEN_MISSING"),
+    );
+}
