@@ -34,6 +34,10 @@ pub const MAX_HEADER_LIST_BYTES: u32 = 16 * 1024;
 pub const HTTP2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
 /// See [`HTTP2_KEEPALIVE_INTERVAL`].
 pub const HTTP2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+/// HTTP/2 connection-level flow-control window.
+pub const HTTP2_CONNECTION_WINDOW: u32 = 4 * 1024 * 1024;
+/// HTTP/2 stream-level flow-control window (a request is at most 64 KiB anyway).
+pub const HTTP2_STREAM_WINDOW: u32 = 256 * 1024;
 /// TCP keep-alive for idle connections.
 pub const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
 /// How often back ends are probed for the health service.
@@ -148,6 +152,9 @@ impl App {
         let incoming = TcpIncoming::from(self.listener).with_nodelay(Some(true));
         let served = Server::builder()
             .max_concurrent_streams(self.config.max_concurrent_streams)
+            // Larger flow-control windows: fewer WINDOW_UPDATE frames under many small calls.
+            .initial_connection_window_size(HTTP2_CONNECTION_WINDOW)
+            .initial_stream_window_size(HTTP2_STREAM_WINDOW)
             .http2_max_header_list_size(MAX_HEADER_LIST_BYTES)
             .http2_keepalive_interval(Some(HTTP2_KEEPALIVE_INTERVAL))
             .http2_keepalive_timeout(Some(HTTP2_KEEPALIVE_TIMEOUT))

@@ -86,7 +86,7 @@ impl AuthServiceRpc for AuthApi {
         &self,
         request: Request<pb::LogoutRequest>,
     ) -> Result<Response<pb::LogoutResponse>, Status> {
-        let token = bearer::token_from(&request, |message| &message.access_token);
+        let token = bearer::token_from(request, |message| message.access_token);
         self.service
             .logout(token)
             .await
@@ -99,7 +99,7 @@ impl AuthServiceRpc for AuthApi {
         &self,
         request: Request<pb::VerifyRequest>,
     ) -> Result<Response<pb::VerifyResponse>, Status> {
-        let token = bearer::token_from(&request, |message| &message.access_token);
+        let token = bearer::token_from(request, |message| message.access_token);
         let claims = self
             .service
             .verify(token)

@@ -35,6 +35,8 @@ use crate::{
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_millis(500);
 /// Silence after which the mirror is no longer trusted.
 pub const STALE_AFTER: Duration = Duration::from_secs(2);
+/// Revocations read from the index per round trip while loading.
+const LOAD_PAGE: usize = 10_000;
 /// Wait between reconnection attempts.
 const RECONNECT_DELAY: Duration = Duration::from_millis(500);
 
@@ -186,11 +188,22 @@ async fn follow_once(
 ) -> Result<(), StoreError> {
     // Subscribe first, then load: an announcement made during the load is queued, not lost.
     let mut subscription = redis.subscribe().await?;
-    let live = redis.live_revocations(clock.now()).await?;
-    let mut loaded = HashMap::with_capacity(live.len());
-    for (jti, until) in live {
-        if let Some(jti) = Jti::parse(&jti) {
-            loaded.insert(jti, until);
+    // Page through the index, so that loading a million revocations does not hold a million
+    // strings at once.
+    let now = clock.now();
+    let mut loaded = HashMap::new();
+    let mut offset = 0;
+    loop {
+        let page = redis.live_revocations(now, offset, LOAD_PAGE).await?;
+        offset += page.len();
+        let last_page = page.len() < LOAD_PAGE;
+        for (jti, until) in page {
+            if let Some(jti) = Jti::parse(&jti) {
+                loaded.insert(jti, until);
+            }
+        }
+        if last_page {
+            break;
         }
     }
     let count = loaded.len();

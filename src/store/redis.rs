@@ -144,10 +144,12 @@ impl RedisStore {
         format!("{}revocations", self.prefix)
     }
 
-    /// Revocations still in force at `now`, from the index.
+    /// One page of the revocations still in force at `now`, from the index.
     pub(crate) async fn live_revocations(
         &self,
         now: UnixSeconds,
+        offset: usize,
+        count: usize,
     ) -> Result<Vec<(String, i64)>, StoreError> {
         let mut range = redis::cmd("ZRANGE");
         range
@@ -155,9 +157,12 @@ impl RedisStore {
             .arg(now)
             .arg("+inf")
             .arg("BYSCORE")
+            .arg("LIMIT")
+            .arg(offset)
+            .arg(count)
             .arg("WITHSCORES");
         let mut connection = self.connection.clone();
-        bounded(BACKEND, Duration::from_secs(30), async move {
+        bounded(BACKEND, Duration::from_secs(10), async move {
             range
                 .query_async(&mut connection)
                 .await
