@@ -228,8 +228,24 @@ impl RevocationStore for RedisStore {
         let mut set = redis::cmd("SET");
         set.arg(self.key(jti)).arg(1).arg(&options);
         // The index and the announcement feed the mirrors of instances in cached mode.
-        let mut index = redis::cmd("ZADD");
-        index.arg(self.index_key()).arg(until).arg(jti.to_string());
+        // The index lives as long as its longest entry: EXPIREAT NX gives a new index a TTL,
+        // EXPIREAT GT extends it (GT alone never sets one on a key without a TTL).
+        let index_key = self.index_key();
+        let expire_index_at = until.saturating_add(1);
+        let mut index = redis::pipe();
+        index
+            .zadd(&index_key, jti.to_string(), until)
+            .ignore()
+            .cmd("EXPIREAT")
+            .arg(&index_key)
+            .arg(expire_index_at)
+            .arg("NX")
+            .ignore()
+            .cmd("EXPIREAT")
+            .arg(&index_key)
+            .arg(expire_index_at)
+            .arg("GT")
+            .ignore();
         let mut announce = redis::cmd("PUBLISH");
         announce.arg(self.channel()).arg(format!("{jti} {until}"));
         let mut connection = self.connection.clone();
@@ -238,24 +254,28 @@ impl RevocationStore for RedisStore {
             if single {
                 // One round trip.
                 let mut pipe = redis::pipe();
-                pipe.add_command(set)
-                    .ignore()
-                    .add_command(index)
-                    .ignore()
-                    .add_command(announce)
-                    .ignore();
+                pipe.add_command(set).ignore();
+                for command in index.cmd_iter() {
+                    pipe.add_command(command.clone()).ignore();
+                }
+                pipe.add_command(announce).ignore();
                 pipe.query_async::<()>(&mut connection)
                     .await
                     .map_err(redis_error)
             } else {
-                // A cluster pipeline must stay within one slot: three calls, in this order.
-                for command in [set, index, announce] {
-                    command
-                        .query_async::<()>(&mut connection)
-                        .await
-                        .map_err(redis_error)?;
-                }
-                Ok(())
+                // A cluster pipeline must stay within one slot: the key, then the index, then the
+                // announcement.
+                set.query_async::<()>(&mut connection)
+                    .await
+                    .map_err(redis_error)?;
+                index
+                    .query_async::<()>(&mut connection)
+                    .await
+                    .map_err(redis_error)?;
+                announce
+                    .query_async::<()>(&mut connection)
+                    .await
+                    .map_err(redis_error)
             }
         })
         .await
