@@ -8,7 +8,7 @@ use std::{fs, io, path::Path, sync::OnceLock, time::Duration};
 
 use authd::{
     clock::UnixSeconds,
-    domain::{AccessToken, Email, FieldViolation, Password, UserId, Username},
+    domain::{AccessToken, Email, FieldViolation, Password, UserId, Username, personal_words},
     pb,
     tokens::{MAX_TOKEN_BYTES, SigningKeyMaterial, TokenAuthority, TokenClaims, TokenError},
 };
@@ -227,23 +227,6 @@ pub fn check_username(raw: &str) -> Result<Option<Username>, FieldViolation> {
         Err(violation) => assert_eq!(violation.field, "username"),
     }
     result
-}
-
-/// A copy of `personal_words` in src/api/mod.rs: what a new password is checked against.
-fn personal_words<'a>(email: &'a Email, username: Option<&'a Username>) -> Vec<&'a str> {
-    let mut words = vec![email.normalized()];
-    if let Some((local, domain)) = email.normalized().rsplit_once('@') {
-        words.push(local);
-        words.push(domain);
-        words.extend(
-            local
-                .split(['.', '_', '-', '+'])
-                .filter(|part| part.len() >= 3),
-        );
-        words.extend(domain.split('.').filter(|part| part.len() >= 3));
-    }
-    words.extend(username.map(Username::as_str));
-    words
 }
 
 /// Genuine tokens, issued at [`NOW`] by both authorities.

@@ -14,7 +14,7 @@ use ipnet::IpNet;
 use tonic::{Request, Response, Status};
 
 use crate::{
-    domain::{Email, FieldViolation, Password, Username},
+    domain::{Email, FieldViolation, Password, Username, personal_words},
     pb::{self, auth_service_server::AuthService as AuthServiceRpc},
     service::{AuthService, Registration, Session},
     tokens::TokenClaims,
@@ -132,23 +132,6 @@ fn parse_registration(request: &pb::RegisterRequest) -> Result<Registration, Vec
             Err(violations)
         }
     }
-}
-
-/// What a password must not be built from: the user's own email, its parts, the display name.
-fn personal_words<'a>(email: &'a Email, username: Option<&'a Username>) -> Vec<&'a str> {
-    let mut words = vec![email.normalized()];
-    if let Some((local, domain)) = email.normalized().rsplit_once('@') {
-        words.push(local);
-        words.push(domain);
-        words.extend(
-            local
-                .split(['.', '_', '-', '+'])
-                .filter(|part| part.len() >= 3),
-        );
-        words.extend(domain.split('.').filter(|part| part.len() >= 3));
-    }
-    words.extend(username.map(Username::as_str));
-    words
 }
 
 /// Both values, or every violation (so a client learns about all its mistakes at once).

@@ -7,7 +7,7 @@ mod token;
 mod user;
 
 pub use email::Email;
-pub use password::Password;
+pub use password::{Password, personal_words};
 pub use token::{AccessToken, Jti};
 pub use user::{UserId, Username};
 

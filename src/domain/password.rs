@@ -5,7 +5,7 @@
 use secrecy::{ExposeSecret, SecretString};
 use unicode_normalization::UnicodeNormalization;
 
-use super::FieldViolation;
+use super::{Email, FieldViolation, Username};
 
 /// NIST SP 800-63B: at least 8 characters.
 pub const MIN_PASSWORD_CHARS: usize = 8;
@@ -97,6 +97,24 @@ impl Password {
     pub fn expose_bytes(&self) -> &[u8] {
         self.0.expose_secret().as_bytes()
     }
+}
+
+/// What a new password must not be built from: the user's email, its parts, the display name.
+/// The context for [`Password::check_strength`].
+pub fn personal_words<'a>(email: &'a Email, username: Option<&'a Username>) -> Vec<&'a str> {
+    let mut words = vec![email.normalized()];
+    if let Some((local, domain)) = email.normalized().rsplit_once('@') {
+        words.push(local);
+        words.push(domain);
+        words.extend(
+            local
+                .split(['.', '_', '-', '+'])
+                .filter(|part| part.len() >= 3),
+        );
+        words.extend(domain.split('.').filter(|part| part.len() >= 3));
+    }
+    words.extend(username.map(Username::as_str));
+    words
 }
 
 impl std::fmt::Debug for Password {
