@@ -11,7 +11,7 @@ use std::{hint::black_box, time::Duration};
 
 use authd::{
     domain::Password,
-    password::{HashingLimits, PasswordHasher},
+    hashing::{HashingLimits, PasswordHasher},
 };
 use criterion::{Criterion, criterion_group, criterion_main};
 

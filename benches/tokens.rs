@@ -11,8 +11,10 @@ use std::{hint::black_box, time::Duration};
 use authd::{
     clock::UnixSeconds,
     domain::{AccessToken, UserId},
-    token_cache::{DEFAULT_CAPACITY, VerifiedTokenCache},
-    tokens::{SigningKeyMaterial, TokenAuthority},
+    tokens::{
+        DEFAULT_VERIFY_CACHE_ENTRIES as DEFAULT_CAPACITY, SigningKeyMaterial, TokenAuthority,
+        VerifiedTokenCache,
+    },
 };
 use criterion::{BatchSize, BenchmarkId, Criterion, criterion_group, criterion_main};
 use ed25519_dalek::SigningKey;

@@ -3,7 +3,7 @@
 
 use std::{
     sync::atomic::{AtomicI64, Ordering},
-    time::{SystemTime, UNIX_EPOCH},
+    time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 /// Seconds since the Unix epoch, the unit of JWT `iat`/`exp`.
@@ -35,14 +35,20 @@ impl Clock for SystemClock {
     }
 }
 
-/// A clock that says what it is told: for tests.
+/// A clock that moves only when told to: tests hand it to the app, then step over back-off
+/// delays, expiries and staleness instead of sleeping.
 #[derive(Debug, Default)]
-pub struct FixedClock(AtomicI64);
+pub struct ManualClock(AtomicI64);
 
-impl FixedClock {
+impl ManualClock {
     /// A clock stopped at `now` (Unix seconds).
     pub fn at(now: UnixSeconds) -> Self {
-        Self(AtomicI64::new(now * 1000))
+        Self(AtomicI64::new(now.saturating_mul(1000)))
+    }
+
+    /// A clock stopped at the current wall-clock time.
+    pub fn starting_now() -> Self {
+        Self(AtomicI64::new(SystemClock.now_millis()))
     }
 
     /// Moves the clock to `now` (Unix milliseconds).
@@ -50,14 +56,31 @@ impl FixedClock {
         self.0.store(now, Ordering::SeqCst);
     }
 
-    /// Moves the clock forward by `millis`.
-    pub fn advance_millis(&self, millis: i64) {
+    /// Moves the clock forward by `by`.
+    pub fn advance(&self, by: Duration) {
+        let millis = i64::try_from(by.as_millis()).unwrap_or(i64::MAX);
         self.0.fetch_add(millis, Ordering::SeqCst);
     }
 }
 
-impl Clock for FixedClock {
+impl Clock for ManualClock {
     fn now_millis(&self) -> UnixMillis {
         self.0.load(Ordering::SeqCst)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_manual_clock_moves_only_when_told() {
+        let clock = ManualClock::at(1_700_000_000);
+        assert_eq!(clock.now(), 1_700_000_000);
+        clock.advance(Duration::from_millis(1500));
+        assert_eq!(clock.now_millis(), 1_700_000_001_500);
+        assert_eq!(clock.now(), 1_700_000_001);
+        clock.set_millis(-1);
+        assert_eq!(clock.now(), -1, "seconds round down, also before 1970");
     }
 }

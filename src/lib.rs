@@ -4,26 +4,28 @@
 //!
 //! ```text
 //! api (tonic edge: proto <-> domain, Error -> Status)
-//!   -> service (the four use cases)
-//!        -> tokens (JWT issue/verify), password (argon2id on a bounded pool),
-//!           throttle (login back-off policy)
-//!        -> store (UserStore, RevocationStore, ThrottleStore: Postgres, SQLite, Redis)
+//!   -> service (the use cases)
+//!        -> tokens (keys, JWT issue/verify, verified-token cache), hashing (argon2id on a
+//!           bounded pool), throttle (login back-off policy)
+//!        -> store (UserStore, RevocationStore, ThrottleStore: SQL (Postgres, SQLite), Redis)
 //! ```
 //!
 //! Nothing below `api` knows about tonic; nothing above `store` knows about SQL or Redis.
-//! `server` wires it together (`App`), `config` parses the settings, `telemetry` sets up logs.
+//! `config` parses the flags into typed `Settings`; `startup` wires an `App` from them and a
+//! `Clock`; `server` serves it, with `tasks` beside; `telemetry` sets up logs.
 
 pub mod api;
 pub mod clock;
 pub mod config;
 pub mod domain;
-pub mod password;
+pub mod hashing;
 pub mod server;
 pub mod service;
+pub mod startup;
 pub mod store;
+pub mod tasks;
 pub mod telemetry;
 pub mod throttle;
-pub mod token_cache;
 pub mod tokens;
 
 /// Code generated from `proto/auth/v1/auth.proto`.
@@ -34,5 +36,5 @@ pub mod pb {
     pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("auth_descriptor");
 }
 
-pub use config::Config;
-pub use server::App;
+pub use config::{Config, Settings};
+pub use startup::App;

@@ -1,17 +1,9 @@
-//! A tower layer around every gRPC service: a per-call time limit, and the statuses tonic itself
-//! produces for bad input rewritten into the ones a client can act on, with google.rpc details:
-//!
-//! | tonic says | client gets |
-//! |---|---|
-//! | INTERNAL "failed to decode Protobuf message…" (and any other protocol error) | INVALID_ARGUMENT, ErrorInfo `MALFORMED_REQUEST` |
-//! | OUT_OF_RANGE "decoded message length too large…" | RESOURCE_EXHAUSTED, ErrorInfo `REQUEST_TOO_LARGE` |
-//! | (a call running past AUTHD_REQUEST_TIMEOUT) | DEADLINE_EXCEEDED |
-//!
-//! authd's own handlers only ever answer INTERNAL with the message `internal error`, so every
-//! other INTERNAL comes from decoding what the client sent: a client mistake, not a server fault.
+//! A tower layer around every gRPC service: a per-call time limit (DEADLINE_EXCEEDED past it), and
+//! the statuses tonic itself produces for bad input (decoding errors, oversized messages) replaced
+//! by the ones a client can act on. `status::from_transport` decides which; this file only finds
+//! trailers-only error responses and swaps them.
 
 use std::{
-    collections::HashMap,
     future::Future,
     pin::Pin,
     task::{Context, Poll},
@@ -19,13 +11,12 @@ use std::{
 };
 
 use tonic::{
-    Code, Status,
+    Status,
     body::Body,
     codegen::http::{Request, Response},
 };
-use tonic_types::{ErrorDetails, StatusExt as _};
 
-use super::status::{ERROR_DOMAIN, INTERNAL_MESSAGE};
+use super::status;
 
 /// Applies [`Edge`] to a service.
 #[derive(Debug, Clone, Copy)]
@@ -78,53 +69,25 @@ where
             match tokio::time::timeout(timeout, call).await {
                 Ok(Ok(response)) => Ok(rewrite(response)),
                 Ok(Err(error)) => Err(error),
-                Err(_) => Ok(deadline_exceeded(timeout).into_http()),
+                Err(_) => Ok(status::deadline_exceeded(timeout).into_http()),
             }
         })
     }
 }
 
-/// Replaces a trailers-only error response from tonic's decoding with a clearer status.
+/// Replaces a trailers-only error response from tonic's own decoding with a clearer status.
 fn rewrite(response: Response<Body>) -> Response<Body> {
-    let Some(status) = Status::from_header_map(response.headers()) else {
-        return response;
-    };
-    match status.code() {
-        Code::Internal if status.message() != INTERNAL_MESSAGE => malformed(&status).into_http(),
-        Code::OutOfRange if status.message().contains("message length too large") => {
-            too_large(&status).into_http()
-        }
-        _ => response,
-    }
-}
-
-fn malformed(original: &Status) -> Status {
-    Status::with_error_details(
-        Code::InvalidArgument,
-        format!("malformed request: {}", original.message()),
-        ErrorDetails::with_error_info("MALFORMED_REQUEST", ERROR_DOMAIN, HashMap::new()),
-    )
-}
-
-fn too_large(original: &Status) -> Status {
-    Status::with_error_details(
-        Code::ResourceExhausted,
-        format!("request too large: {}", original.message()),
-        ErrorDetails::with_error_info("REQUEST_TOO_LARGE", ERROR_DOMAIN, HashMap::new()),
-    )
-}
-
-fn deadline_exceeded(timeout: Duration) -> Status {
-    Status::with_error_details(
-        Code::DeadlineExceeded,
-        format!("the call took longer than {} ms", timeout.as_millis()),
-        ErrorDetails::with_error_info("TIMEOUT", ERROR_DOMAIN, HashMap::new()),
-    )
+    Status::from_header_map(response.headers())
+        .and_then(|status| status::from_transport(&status))
+        .map_or(response, Status::into_http)
 }
 
 #[cfg(test)]
 mod tests {
+    use tonic::Code;
+
     use super::*;
+    use crate::service::ServiceError;
 
     fn code_after_rewrite(status: Status) -> Code {
         let response = rewrite(status.into_http());
@@ -146,10 +109,8 @@ mod tests {
 
     #[test]
     fn authd_own_statuses_pass_through() {
-        assert_eq!(
-            code_after_rewrite(Status::internal(INTERNAL_MESSAGE)),
-            Code::Internal
-        );
+        let internal = status::from_service(ServiceError::Unexpected(anyhow::anyhow!("bug")));
+        assert_eq!(code_after_rewrite(internal), Code::Internal);
         assert_eq!(
             code_after_rewrite(Status::unauthenticated("no")),
             Code::Unauthenticated

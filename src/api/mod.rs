@@ -14,9 +14,9 @@ use ipnet::IpNet;
 use tonic::{Request, Response, Status};
 
 use crate::{
-    domain::{Email, FieldViolation, Password, Username, personal_words},
+    domain::{Credentials, Registration},
     pb::{self, auth_service_server::AuthService as AuthServiceRpc},
-    service::{AuthService, Registration, Session},
+    service::{AuthService, Session},
     tokens::TokenClaims,
 };
 
@@ -46,7 +46,9 @@ impl AuthServiceRpc for AuthApi {
         request: Request<pb::RegisterRequest>,
     ) -> Result<Response<pb::RegisterResponse>, Status> {
         let request = request.into_inner();
-        let registration = parse_registration(&request).map_err(status::invalid_argument)?;
+        let registration =
+            Registration::parse(&request.email, &request.password, &request.username)
+                .map_err(status::invalid_argument)?;
         let session = self
             .service
             .register(registration)
@@ -65,14 +67,11 @@ impl AuthServiceRpc for AuthApi {
     ) -> Result<Response<pb::LoginResponse>, Status> {
         let source = source::source_address(&request, &self.trusted_proxies);
         let request = request.into_inner();
-        let (email, password) = collect_violations(
-            Email::parse(&request.email),
-            Password::parse_offered(&request.password),
-        )
-        .map_err(status::invalid_argument)?;
+        let credentials = Credentials::parse(&request.email, &request.password)
+            .map_err(status::invalid_argument)?;
         let session = self
             .service
-            .login(email, password, source)
+            .login(credentials, source)
             .await
             .map_err(status::from_service)?;
         Ok(Response::new(pb::LoginResponse {
@@ -106,42 +105,6 @@ impl AuthServiceRpc for AuthApi {
             .await
             .map_err(status::from_service)?;
         Ok(Response::new(verify_response(claims)))
-    }
-}
-
-fn parse_registration(request: &pb::RegisterRequest) -> Result<Registration, Vec<FieldViolation>> {
-    let fields = collect_violations(
-        Email::parse(&request.email),
-        Password::parse_new(&request.password),
-    );
-    let username = Username::parse(&request.username);
-    match (fields, username) {
-        (Ok((email, password)), Ok(username)) => {
-            password
-                .check_strength(&personal_words(&email, username.as_ref()))
-                .map_err(|violation| vec![violation])?;
-            Ok(Registration {
-                email,
-                password,
-                username,
-            })
-        }
-        (fields, username) => {
-            let mut violations = fields.err().unwrap_or_default();
-            violations.extend(username.err());
-            Err(violations)
-        }
-    }
-}
-
-/// Both values, or every violation (so a client learns about all its mistakes at once).
-fn collect_violations<A, B>(
-    a: Result<A, FieldViolation>,
-    b: Result<B, FieldViolation>,
-) -> Result<(A, B), Vec<FieldViolation>> {
-    match (a, b) {
-        (Ok(a), Ok(b)) => Ok((a, b)),
-        (a, b) => Err(a.err().into_iter().chain(b.err()).collect()),
     }
 }
 

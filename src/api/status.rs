@@ -1,6 +1,11 @@
-//! The one place that turns errors into gRPC statuses with google.rpc details:
+//! The one place that picks gRPC codes and google.rpc details:
 //! INVALID_ARGUMENT + BadRequest, UNAUTHENTICATED + ErrorInfo{domain "authd", reason TOKEN_*},
-//! ALREADY_EXISTS, RESOURCE_EXHAUSTED + RetryInfo, UNAVAILABLE, INTERNAL (bugs only).
+//! ALREADY_EXISTS, RESOURCE_EXHAUSTED + RetryInfo, UNAVAILABLE, INTERNAL (bugs only), and, for the
+//! edge layer, what tonic's own transport errors become and DEADLINE_EXCEEDED.
+//!
+//! Every status authd's handlers produce carries an ErrorInfo in the "authd" domain; one without
+//! it was produced by tonic before any handler ran (decoding, size limits), which is how
+//! [`from_transport`] tells the two apart without reading messages.
 
 use std::{collections::HashMap, time::Duration};
 
@@ -63,8 +68,12 @@ pub fn from_service(error: ServiceError) -> Status {
             details.set_error_info("OVERLOADED", ERROR_DOMAIN, HashMap::new());
             Status::with_error_details(Code::ResourceExhausted, error.to_string(), details)
         }
-        ServiceError::Unavailable { backend, reason } => {
-            tracing::warn!(backend, reason, "back end unavailable");
+        ServiceError::Unavailable { backend, cause } => {
+            tracing::warn!(
+                backend,
+                error = format!("{cause:#}"),
+                "back end unavailable"
+            );
             let mut details = ErrorDetails::with_retry_info(Some(RETRY_AFTER));
             details.set_error_info(
                 "BACKEND_UNAVAILABLE",
@@ -79,9 +88,57 @@ pub fn from_service(error: ServiceError) -> Status {
         }
         ServiceError::Unexpected(cause) => {
             tracing::error!(error = format!("{cause:#}"), "unexpected error");
-            Status::internal(INTERNAL_MESSAGE)
+            Status::with_error_details(
+                Code::Internal,
+                INTERNAL_MESSAGE,
+                ErrorDetails::with_error_info("INTERNAL", ERROR_DOMAIN, HashMap::new()),
+            )
         }
     }
+}
+
+/// What a status tonic produced itself (decoding or size limits, before any handler ran)
+/// stands for, as a status the client can act on; `None` passes the status through unchanged.
+///
+/// | tonic says | client gets |
+/// |---|---|
+/// | INTERNAL (failed to decode the message, or any other protocol error) | INVALID_ARGUMENT, ErrorInfo `MALFORMED_REQUEST` |
+/// | OUT_OF_RANGE (decoded message length too large) | RESOURCE_EXHAUSTED, ErrorInfo `REQUEST_TOO_LARGE` |
+pub fn from_transport(status: &Status) -> Option<Status> {
+    let ours = status
+        .get_error_details()
+        .error_info()
+        .is_some_and(|info| info.domain == ERROR_DOMAIN);
+    if ours {
+        return None;
+    }
+    let (code, reason, what) = match status.code() {
+        Code::Internal => (
+            Code::InvalidArgument,
+            "MALFORMED_REQUEST",
+            "malformed request",
+        ),
+        Code::OutOfRange => (
+            Code::ResourceExhausted,
+            "REQUEST_TOO_LARGE",
+            "request too large",
+        ),
+        _ => return None,
+    };
+    Some(Status::with_error_details(
+        code,
+        format!("{what}: {}", status.message()),
+        ErrorDetails::with_error_info(reason, ERROR_DOMAIN, HashMap::new()),
+    ))
+}
+
+/// DEADLINE_EXCEEDED for a call that ran past the per-call limit.
+pub fn deadline_exceeded(limit: Duration) -> Status {
+    Status::with_error_details(
+        Code::DeadlineExceeded,
+        format!("the call took longer than {} ms", limit.as_millis()),
+        ErrorDetails::with_error_info("TIMEOUT", ERROR_DOMAIN, HashMap::new()),
+    )
 }
 
 /// UNAUTHENTICATED with the token's ErrorInfo reason.
@@ -129,7 +186,7 @@ mod tests {
             (
                 ServiceError::Unavailable {
                     backend: "redis",
-                    reason: "down".into(),
+                    cause: anyhow::anyhow!("down"),
                 },
                 Code::Unavailable,
             ),
@@ -174,5 +231,23 @@ mod tests {
             .map(|v| v.field.clone())
             .collect();
         assert_eq!(fields, ["email", "password"]);
+    }
+
+    #[test]
+    fn transport_errors_become_client_errors_and_ours_pass_through() {
+        let decode = Status::internal("failed to decode Protobuf message: invalid wire type");
+        assert_eq!(
+            from_transport(&decode).map(|s| s.code()),
+            Some(Code::InvalidArgument)
+        );
+        let large =
+            Status::out_of_range("Error, decoded message length too large: found 70000 bytes");
+        let rewritten = from_transport(&large).unwrap();
+        assert_eq!(rewritten.code(), Code::ResourceExhausted);
+        assert_eq!(reason(&rewritten).as_deref(), Some("REQUEST_TOO_LARGE"));
+        let ours = from_service(ServiceError::Unexpected(anyhow::anyhow!("bug")));
+        assert_eq!(ours.code(), Code::Internal);
+        assert!(from_transport(&ours).is_none());
+        assert!(from_transport(&Status::not_found("unknown service")).is_none());
     }
 }

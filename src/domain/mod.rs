@@ -1,13 +1,18 @@
 //! Domain types that parse on the way in: once a value of these types exists, it is valid.
-//! Their inner fields are private; `parse` is the only way in.
+//! Their inner fields are private; `parse` is the only way in. `requests` parses whole requests
+//! (Register, Login) from their fields, so the API and the fuzz targets share one implementation.
 
 mod email;
 mod password;
+mod password_hash;
+mod requests;
 mod token;
 mod user;
 
 pub use email::Email;
 pub use password::{Password, personal_words};
+pub use password_hash::PasswordHashString;
+pub use requests::{Credentials, Registration};
 pub use token::{AccessToken, Jti};
 pub use user::{UserId, Username};
 

@@ -150,7 +150,7 @@ impl RevocationStore for MirroredRevocations {
 }
 
 fn poisoned() -> StoreError {
-    StoreError::Unexpected("revocation mirror lock poisoned".into())
+    StoreError::unexpected(anyhow::anyhow!("revocation mirror lock poisoned"))
 }
 
 fn remember(state: &MirrorState, jti: Jti, until: UnixSeconds) {
@@ -171,7 +171,7 @@ async fn follow(
         state.current_until.store(0, Ordering::Release);
         if let Err(error) = follow_once(&redis, &state, clock.as_ref(), &heartbeat_id).await {
             tracing::warn!(
-                ?error,
+                error = format!("{:#}", anyhow::Error::new(error)),
                 "revocation mirror lost its subscription; Verify asks Redis until it is back"
             );
         }
@@ -247,7 +247,7 @@ async fn follow_once(
     }
     Err(StoreError::Unavailable {
         backend: "redis",
-        reason: "subscription closed".into(),
+        cause: anyhow::anyhow!("subscription closed"),
     })
 }
 

@@ -1,8 +1,14 @@
 //! Storage back ends behind three small traits: `UserStore` (Postgres or SQLite), and
-//! `RevocationStore` and `ThrottleStore` (Redis, or the user database when no Redis is configured). The stores have no
-//! rules about content: validation happens before, in `domain`; policy in `service`.
+//! `RevocationStore` and `ThrottleStore` (Redis, or the user database when no Redis is configured).
+//! The stores have no rules about content: validation happens before, in `domain`; policy in
+//! `service`.
 //!
-//! Every call is bounded by a timeout, and connection-level failures become
+//! - `sql/`: one implementation of all three traits for Postgres and SQLite; what differs between
+//!   the two dialects sits in `sql/dialect.rs`.
+//! - `redis/`: revocations and throttle counts in Redis or Redis Cluster.
+//! - `mirror.rs`: cached revocation mode, an in-memory mirror of the Redis revocation set.
+//!
+//! Every call is bounded by a timeout (`bounded`), and connection-level failures become
 //! `StoreError::Unavailable`, which the API reports as UNAVAILABLE.
 
 use std::time::Duration;
@@ -11,35 +17,39 @@ use async_trait::async_trait;
 
 use crate::{
     clock::{UnixMillis, UnixSeconds},
-    domain::{Email, Jti, UserId, Username},
-    password::PasswordHashString,
+    domain::{Email, Jti, PasswordHashString, UserId, Username},
 };
 
 pub mod mirror;
-pub mod postgres;
 pub mod redis;
-pub mod sqlite;
+pub mod sql;
 
-/// Upper bound for one SQL call, including waiting for a pooled connection.
-pub const BACKEND_TIMEOUT: Duration = Duration::from_secs(3);
-
-/// What a store can report.
+/// What a store can report. `Display` is short; the cause chain (`source()`) carries the details
+/// for the logs, and never a secret (back-end errors name no passwords or tokens).
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The normalised email is already registered.
     #[error("email already registered")]
     EmailTaken,
     /// The back end cannot be reached or did not answer in time.
-    #[error("{backend} unavailable: {reason}")]
+    #[error("{backend} unavailable")]
     Unavailable {
         /// Which back end ("database", "redis").
         backend: &'static str,
-        /// What happened, without secrets.
-        reason: String,
+        /// What happened.
+        #[source]
+        cause: anyhow::Error,
     },
     /// Anything else: a bug or corrupt data.
-    #[error("{0}")]
-    Unexpected(String),
+    #[error("unexpected store error")]
+    Unexpected(#[source] anyhow::Error),
+}
+
+impl StoreError {
+    /// `Unexpected`, with `cause` as its source.
+    pub(crate) fn unexpected(cause: impl Into<anyhow::Error>) -> Self {
+        Self::Unexpected(cause.into())
+    }
 }
 
 /// A user to insert.
@@ -83,14 +93,15 @@ pub trait UserStore: Send + Sync + 'static {
 /// Where revoked token ids live until the token could no longer be accepted anyway.
 #[async_trait]
 pub trait RevocationStore: Send + Sync + 'static {
-    /// Records that `jti` is revoked until `until` (Unix seconds); then the entry may vanish.
+    /// Records that `jti` is revoked until `until` (Unix seconds, inclusive); then the entry may
+    /// vanish. Revoking again keeps the later of the two times.
     async fn revoke(
         &self,
         jti: Jti,
         until: UnixSeconds,
         now: UnixSeconds,
     ) -> Result<(), StoreError>;
-    /// Whether `jti` is revoked.
+    /// Whether `jti` is revoked at `now`.
     async fn is_revoked(&self, jti: Jti, now: UnixSeconds) -> Result<bool, StoreError>;
     /// Deletes entries past their time; a no-op where the back end expires them itself.
     async fn purge_expired(&self, now: UnixSeconds) -> Result<u64, StoreError>;
@@ -133,6 +144,8 @@ pub trait ThrottleStore: Send + Sync + 'static {
     async fn clear(&self, key: &str) -> Result<(), StoreError>;
     /// Deletes counts past their memory; a no-op where the back end expires them itself.
     async fn purge_expired(&self, now: UnixMillis) -> Result<u64, StoreError>;
+    /// A short name for logs ("redis", "redis cluster", "postgres", "sqlite").
+    fn describe(&self) -> &'static str;
 }
 
 /// Duration in milliseconds, saturating.
@@ -140,7 +153,7 @@ pub(crate) fn millis(duration: Duration) -> i64 {
     i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }
 
-/// Runs a back-end call that must answer within `limit`.
+/// Runs a back-end call that must answer within `limit`; past it, `Unavailable`.
 pub(crate) async fn bounded<T>(
     backend: &'static str,
     limit: Duration,
@@ -150,41 +163,7 @@ pub(crate) async fn bounded<T>(
         Ok(result) => result,
         Err(_) => Err(StoreError::Unavailable {
             backend,
-            reason: format!("no answer within {} ms", limit.as_millis()),
+            cause: anyhow::anyhow!("no answer within {} ms", limit.as_millis()),
         }),
-    }
-}
-
-/// Classifies a sqlx error: connection problems are `Unavailable`, the rest `Unexpected`.
-pub(crate) fn sql_error(error: sqlx::Error) -> StoreError {
-    use sqlx::Error as E;
-    match &error {
-        E::Database(db) if db.is_unique_violation() => StoreError::EmailTaken,
-        E::Io(_)
-        | E::Tls(_)
-        | E::PoolTimedOut
-        | E::PoolClosed
-        | E::WorkerCrashed
-        | E::Protocol(_) => StoreError::Unavailable {
-            backend: "database",
-            reason: error.to_string(),
-        },
-        // Postgres class 08 (connection exception), 57P (operator intervention: shutdown),
-        // 53 (insufficient resources); SQLite BUSY/LOCKED.
-        E::Database(db)
-            if db.code().is_some_and(|code| {
-                code.starts_with("08")
-                    || code.starts_with("57P")
-                    || code.starts_with("53")
-                    || code == "5"
-                    || code == "6"
-            }) =>
-        {
-            StoreError::Unavailable {
-                backend: "database",
-                reason: error.to_string(),
-            }
-        }
-        _ => StoreError::Unexpected(error.to_string()),
     }
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use tonic::Code;
 
-use crate::helpers::{
+use crate::common::{
     Backend, Proxy, TestApp, TestState, assert_status, eventually, host_port, redis_url,
 };
 
@@ -107,5 +107,8 @@ async fn a_mirror_cut_off_from_redis_fails_closed_then_resynchronises() {
 fn cached_mode_without_redis_is_refused() {
     use clap::Parser as _;
     let config = authd::Config::try_parse_from(["authd", "--revocation-mode=cached"]).unwrap();
-    assert_eq!(config.check().unwrap_err().setting, "AUTHD_REVOCATION_MODE");
+    assert_eq!(
+        config.settings().unwrap_err().setting,
+        "AUTHD_REVOCATION_MODE"
+    );
 }

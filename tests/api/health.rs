@@ -11,7 +11,7 @@ use tonic_reflection::pb::v1::{
 
 use crate::{
     backend_tests,
-    helpers::{Backend, Fixture, eventually, spawn_app},
+    common::{Backend, Fixture, eventually, spawn_app},
 };
 
 backend_tests!(

@@ -14,7 +14,7 @@ use tonic::{
 
 use authd::pb;
 
-use crate::helpers::{Backend, Fixture, PASSWORD, assert_status, spawn_app, violated_fields};
+use crate::common::{Backend, Fixture, PASSWORD, assert_status, spawn_app, violated_fields};
 
 /// Sends and receives raw bytes, so the test can put anything on the wire.
 #[derive(Debug, Clone, Default)]
@@ -208,13 +208,13 @@ async fn oversized_metadata_is_refused_without_harm() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_running_past_the_request_timeout_are_deadline_exceeded() {
-    let state = crate::helpers::TestState::new(Backend::Embedded).await;
+    let state = crate::common::TestState::new(Backend::Embedded).await;
     let mut args = state.default_args();
     args.extend([
         "--request-timeout=100ms".into(),
         "--hash-concurrency=1".into(),
     ]);
-    let app = std::sync::Arc::new(crate::helpers::TestApp::start(args).await);
+    let app = std::sync::Arc::new(crate::common::TestApp::start(args).await);
     // Twenty registrations queue behind one hashing thread: the later ones outlive 100 ms.
     let calls: Vec<_> = (0..20)
         .map(|i| {

@@ -16,7 +16,7 @@ use tonic::{Code, Status};
 
 use crate::{
     backend_tests,
-    helpers::{Backend, Fixture, Forger, TestApp, assert_status, spawn_app},
+    common::{Backend, Fixture, Forger, TestApp, assert_status, spawn_app},
 };
 
 backend_tests!(kid_with_path_traversal_or_sql_is_token_invalid);

@@ -4,7 +4,7 @@ use tonic::Code;
 
 use crate::{
     backend_tests,
-    helpers::{Backend, Fixture, PASSWORD, assert_status, spawn_app, violated_fields},
+    common::{Backend, Fixture, PASSWORD, assert_status, spawn_app, violated_fields},
 };
 
 backend_tests!(
@@ -17,7 +17,7 @@ backend_tests!(
 async fn login_with_the_right_password_returns_the_user_and_a_new_token(backend: Backend) {
     let Fixture { app, state: _state } = spawn_app(backend).await;
     let (email, user_id, first_token) = app.new_user().await;
-    let response = app.login(&email, crate::helpers::PASSWORD).await.unwrap();
+    let response = app.login(&email, crate::common::PASSWORD).await.unwrap();
     assert_eq!(response.user_id, user_id);
     let token = response.tokens.unwrap().access_token;
     assert_ne!(token, first_token);

@@ -6,7 +6,7 @@ use authd::pb;
 
 use crate::{
     backend_tests,
-    helpers::{Backend, Fixture, Forger, TestState, assert_status, redis_url, spawn_app, unix_now},
+    common::{Backend, Fixture, Forger, TestState, assert_status, redis_url, spawn_app, unix_now},
 };
 
 backend_tests!(
@@ -21,7 +21,7 @@ async fn logout_revokes_the_token_and_only_that_token(backend: Backend) {
     let Fixture { app, state: _state } = spawn_app(backend).await;
     let (email, _, token) = app.new_user().await;
     let second = app
-        .login(&email, crate::helpers::PASSWORD)
+        .login(&email, crate::common::PASSWORD)
         .await
         .unwrap()
         .tokens

@@ -6,7 +6,7 @@ use std::time::Duration;
 use tonic::Code;
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
 
-use crate::helpers::{
+use crate::common::{
     Backend, PASSWORD, Proxy, TestApp, TestState, admin_database_url, assert_status, eventually,
     host_port, redis_url,
 };

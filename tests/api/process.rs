@@ -11,7 +11,7 @@ use std::{
 use authd::pb::{self, auth_service_client::AuthServiceClient};
 use tonic::transport::Channel;
 
-use crate::helpers::{PASSWORD, TestDatabase, redis_url};
+use crate::common::{PASSWORD, TestDatabase, redis_url};
 
 /// A running `authd` process whose output is collected.
 struct Process {

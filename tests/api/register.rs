@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use crate::{
     backend_tests,
-    helpers::{Backend, Fixture, PASSWORD, TestState, assert_status, spawn_app, violated_fields},
+    common::{Backend, Fixture, PASSWORD, TestState, assert_status, spawn_app, violated_fields},
 };
 
 backend_tests!(

@@ -2,7 +2,7 @@
 
 use tonic::Code;
 
-use crate::helpers::{
+use crate::common::{
     Backend, PASSWORD, TestApp, TestState, assert_status, cluster::RedisCluster, redis_url,
 };
 

@@ -1,6 +1,6 @@
 //! Start-up: what is created on a fresh machine, and what refuses to start.
 
-use crate::helpers::{Backend, TestApp, TestState};
+use crate::common::{Backend, TestApp, TestState};
 
 #[tokio::test]
 async fn first_start_generates_a_private_signing_key_and_the_database() {

@@ -9,7 +9,7 @@ use tonic_types::StatusExt as _;
 
 use crate::{
     backend_tests,
-    helpers::{Backend, PASSWORD, TestApp, TestState, assert_status},
+    common::{Backend, PASSWORD, TestApp, TestState, assert_status},
 };
 
 backend_tests!(

@@ -8,7 +8,7 @@ use authd::pb;
 
 use crate::{
     backend_tests,
-    helpers::{Backend, Fixture, Forger, assert_status, spawn_app, unix_now},
+    common::{Backend, Fixture, Forger, assert_status, spawn_app, unix_now},
 };
 
 backend_tests!(

@@ -6,7 +6,7 @@ use std::{sync::Arc, time::Duration};
 use tonic::Code;
 use tonic_types::StatusExt as _;
 
-use crate::helpers::{Backend, TestApp, TestState, assert_status, exclusive_cpu};
+use crate::common::{Backend, TestApp, TestState, assert_status, exclusive_cpu};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_login_flood_is_shed_and_verify_does_not_wait_behind_argon2() {

@@ -2,7 +2,7 @@
 //! registrations do not grow the process (with a fresh 19 MiB allocation per hash, glibc grew the
 //! heap by about that much per hash).
 
-use crate::helpers::{Backend, TestApp, TestState, exclusive_cpu};
+use crate::common::{Backend, TestApp, TestState, exclusive_cpu};
 
 fn resident_kib() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();

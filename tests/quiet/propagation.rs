@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use tonic::Code;
 
-use crate::helpers::{Backend, TestApp, TestState, exclusive_cpu, redis_url};
+use crate::common::{Backend, TestApp, TestState, exclusive_cpu, redis_url};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logout_propagates_to_another_cached_instance_within_100_ms_p99() {
@@ -21,7 +21,7 @@ async fn logout_propagates_to_another_cached_instance_within_100_ms_p99() {
     for _ in 0..10 {
         let (email, _, _) = a.new_user().await;
         for _ in 0..10 {
-            let login = a.login(&email, crate::helpers::PASSWORD).await.unwrap();
+            let login = a.login(&email, crate::common::PASSWORD).await.unwrap();
             tokens.push(login.tokens.unwrap().access_token);
         }
     }

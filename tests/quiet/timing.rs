@@ -3,7 +3,7 @@
 
 use tonic::Code;
 
-use crate::helpers::{Backend, TestApp, TestState, assert_status, exclusive_cpu};
+use crate::common::{Backend, TestApp, TestState, assert_status, exclusive_cpu};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_email_and_wrong_password_take_the_same_time() {

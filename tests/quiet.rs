@@ -2,10 +2,12 @@
 //! runs after the main suite has finished, so that the machine is quiet while they measure; within
 //! it, `exclusive_cpu` keeps them from overlapping.
 
-#[path = "../api/helpers.rs"]
-mod helpers;
+mod common;
 
-mod load_shedding;
-mod memory;
-mod propagation;
-mod timing;
+/// One module per feature, in `tests/quiet/`.
+mod quiet {
+    mod load_shedding;
+    mod memory;
+    mod propagation;
+    mod timing;
+}

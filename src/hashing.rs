@@ -21,7 +21,7 @@ use argon2::{
 use crossbeam_channel::{Sender, TrySendError};
 use tokio::sync::oneshot;
 
-use crate::domain::Password;
+use crate::domain::{Password, PasswordHashString};
 
 /// OWASP Password Storage Cheat Sheet: argon2id, m=19 MiB, t=2, p=1.
 pub const DEFAULT_M_COST_KIB: u32 = Params::DEFAULT_M_COST;
@@ -35,33 +35,8 @@ pub const MAX_M_COST_KIB: u32 = 64 * 1024;
 pub const MAX_T_COST: u32 = 8;
 /// … and at most 4 lanes.
 pub const MAX_P_COST: u32 = 4;
-/// Hashes that may wait for a hashing thread before new ones are shed. Each waiting request holds
-/// a few hundred bytes; only running hashes hold argon2's 19 MiB.
-pub const DEFAULT_HASH_QUEUE: usize = 64;
 /// Niceness of hashing threads where SCHED_IDLE is not available.
 const HASHING_THREAD_NICENESS: i32 = 19;
-
-/// An argon2id PHC string, as stored in `users.password_hash`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct PasswordHashString(String);
-
-impl PasswordHashString {
-    /// Wraps a stored PHC string.
-    pub fn from_stored(phc: String) -> Self {
-        Self(phc)
-    }
-
-    /// The PHC string.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for PasswordHashString {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("PasswordHashString(<redacted>)")
-    }
-}
 
 /// What can go wrong while hashing or verifying.
 #[derive(Debug, thiserror::Error)]
@@ -73,8 +48,14 @@ pub enum HashError {
     #[error("stored password hash refused: {0}")]
     UnacceptableStoredHash(String),
     /// A bug or an exhausted runtime.
-    #[error("password hashing failed: {0}")]
-    Unexpected(String),
+    #[error("password hashing failed")]
+    Unexpected(#[source] anyhow::Error),
+}
+
+impl HashError {
+    fn unexpected(cause: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self::Unexpected(cause.into())
+    }
 }
 
 /// How much hashing may happen at once, and how much may wait.
@@ -82,18 +63,9 @@ pub enum HashError {
 pub struct HashingLimits {
     /// Hashing threads (default: one per core).
     pub concurrency: usize,
-    /// Hashes that may wait for a thread (default 64).
+    /// Hashes that may wait for a thread before new ones are shed (AUTHD_HASH_QUEUE). Each
+    /// waiting request holds a few hundred bytes; only running hashes hold argon2's 19 MiB.
     pub queue: usize,
-}
-
-impl HashingLimits {
-    /// One thread per core and the default queue.
-    pub fn for_this_machine() -> Self {
-        Self {
-            concurrency: std::thread::available_parallelism().map_or(1, usize::from),
-            queue: DEFAULT_HASH_QUEUE,
-        }
-    }
 }
 
 /// Work for a hashing thread, given that thread's argon2 memory.
@@ -133,7 +105,7 @@ impl ArgonMemory {
                 vec![Block::default(); needed],
             )
         };
-        result.map_err(|e| HashError::Unexpected(e.to_string()))
+        result.map_err(HashError::unexpected)
     }
 }
 
@@ -151,7 +123,7 @@ impl PasswordHasher {
     /// Starts the hashing threads.
     pub fn new(limits: HashingLimits) -> Result<Self, HashError> {
         let params = Params::new(DEFAULT_M_COST_KIB, DEFAULT_T_COST, DEFAULT_P_COST, None)
-            .map_err(|e| HashError::Unexpected(e.to_string()))?;
+            .map_err(HashError::unexpected)?;
         let dummy_hash = hash_blocking(
             &params,
             b"authd dummy password for unknown users",
@@ -172,7 +144,9 @@ impl PasswordHasher {
                     }
                 })
                 .map_err(|e| {
-                    HashError::Unexpected(format!("cannot start a hashing thread: {e}"))
+                    HashError::Unexpected(
+                        anyhow::Error::new(e).context("cannot start a hashing thread"),
+                    )
                 })?;
         }
         Ok(Self {
@@ -222,12 +196,12 @@ impl PasswordHasher {
         self.jobs.try_send(job).map_err(|e| match e {
             TrySendError::Full(_) => HashError::Overloaded,
             TrySendError::Disconnected(_) => {
-                HashError::Unexpected("hashing threads are gone".into())
+                HashError::Unexpected(anyhow::anyhow!("hashing threads are gone"))
             }
         })?;
         result_rx
             .await
-            .map_err(|_| HashError::Unexpected("a hashing thread dropped its job".into()))
+            .map_err(|_| HashError::Unexpected(anyhow::anyhow!("a hashing thread dropped its job")))
     }
 }
 
@@ -256,7 +230,7 @@ fn hash_blocking(
     password: &[u8],
     memory: &mut ArgonMemory,
 ) -> Result<PasswordHashString, HashError> {
-    let unexpected = |e: &dyn std::fmt::Display| HashError::Unexpected(e.to_string());
+    let unexpected = |e: &dyn std::fmt::Display| HashError::Unexpected(anyhow::anyhow!("{e}"));
     let salt = argon2::password_hash::try_generate_salt().map_err(|e| unexpected(&e))?;
     let mut output = [0u8; Params::DEFAULT_OUTPUT_LEN];
     memory.hash_into(params, password, &salt, &mut output)?;
@@ -267,7 +241,7 @@ fn hash_blocking(
         salt: Some(Salt::new(&salt).map_err(|e| unexpected(&e))?),
         hash: Some(Output::new(&output).map_err(|e| unexpected(&e))?),
     };
-    Ok(PasswordHashString(hash.to_string()))
+    Ok(PasswordHashString::from_phc(hash.to_string()))
 }
 
 /// Recomputes the stored hash's output from `password` and compares in constant time.
@@ -286,7 +260,7 @@ fn verify_blocking(
     };
     let mut output = vec![0u8; expected.len()];
     memory.hash_into(&params, password, salt.as_ref(), &mut output)?;
-    let computed = Output::new(&output).map_err(|e| HashError::Unexpected(e.to_string()))?;
+    let computed = Output::new(&output).map_err(HashError::unexpected)?;
     // `Output`'s equality is constant-time.
     Ok(computed == *expected)
 }
@@ -371,7 +345,7 @@ mod tests {
             .hash_password(b"correct horse")
             .unwrap()
             .to_string();
-        let theirs = PasswordHashString::from_stored(theirs);
+        let theirs = PasswordHashString::from_phc(theirs);
         assert!(
             hasher
                 .verify(password("correct horse"), Some(theirs.clone()))
@@ -416,7 +390,7 @@ mod tests {
             let result = hasher
                 .verify(
                     password("whatever1"),
-                    Some(PasswordHashString::from_stored(stored.clone())),
+                    Some(PasswordHashString::from_phc(stored.clone())),
                 )
                 .await;
             assert!(
@@ -434,17 +408,27 @@ mod tests {
         })
         .unwrap();
         let (release, blocked) = std::sync::mpsc::channel::<()>();
-        // Occupy the only thread, then the only queue slot.
+        let (started_tx, started) = oneshot::channel::<()>();
+        // Occupy the only thread (and know it started), then the only queue slot.
         let running = tokio::spawn({
             let hasher = hasher.clone();
-            async move { hasher.run(move |_| blocked.recv().ok()).await }
+            async move {
+                hasher
+                    .run(move |_| {
+                        let _ = started_tx.send(());
+                        blocked.recv().ok()
+                    })
+                    .await
+            }
         });
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        started.await.unwrap();
         let queued = tokio::spawn({
             let hasher = hasher.clone();
             async move { hasher.run(|_| ()).await }
         });
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        while hasher.jobs.is_empty() {
+            tokio::task::yield_now().await;
+        }
         let shed = hasher.hash(password("correct horse")).await;
         assert!(
             matches!(shed, Err(HashError::Overloaded)),

@@ -7,7 +7,8 @@
 use quick_cache::sync::Cache;
 use sha2::{Digest as _, Sha256};
 
-use crate::{domain::AccessToken, tokens::DecodedToken};
+use super::DecodedToken;
+use crate::domain::AccessToken;
 
 /// Default number of tokens remembered (about 100 bytes each).
 pub const DEFAULT_CAPACITY: usize = 100_000;

@@ -7,9 +7,7 @@
 
 #![allow(dead_code)]
 
-#[path = "helpers/cluster.rs"]
 pub mod cluster;
-#[path = "helpers/proxy.rs"]
 pub mod proxy;
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
@@ -182,8 +180,8 @@ impl TestApp {
         if std::env::var_os("TEST_LOG").is_some() {
             authd::telemetry::init(authd::config::LogFormat::Text);
         }
-        let config = Config::try_parse_from(args)?;
-        let app = App::build(config).await?;
+        let settings = Config::try_parse_from(args)?.settings()?;
+        let app = App::build(settings, std::sync::Arc::new(authd::clock::SystemClock)).await?;
         let address = app.local_addr();
         let (shutdown, stopped) = oneshot::channel();
         let server = tokio::spawn(app.run_until_stopped(async move {
@@ -338,7 +336,7 @@ macro_rules! backend_tests {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
-                    super::$name($crate::helpers::Backend::Postgres).await
+                    super::$name($crate::common::Backend::Postgres).await
                 }
             )*
         }
@@ -346,7 +344,7 @@ macro_rules! backend_tests {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
-                    super::$name($crate::helpers::Backend::Embedded).await
+                    super::$name($crate::common::Backend::Embedded).await
                 }
             )*
         }

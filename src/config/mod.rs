@@ -1,0 +1,244 @@
+//! Command-line flags and `AUTHD_*` environment variables (clap). Every value is parsed once, by
+//! its flag's value parser, into the type it is used as (durations by humantime with their range,
+//! counts as `NonZero*`, URLs by the back-end crates themselves); `settings.rs` then checks the
+//! rules that join several flags and produces the `Settings` start-up wires from. An invalid value
+//! stops start-up with a message that names the setting. Defaults sit beside their flags.
+
+mod parse;
+mod settings;
+
+pub use settings::{ConfigError, ServerLimits, Settings, SigningKeySetting, TokenSettings};
+
+use std::{
+    net::SocketAddr,
+    num::{NonZeroU32, NonZeroUsize},
+    path::PathBuf,
+    time::Duration,
+};
+
+use clap::{Parser, ValueEnum, builder::NonEmptyStringValueParser};
+use secrecy::SecretString;
+
+use self::parse::{DatabaseUrl, RedisNodes, duration_at_least, duration_between, network};
+
+/// Default listen address: loopback only, so a fresh install is not reachable from the network.
+pub const DEFAULT_LISTEN_ADDR: &str = "127.0.0.1:50051";
+/// Access token lifetime. Short-lived bearer tokens limit the damage of a leak (RFC 9068 §5, OWASP).
+pub const DEFAULT_ACCESS_TOKEN_TTL: &str = "15m";
+/// Tolerated clock skew between instances when checking `exp`, `nbf` and `iat`.
+pub const DEFAULT_CLOCK_LEEWAY: &str = "5s";
+/// HS256 secrets must be at least as long as the hash output (RFC 7518 §3.2).
+pub const MIN_HS256_SECRET_BYTES: usize = 32;
+/// Consecutive failed logins of one account before it backs off (OWASP Authentication Cheat
+/// Sheet: throttle per account; NIST SP 800-63B §5.2.2: at most 100 consecutive failures).
+pub const DEFAULT_LOGIN_FAILURES_BEFORE_BACKOFF: &str = "5";
+/// First back-off delay; doubles with each further failure.
+pub const DEFAULT_LOGIN_BACKOFF_BASE: &str = "1s";
+/// Longest back-off delay.
+pub const DEFAULT_LOGIN_BACKOFF_MAX: &str = "15m";
+/// Failed logins from one source address per window before it is refused.
+pub const DEFAULT_SOURCE_MAX_FAILURES: u32 = 100;
+/// The source address window.
+pub const DEFAULT_SOURCE_WINDOW: &str = "15m";
+/// Longest time one call may take before DEADLINE_EXCEEDED (clients may ask for less).
+pub const DEFAULT_REQUEST_TIMEOUT: &str = "10s";
+/// HTTP/2 streams one connection may have open at once.
+pub const DEFAULT_MAX_CONCURRENT_STREAMS: &str = "1024";
+/// Postgres connections per instance: Login/Register are bounded by argon2, so a few go a long way.
+pub const DEFAULT_DATABASE_MAX_CONNECTIONS: &str = "16";
+/// Password hashes that may wait for a hashing thread before requests are shed.
+pub const DEFAULT_HASH_QUEUE: &str = "64";
+
+/// Shortest and longest access-token lifetimes accepted.
+const ACCESS_TOKEN_TTL_RANGE: (Duration, Duration) =
+    (Duration::from_secs(1), Duration::from_secs(24 * 3600));
+/// Largest clock leeway accepted.
+const MAX_CLOCK_LEEWAY: Duration = Duration::from_secs(300);
+/// Shortest per-call time limit accepted.
+const MIN_REQUEST_TIMEOUT: Duration = Duration::from_millis(100);
+/// Shortest back-off delays and windows accepted (zero would mean no throttling at all).
+const MIN_THROTTLE_DURATION: Duration = Duration::from_millis(1);
+
+/// The JWT signing algorithm; verification accepts only this one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum JwtAlgorithm {
+    /// Ed25519 signatures; the key is a PKCS#8 PEM file.
+    #[value(name = "EdDSA", alias = "eddsa")]
+    EdDsa,
+    /// HMAC-SHA256 with a shared secret of at least 32 bytes.
+    #[value(name = "HS256", alias = "hs256")]
+    Hs256,
+}
+
+/// How Verify checks revocation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RevocationMode {
+    /// Ask the revocation store on every Verify: a Logout that answered OK is seen by the very
+    /// next Verify on every instance.
+    Strict,
+    /// Answer from an in-memory mirror fed by Redis pub/sub (falls back to strict while the
+    /// mirror is not known to be current). Requires Redis.
+    Cached,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// authd's configuration. Every flag can also be set with the environment variable shown (the
+/// value name is the variable, so that every parse error names it).
+#[derive(Debug, Clone, Parser)]
+#[command(name = "authd", version, about = "gRPC authentication service")]
+pub struct Config {
+    /// Address to serve gRPC on.
+    #[arg(long, env = "AUTHD_LISTEN_ADDR", value_name = "AUTHD_LISTEN_ADDR", default_value = DEFAULT_LISTEN_ADDR)]
+    pub listen_addr: SocketAddr,
+
+    /// User database: postgres://… or sqlite:…; empty means embedded SQLite at DATA_DIR/authd.db.
+    #[arg(long, env = "AUTHD_DATABASE_URL", value_name = "AUTHD_DATABASE_URL", hide_env_values = true, default_value = "", hide_default_value = true, value_parser = DatabaseUrl::parse)]
+    pub database_url: DatabaseUrl,
+
+    /// Redis for revocations and throttling: redis://… or rediss://…, several comma-separated
+    /// seeds for a cluster; empty means the user database holds them.
+    #[arg(long, env = "AUTHD_REDIS_URL", value_name = "AUTHD_REDIS_URL", hide_env_values = true, default_value = "", hide_default_value = true, value_parser = RedisNodes::parse)]
+    pub redis_url: RedisNodes,
+
+    /// Treat AUTHD_REDIS_URL as a Redis Cluster even when it names a single seed node.
+    #[arg(long, env = "AUTHD_REDIS_CLUSTER", value_name = "AUTHD_REDIS_CLUSTER", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub redis_cluster: bool,
+
+    /// Largest number of Postgres connections this instance opens.
+    #[arg(long, env = "AUTHD_DATABASE_MAX_CONNECTIONS", value_name = "AUTHD_DATABASE_MAX_CONNECTIONS", default_value = DEFAULT_DATABASE_MAX_CONNECTIONS)]
+    pub database_max_connections: NonZeroU32,
+
+    /// Prefix of every Redis key authd writes.
+    #[arg(long, env = "AUTHD_REDIS_KEY_PREFIX", value_name = "AUTHD_REDIS_KEY_PREFIX", default_value = "authd:", value_parser = NonEmptyStringValueParser::new())]
+    pub redis_key_prefix: String,
+
+    /// Directory for the embedded database and the generated signing key.
+    #[arg(
+        long,
+        env = "AUTHD_DATA_DIR",
+        value_name = "AUTHD_DATA_DIR",
+        default_value = "./authd-data"
+    )]
+    pub data_dir: PathBuf,
+
+    /// Ed25519 PKCS#8 PEM signing key; default DATA_DIR/signing-key.pem, generated (0600) if absent.
+    #[arg(
+        long,
+        env = "AUTHD_SIGNING_KEY_FILE",
+        value_name = "AUTHD_SIGNING_KEY_FILE"
+    )]
+    pub signing_key_file: Option<PathBuf>,
+
+    /// JWT signing algorithm.
+    #[arg(
+        long,
+        env = "AUTHD_JWT_ALG",
+        value_name = "AUTHD_JWT_ALG",
+        value_enum,
+        default_value = "EdDSA"
+    )]
+    pub jwt_alg: JwtAlgorithm,
+
+    /// HS256 secret, at least 32 bytes; required with --jwt-alg HS256.
+    #[arg(
+        long,
+        env = "AUTHD_JWT_SECRET",
+        value_name = "AUTHD_JWT_SECRET",
+        hide_env_values = true
+    )]
+    pub jwt_secret: Option<SecretString>,
+
+    /// `iss` of issued tokens; the only issuer accepted.
+    #[arg(long, env = "AUTHD_JWT_ISSUER", value_name = "AUTHD_JWT_ISSUER", default_value = "authd", value_parser = NonEmptyStringValueParser::new())]
+    pub jwt_issuer: String,
+
+    /// `aud` of issued tokens; the only audience accepted.
+    #[arg(long, env = "AUTHD_JWT_AUDIENCE", value_name = "AUTHD_JWT_AUDIENCE", default_value = "authd", value_parser = NonEmptyStringValueParser::new())]
+    pub jwt_audience: String,
+
+    /// Lifetime of access tokens (humantime: 15m, 1h, 90s), from 1s to 24h.
+    #[arg(long, env = "AUTHD_ACCESS_TOKEN_TTL", value_name = "AUTHD_ACCESS_TOKEN_TTL", default_value = DEFAULT_ACCESS_TOKEN_TTL, value_parser = duration_between(ACCESS_TOKEN_TTL_RANGE.0, ACCESS_TOKEN_TTL_RANGE.1))]
+    pub access_token_ttl: Duration,
+
+    /// Tolerated clock skew (humantime), at most 5m.
+    #[arg(long, env = "AUTHD_CLOCK_LEEWAY", value_name = "AUTHD_CLOCK_LEEWAY", default_value = DEFAULT_CLOCK_LEEWAY, value_parser = duration_between(Duration::ZERO, MAX_CLOCK_LEEWAY))]
+    pub clock_leeway: Duration,
+
+    /// Consecutive failed logins of one account before exponential back-off.
+    #[arg(long, env = "AUTHD_LOGIN_FAILURES_BEFORE_BACKOFF", value_name = "AUTHD_LOGIN_FAILURES_BEFORE_BACKOFF", default_value = DEFAULT_LOGIN_FAILURES_BEFORE_BACKOFF)]
+    pub login_failures_before_backoff: NonZeroU32,
+
+    /// First back-off delay (doubles per further failure); at most AUTHD_LOGIN_BACKOFF_MAX.
+    #[arg(long, env = "AUTHD_LOGIN_BACKOFF_BASE", value_name = "AUTHD_LOGIN_BACKOFF_BASE", default_value = DEFAULT_LOGIN_BACKOFF_BASE, value_parser = duration_at_least(MIN_THROTTLE_DURATION))]
+    pub login_backoff_base: Duration,
+
+    /// Longest back-off delay.
+    #[arg(long, env = "AUTHD_LOGIN_BACKOFF_MAX", value_name = "AUTHD_LOGIN_BACKOFF_MAX", default_value = DEFAULT_LOGIN_BACKOFF_MAX, value_parser = duration_at_least(MIN_THROTTLE_DURATION))]
+    pub login_backoff_max: Duration,
+
+    /// Failed logins per source address per window (0 disables the limit).
+    #[arg(long, env = "AUTHD_SOURCE_MAX_FAILURES", value_name = "AUTHD_SOURCE_MAX_FAILURES", default_value_t = DEFAULT_SOURCE_MAX_FAILURES)]
+    pub source_max_failures: u32,
+
+    /// The per-source window.
+    #[arg(long, env = "AUTHD_SOURCE_WINDOW", value_name = "AUTHD_SOURCE_WINDOW", default_value = DEFAULT_SOURCE_WINDOW, value_parser = duration_at_least(MIN_THROTTLE_DURATION))]
+    pub source_window: Duration,
+
+    /// Proxies (IPs or CIDRs, comma-separated) whose `x-forwarded-for` first hop is trusted as the
+    /// source address.
+    #[arg(long, env = "AUTHD_TRUSTED_PROXIES", value_name = "AUTHD_TRUSTED_PROXIES", value_delimiter = ',', value_parser = network)]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+
+    /// Password hashing threads; 0 means one per core.
+    #[arg(
+        long,
+        env = "AUTHD_HASH_CONCURRENCY",
+        value_name = "AUTHD_HASH_CONCURRENCY",
+        default_value_t = 0
+    )]
+    pub hash_concurrency: usize,
+
+    /// Password hashes that may wait for a thread before requests are shed (RESOURCE_EXHAUSTED).
+    #[arg(long, env = "AUTHD_HASH_QUEUE", value_name = "AUTHD_HASH_QUEUE", default_value = DEFAULT_HASH_QUEUE)]
+    pub hash_queue: NonZeroUsize,
+
+    /// Longest time one call may take, at least 100ms.
+    #[arg(long, env = "AUTHD_REQUEST_TIMEOUT", value_name = "AUTHD_REQUEST_TIMEOUT", default_value = DEFAULT_REQUEST_TIMEOUT, value_parser = duration_at_least(MIN_REQUEST_TIMEOUT))]
+    pub request_timeout: Duration,
+
+    /// How Verify checks revocation: strict (ask Redis every time) or cached (in-memory mirror).
+    #[arg(
+        long,
+        env = "AUTHD_REVOCATION_MODE",
+        value_name = "AUTHD_REVOCATION_MODE",
+        value_enum,
+        default_value = "strict"
+    )]
+    pub revocation_mode: RevocationMode,
+
+    /// Verified tokens remembered so their signature is not checked again (0 disables).
+    #[arg(long, env = "AUTHD_VERIFY_CACHE_ENTRIES", value_name = "AUTHD_VERIFY_CACHE_ENTRIES", default_value_t = crate::tokens::DEFAULT_VERIFY_CACHE_ENTRIES)]
+    pub verify_cache_entries: usize,
+
+    /// HTTP/2 streams one connection may have open at once.
+    #[arg(long, env = "AUTHD_MAX_CONCURRENT_STREAMS", value_name = "AUTHD_MAX_CONCURRENT_STREAMS", default_value = DEFAULT_MAX_CONCURRENT_STREAMS)]
+    pub max_concurrent_streams: NonZeroU32,
+
+    /// Log format.
+    #[arg(
+        long,
+        env = "AUTHD_LOG_FORMAT",
+        value_name = "AUTHD_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
+    pub log_format: LogFormat,
+}

@@ -1,0 +1,277 @@
+//! `Settings`: the configuration as start-up uses it, every value typed and checked. Built once
+//! from the parsed flags by [`Config::settings`], which also checks the rules that join several
+//! flags (a back-off base within its maximum, cached mode only with Redis, an HS256 secret).
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use ipnet::IpNet;
+use secrecy::{ExposeSecret as _, SecretString};
+
+use super::{Config, JwtAlgorithm, LogFormat, MIN_HS256_SECRET_BYTES, RevocationMode};
+use crate::{
+    hashing::HashingLimits,
+    store::{redis::RedisTopology, sql::DatabaseLocation},
+    throttle::ThrottlePolicy,
+};
+
+/// A setting that cannot be used, named as the user would set it.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid {setting}: {reason}")]
+pub struct ConfigError {
+    /// The environment variable naming the setting.
+    pub setting: &'static str,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+impl ConfigError {
+    fn new(setting: &'static str, reason: impl Into<String>) -> Self {
+        Self {
+            setting,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Where the token signing key comes from.
+#[derive(Debug)]
+pub enum SigningKeySetting {
+    /// An Ed25519 PKCS#8 PEM file.
+    Ed25519 {
+        /// Its path.
+        path: PathBuf,
+        /// Whether it is the default path under the data directory (created if needed).
+        in_data_dir: bool,
+    },
+    /// An HS256 secret of at least [`MIN_HS256_SECRET_BYTES`].
+    Hs256(SecretString),
+}
+
+/// What issued tokens say and how long they live.
+#[derive(Debug, Clone)]
+pub struct TokenSettings {
+    /// `iss`, the only issuer accepted.
+    pub issuer: String,
+    /// `aud`, the only audience accepted.
+    pub audience: String,
+    /// Access-token lifetime.
+    pub ttl: Duration,
+    /// Tolerated clock skew.
+    pub leeway: Duration,
+}
+
+/// Limits of the gRPC listener.
+#[derive(Debug, Clone, Copy)]
+pub struct ServerLimits {
+    /// Longest time one call may take.
+    pub request_timeout: Duration,
+    /// HTTP/2 streams one connection may have open at once.
+    pub max_concurrent_streams: u32,
+}
+
+/// The whole configuration, typed and checked.
+#[derive(Debug)]
+pub struct Settings {
+    /// Where to serve gRPC.
+    pub listen_addr: SocketAddr,
+    /// The user database.
+    pub database: DatabaseLocation,
+    /// Largest number of Postgres connections.
+    pub database_max_connections: u32,
+    /// Redis, if revocations and throttle counts live there.
+    pub redis: Option<RedisTopology>,
+    /// Prefix of every Redis key.
+    pub redis_key_prefix: String,
+    /// How Verify checks revocation (cached only with Redis).
+    pub revocation_mode: RevocationMode,
+    /// Directory of the embedded database and the generated signing key.
+    pub data_dir: PathBuf,
+    /// The signing key.
+    pub signing_key: SigningKeySetting,
+    /// Token claims and lifetimes.
+    pub tokens: TokenSettings,
+    /// Login throttling.
+    pub throttle: ThrottlePolicy,
+    /// Peers whose `x-forwarded-for` is believed.
+    pub trusted_proxies: Vec<IpNet>,
+    /// Password hashing threads and queue.
+    pub hashing: HashingLimits,
+    /// Verified tokens remembered (0 disables the cache).
+    pub verify_cache_entries: usize,
+    /// Listener limits.
+    pub server: ServerLimits,
+    /// Log format.
+    pub log_format: LogFormat,
+}
+
+impl Config {
+    /// The typed settings, once the rules that join several flags hold.
+    pub fn settings(self) -> Result<Settings, ConfigError> {
+        if self.login_backoff_base > self.login_backoff_max {
+            return Err(ConfigError::new(
+                "AUTHD_LOGIN_BACKOFF_BASE",
+                "must be at most AUTHD_LOGIN_BACKOFF_MAX",
+            ));
+        }
+        let redis = self.redis_url.topology(self.redis_cluster);
+        if redis.is_none() && self.revocation_mode == RevocationMode::Cached {
+            return Err(ConfigError::new(
+                "AUTHD_REVOCATION_MODE",
+                "cached mode needs Redis (AUTHD_REDIS_URL)",
+            ));
+        }
+        let signing_key = self.signing_key()?;
+        let database = self
+            .database_url
+            .0
+            .unwrap_or_else(|| DatabaseLocation::sqlite_file(&self.data_dir.join("authd.db")));
+        let concurrency = match self.hash_concurrency {
+            0 => std::thread::available_parallelism().map_or(1, usize::from),
+            threads => threads,
+        };
+        Ok(Settings {
+            listen_addr: self.listen_addr,
+            database,
+            database_max_connections: self.database_max_connections.get(),
+            redis,
+            redis_key_prefix: self.redis_key_prefix,
+            revocation_mode: self.revocation_mode,
+            data_dir: self.data_dir,
+            signing_key,
+            tokens: TokenSettings {
+                issuer: self.jwt_issuer,
+                audience: self.jwt_audience,
+                ttl: self.access_token_ttl,
+                leeway: self.clock_leeway,
+            },
+            throttle: ThrottlePolicy {
+                failures_before_backoff: self.login_failures_before_backoff.get(),
+                backoff_base: self.login_backoff_base,
+                backoff_max: self.login_backoff_max,
+                source_max_failures: self.source_max_failures,
+                source_window: self.source_window,
+            },
+            trusted_proxies: self.trusted_proxies,
+            hashing: HashingLimits {
+                concurrency,
+                queue: self.hash_queue.get(),
+            },
+            verify_cache_entries: self.verify_cache_entries,
+            server: ServerLimits {
+                request_timeout: self.request_timeout,
+                max_concurrent_streams: self.max_concurrent_streams.get(),
+            },
+            log_format: self.log_format,
+        })
+    }
+
+    fn signing_key(&self) -> Result<SigningKeySetting, ConfigError> {
+        match self.jwt_alg {
+            JwtAlgorithm::EdDsa => Ok(SigningKeySetting::Ed25519 {
+                path: self
+                    .signing_key_file
+                    .clone()
+                    .unwrap_or_else(|| self.data_dir.join("signing-key.pem")),
+                in_data_dir: self.signing_key_file.is_none(),
+            }),
+            JwtAlgorithm::Hs256 => match &self.jwt_secret {
+                Some(secret) if secret.expose_secret().len() >= MIN_HS256_SECRET_BYTES => {
+                    Ok(SigningKeySetting::Hs256(secret.clone()))
+                }
+                _ => Err(ConfigError::new(
+                    "AUTHD_JWT_SECRET",
+                    format!("HS256 needs a secret of at least {MIN_HS256_SECRET_BYTES} bytes"),
+                )),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Config, clap::Error> {
+        Config::try_parse_from(std::iter::once("authd").chain(args.iter().copied()))
+    }
+
+    fn refused_setting(args: &[&str]) -> &'static str {
+        parse(args).unwrap().settings().unwrap_err().setting
+    }
+
+    #[test]
+    fn defaults_are_secure() {
+        let settings = parse(&[]).unwrap().settings().unwrap();
+        assert!(settings.listen_addr.ip().is_loopback());
+        assert!(matches!(
+            settings.signing_key,
+            SigningKeySetting::Ed25519 {
+                in_data_dir: true,
+                ..
+            }
+        ));
+        assert_eq!(settings.tokens.ttl, Duration::from_secs(900));
+        assert_eq!(settings.tokens.leeway, Duration::from_secs(5));
+        assert!(settings.database.is_embedded());
+        assert!(settings.redis.is_none());
+        assert!(settings.hashing.concurrency >= 1);
+    }
+
+    #[test]
+    fn values_out_of_range_are_refused_by_their_flag() {
+        for (args, setting) in [
+            (
+                &["--access-token-ttl", "soon"][..],
+                "AUTHD_ACCESS_TOKEN_TTL",
+            ),
+            (&["--access-token-ttl", "0s"], "AUTHD_ACCESS_TOKEN_TTL"),
+            (&["--access-token-ttl", "25h"], "AUTHD_ACCESS_TOKEN_TTL"),
+            (&["--clock-leeway", "6m"], "AUTHD_CLOCK_LEEWAY"),
+            (&["--request-timeout", "50ms"], "AUTHD_REQUEST_TIMEOUT"),
+            (&["--hash-queue", "0"], "AUTHD_HASH_QUEUE"),
+            (&["--jwt-issuer", ""], "AUTHD_JWT_ISSUER"),
+            (
+                &["--database-url", "mysql://root@localhost/test"],
+                "AUTHD_DATABASE_URL",
+            ),
+            (&["--redis-url", "http://a:7000"], "AUTHD_REDIS_URL"),
+        ] {
+            let error = parse(args).unwrap_err().to_string();
+            assert!(error.contains(setting), "{args:?}: {error}");
+        }
+    }
+
+    #[test]
+    fn rules_across_flags_name_the_setting() {
+        assert_eq!(
+            refused_setting(&["--jwt-alg", "HS256", "--jwt-secret", "too-short"]),
+            "AUTHD_JWT_SECRET"
+        );
+        assert_eq!(refused_setting(&["--jwt-alg", "HS256"]), "AUTHD_JWT_SECRET");
+        assert_eq!(
+            refused_setting(&["--revocation-mode", "cached"]),
+            "AUTHD_REVOCATION_MODE"
+        );
+        assert_eq!(
+            refused_setting(&["--login-backoff-base", "2m", "--login-backoff-max", "1m"]),
+            "AUTHD_LOGIN_BACKOFF_BASE"
+        );
+    }
+
+    #[test]
+    fn empty_urls_mean_the_embedded_defaults() {
+        let settings = parse(&["--database-url", "", "--redis-url", " "])
+            .unwrap()
+            .settings()
+            .unwrap();
+        assert!(settings.database.is_embedded());
+        assert!(settings.redis.is_none());
+        let settings = parse(&["--redis-url", "redis://a:7000,redis://b:7001"])
+            .unwrap()
+            .settings()
+            .unwrap();
+        assert!(matches!(settings.redis, Some(RedisTopology::Cluster(_))));
+    }
+}

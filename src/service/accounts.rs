@@ -1,0 +1,60 @@
+//! Accounts: Register (create and sign in) and Login (check the password, throttled).
+
+use std::net::IpAddr;
+
+use super::{AuthService, ServiceError, Session};
+use crate::{
+    domain::{Credentials, Registration, UserId},
+    store::NewUser,
+};
+
+impl AuthService {
+    /// Creates an account and signs it in. Two registrations of one email race on the unique
+    /// index: exactly one wins, the other gets `EmailTaken`.
+    pub async fn register(&self, registration: Registration) -> Result<Session, ServiceError> {
+        let password_hash = self.hasher.hash(registration.password).await?;
+        let user = NewUser {
+            id: UserId::generate(),
+            email: registration.email,
+            username: registration.username,
+            password_hash,
+        };
+        self.users.insert(&user).await?;
+        tracing::info!(user_id = %user.id, "registered");
+        self.start_session(user.id)
+    }
+
+    /// Checks an email and password and signs the user in. An unknown email costs the same
+    /// argon2 verification as a wrong password and gets the same error. Accounts and sources
+    /// that keep failing back off; a success resets the account.
+    pub async fn login(
+        &self,
+        credentials: Credentials,
+        source: Option<IpAddr>,
+    ) -> Result<Session, ServiceError> {
+        let Credentials { email, password } = credentials;
+        let now = self.clock.now_millis();
+        self.throttle.check(&email, source, now).await?;
+        let stored = self.users.find_credentials(&email).await?;
+        let user_id = stored.as_ref().map(|credentials| credentials.id);
+        let matched = self
+            .hasher
+            .verify(
+                password,
+                stored.map(|credentials| credentials.password_hash),
+            )
+            .await?;
+        match user_id {
+            Some(user_id) if matched => {
+                self.throttle.succeeded(&email).await?;
+                tracing::info!(%user_id, "logged in");
+                self.start_session(user_id)
+            }
+            _ => {
+                self.throttle.failed(&email, source, now).await?;
+                tracing::info!(?source, "login refused");
+                Err(ServiceError::InvalidCredentials)
+            }
+        }
+    }
+}

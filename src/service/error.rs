@@ -1,0 +1,69 @@
+//! `ServiceError`: everything a use case can answer besides success. `api::status` maps each
+//! variant to a gRPC status; the lower layers' errors convert into it here, keeping their causes.
+
+use std::time::Duration;
+
+use crate::{hashing::HashError, store::StoreError, throttle::ThrottleError, tokens::TokenError};
+
+/// Everything a use case can answer besides success; `api::status` maps each to a gRPC status.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// Register: the normalised email is taken.
+    #[error("an account with this email already exists")]
+    EmailTaken,
+    /// Login: unknown email or wrong password — deliberately indistinguishable.
+    #[error("invalid email or password")]
+    InvalidCredentials,
+    /// Logout/Verify: the token is not acceptable.
+    #[error(transparent)]
+    Token(#[from] TokenError),
+    /// Login: the account or source is backing off after failures.
+    #[error("too many failed logins; retry later")]
+    Throttled {
+        /// How long to wait.
+        retry_after: Duration,
+    },
+    /// Password hashing is saturated; retry later.
+    #[error("the server is busy hashing passwords; retry later")]
+    Overloaded,
+    /// A back end cannot be reached.
+    #[error("{backend} is unavailable")]
+    Unavailable {
+        /// Which back end.
+        backend: &'static str,
+        /// What happened, for the logs.
+        #[source]
+        cause: anyhow::Error,
+    },
+    /// A bug or corrupt data; details go to the logs, not the client.
+    #[error("internal error")]
+    Unexpected(#[source] anyhow::Error),
+}
+
+impl From<StoreError> for ServiceError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::EmailTaken => Self::EmailTaken,
+            StoreError::Unavailable { backend, cause } => Self::Unavailable { backend, cause },
+            unexpected @ StoreError::Unexpected(_) => Self::Unexpected(unexpected.into()),
+        }
+    }
+}
+
+impl From<ThrottleError> for ServiceError {
+    fn from(error: ThrottleError) -> Self {
+        match error {
+            ThrottleError::Throttled(retry_after) => Self::Throttled { retry_after },
+            ThrottleError::Store(error) => error.into(),
+        }
+    }
+}
+
+impl From<HashError> for ServiceError {
+    fn from(error: HashError) -> Self {
+        match error {
+            HashError::Overloaded => Self::Overloaded,
+            other => Self::Unexpected(other.into()),
+        }
+    }
+}

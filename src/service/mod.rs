@@ -1,0 +1,114 @@
+//! The use cases as plain async functions over the stores, the password hasher and the token
+//! authority; no I/O details, no tonic. By concern: `accounts.rs` (register, login), `verify.rs`
+//! (verify, logout); `error.rs` is what they can answer besides success.
+
+mod accounts;
+mod error;
+mod verify;
+
+pub use error::ServiceError;
+
+use std::sync::Arc;
+
+use crate::{
+    clock::Clock,
+    domain::UserId,
+    hashing::PasswordHasher,
+    store::{RevocationStore, UserStore},
+    throttle::LoginThrottle,
+    tokens::{IssuedToken, TokenAuthority, VerifiedTokenCache},
+};
+
+/// A signed-in user: who, and the token that proves it.
+#[derive(Debug)]
+pub struct Session {
+    /// The user.
+    pub user_id: UserId,
+    /// Their new access token.
+    pub token: IssuedToken,
+    /// The token's lifetime in seconds.
+    pub expires_in: i64,
+}
+
+/// The authentication use cases, assembled from their [`Parts`].
+pub struct AuthService {
+    users: Arc<dyn UserStore>,
+    revocations: Arc<dyn RevocationStore>,
+    throttle: LoginThrottle,
+    hasher: PasswordHasher,
+    tokens: TokenAuthority,
+    verified_tokens: VerifiedTokenCache,
+    clock: Arc<dyn Clock>,
+}
+
+/// The parts an `AuthService` is assembled from.
+pub struct Parts {
+    /// Where users live.
+    pub users: Arc<dyn UserStore>,
+    /// Where revocations live.
+    pub revocations: Arc<dyn RevocationStore>,
+    /// Login throttling.
+    pub throttle: LoginThrottle,
+    /// Password hashing.
+    pub hasher: PasswordHasher,
+    /// Token issue and verification.
+    pub tokens: TokenAuthority,
+    /// Tokens whose signature was already checked.
+    pub verified_tokens: VerifiedTokenCache,
+    /// The time.
+    pub clock: Arc<dyn Clock>,
+}
+
+impl AuthService {
+    /// Assembles the service from its parts.
+    pub fn new(parts: Parts) -> Self {
+        let Parts {
+            users,
+            revocations,
+            throttle,
+            hasher,
+            tokens,
+            verified_tokens,
+            clock,
+        } = parts;
+        Self {
+            users,
+            revocations,
+            throttle,
+            hasher,
+            tokens,
+            verified_tokens,
+            clock,
+        }
+    }
+
+    /// Whether every back end answers, for the health service.
+    pub async fn check_backends(&self) -> Result<(), ServiceError> {
+        self.users.ping().await?;
+        self.revocations.ping().await?;
+        Ok(())
+    }
+
+    /// Deletes revocation entries past their time (embedded/SQL stores; Redis expires its own).
+    pub async fn purge_expired_revocations(&self) -> Result<u64, ServiceError> {
+        Ok(self.revocations.purge_expired(self.clock.now()).await?)
+    }
+
+    /// Deletes forgotten login-failure counts (embedded/SQL stores; Redis expires its own).
+    pub async fn purge_expired_throttle_counts(&self) -> Result<u64, ServiceError> {
+        Ok(self.throttle.purge_expired(self.clock.now_millis()).await?)
+    }
+
+    /// Issues an access token for `user_id`, now.
+    fn start_session(&self, user_id: UserId) -> Result<Session, ServiceError> {
+        let token = self
+            .tokens
+            .issue(user_id, self.clock.now())
+            .map_err(ServiceError::Unexpected)?;
+        Ok(Session {
+            user_id,
+            token,
+            expires_in: self.tokens.ttl_seconds(),
+        })
+    }
+}

@@ -1,0 +1,169 @@
+//! Start-up: from `Settings` and a `Clock`, connect the back ends (running migrations), load or
+//! generate the signing key, start the hashing pool, assemble the service and bind the listen
+//! address. Every failure names the setting at fault. Serving is `server.rs`'s job.
+
+use std::{net::SocketAddr, path::Path, sync::Arc};
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+
+use crate::{
+    clock::Clock,
+    config::{RevocationMode, ServerLimits, Settings, SigningKeySetting, TokenSettings},
+    hashing::PasswordHasher,
+    service::{AuthService, Parts},
+    store::{
+        RevocationStore, ThrottleStore, UserStore, mirror::MirroredRevocations, redis::RedisStore,
+        sql::SqlStore,
+    },
+    throttle::LoginThrottle,
+    tokens::{
+        SigningKeyMaterial, TokenAuthority, VerifiedTokenCache, load_or_generate_ed25519_key,
+    },
+};
+
+/// A built application, bound to its port, ready to serve (`server.rs`).
+pub struct App {
+    pub(crate) listener: TcpListener,
+    pub(crate) service: Arc<AuthService>,
+    pub(crate) trusted_proxies: Vec<ipnet::IpNet>,
+    pub(crate) limits: ServerLimits,
+}
+
+impl App {
+    /// Wires everything from `settings`, reading time from `clock` (the system clock in
+    /// production, a settable one in tests).
+    pub async fn build(settings: Settings, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
+        let backends = connect_backends(&settings, clock.clone()).await?;
+        tracing::info!(
+            users = backends.users.describe(),
+            revocations = backends.revocations.describe(),
+            throttle = backends.throttle.describe(),
+            "back ends connected"
+        );
+        let tokens = token_authority(&settings.signing_key, &settings.tokens, &settings.data_dir)?;
+        let hasher = PasswordHasher::new(settings.hashing)?;
+        tracing::info!(
+            threads = settings.hashing.concurrency,
+            queue = settings.hashing.queue,
+            "password hashing ready"
+        );
+        let service = Arc::new(AuthService::new(Parts {
+            users: backends.users,
+            revocations: backends.revocations,
+            throttle: LoginThrottle::new(backends.throttle, settings.throttle),
+            hasher,
+            tokens,
+            verified_tokens: VerifiedTokenCache::new(settings.verify_cache_entries),
+            clock,
+        }));
+        let listener = TcpListener::bind(settings.listen_addr)
+            .await
+            .with_context(|| {
+                format!(
+                    "invalid AUTHD_LISTEN_ADDR: cannot bind {}",
+                    settings.listen_addr
+                )
+            })?;
+        Ok(Self {
+            listener,
+            service,
+            trusted_proxies: settings.trusted_proxies,
+            limits: settings.server,
+        })
+    }
+
+    /// The bound address (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound TCP listener has a local address")
+    }
+
+    /// The bound port.
+    pub fn port(&self) -> u16 {
+        self.local_addr().port()
+    }
+}
+
+/// The connected stores.
+struct Backends {
+    users: Arc<dyn UserStore>,
+    revocations: Arc<dyn RevocationStore>,
+    throttle: Arc<dyn ThrottleStore>,
+}
+
+/// Users in Postgres or SQLite; revocations and throttle counts in Redis if configured, else in
+/// the user database.
+async fn connect_backends(settings: &Settings, clock: Arc<dyn Clock>) -> anyhow::Result<Backends> {
+    if settings.database.is_embedded() {
+        create_private_dir(&settings.data_dir)?;
+    }
+    let sql = SqlStore::connect(&settings.database, settings.database_max_connections)
+        .await
+        .map_err(|e| {
+            anyhow::Error::new(e).context("invalid AUTHD_DATABASE_URL: cannot use the database")
+        })?;
+    let Some(topology) = &settings.redis else {
+        return Ok(Backends {
+            users: Arc::new(sql.clone()),
+            revocations: Arc::new(sql.clone()),
+            throttle: Arc::new(sql),
+        });
+    };
+    let redis = RedisStore::connect(topology, &settings.redis_key_prefix)
+        .await
+        .map_err(|e| anyhow::Error::new(e).context("invalid AUTHD_REDIS_URL: cannot use Redis"))?;
+    let revocations: Arc<dyn RevocationStore> = match settings.revocation_mode {
+        RevocationMode::Strict => Arc::new(redis.clone()),
+        RevocationMode::Cached => Arc::new(MirroredRevocations::start(redis.clone(), clock)),
+    };
+    Ok(Backends {
+        users: Arc::new(sql),
+        revocations,
+        throttle: Arc::new(redis),
+    })
+}
+
+/// The token authority for the configured key; an Ed25519 key at the default path is generated
+/// on first start.
+fn token_authority(
+    key: &SigningKeySetting,
+    settings: &TokenSettings,
+    data_dir: &Path,
+) -> anyhow::Result<TokenAuthority> {
+    let material = match key {
+        SigningKeySetting::Ed25519 { path, in_data_dir } => {
+            if *in_data_dir {
+                create_private_dir(data_dir)?;
+            }
+            let (key, generated) = load_or_generate_ed25519_key(path)
+                .map_err(|e| anyhow::anyhow!("invalid AUTHD_SIGNING_KEY_FILE: {e:#}"))?;
+            if generated {
+                tracing::info!(path = %path.display(), "generated a new Ed25519 signing key");
+            }
+            SigningKeyMaterial::Ed25519(key)
+        }
+        SigningKeySetting::Hs256(secret) => SigningKeyMaterial::Hs256(secret.clone()),
+    };
+    let tokens = TokenAuthority::new(
+        material,
+        &settings.issuer,
+        &settings.audience,
+        settings.ttl,
+        settings.leeway,
+    )?;
+    tracing::info!(algorithm = ?tokens.algorithm(), kid = tokens.key_id(), "token signing ready");
+    Ok(tokens)
+}
+
+/// Creates `dir` (and its parents) readable by its owner only.
+fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder
+        .create(dir)
+        .with_context(|| format!("invalid AUTHD_DATA_DIR: cannot create {}", dir.display()))
+}

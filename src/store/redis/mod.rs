@@ -1,0 +1,312 @@
+//! Redis: the shared revocation set (`revocations.rs`) and login-throttle counts (`throttle.rs`),
+//! on one server or a Redis Cluster, over a multiplexed, auto-reconnecting connection. This file
+//! owns the topology, the connection and the key names.
+
+mod revocations;
+mod throttle;
+
+use std::{fmt, time::Duration};
+
+use redis::{
+    Client, Cmd, IntoConnectionInfo as _, Pipeline, RedisFuture, Value,
+    aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig},
+    cluster::ClusterClient,
+    cluster_async::ClusterConnection,
+};
+
+use super::{StoreError, bounded};
+use crate::{clock::UnixSeconds, domain::Jti};
+
+const BACKEND: &str = "redis";
+/// Connect and response timeouts: Verify fails closed quickly rather than hang.
+pub const REDIS_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long start-up waits for Redis to answer at all.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long one page of the mirror's index load may take.
+const INDEX_PAGE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Where the Redis data lives. Every URL was parsed by the redis crate when the settings were read.
+#[derive(Clone, PartialEq, Eq)]
+pub enum RedisTopology {
+    /// One server (or a proxy in front of several).
+    Single(String),
+    /// A Redis Cluster, reached through these seed nodes; keys spread over its slots.
+    Cluster(Vec<String>),
+}
+
+impl RedisTopology {
+    /// Parses `AUTHD_REDIS_URL`'s comma-separated seed URLs, each by the redis crate. Empty
+    /// entries are skipped; none at all means no Redis.
+    pub fn parse_nodes(urls: &str) -> Result<Vec<String>, String> {
+        let urls: Vec<String> = urls
+            .split(',')
+            .map(str::trim)
+            .filter(|url| !url.is_empty())
+            .map(str::to_owned)
+            .collect();
+        for url in &urls {
+            url.as_str()
+                .into_connection_info()
+                .map_err(|e| format!("{:?} is not a usable Redis URL: {e}", redact_url(url)))?;
+        }
+        Ok(urls)
+    }
+
+    /// One server, or a cluster when there are several seeds (or `force_cluster`); `None`
+    /// without nodes.
+    pub fn from_nodes(nodes: &[String], force_cluster: bool) -> Option<Self> {
+        match nodes {
+            [] => None,
+            [url] if !force_cluster => Some(Self::Single(url.clone())),
+            nodes => Some(Self::Cluster(nodes.to_vec())),
+        }
+    }
+}
+
+/// URLs may carry a password: print them redacted.
+impl fmt::Debug for RedisTopology {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Single(url) => write!(f, "Single({})", redact_url(url)),
+            Self::Cluster(nodes) => {
+                let nodes: Vec<String> = nodes.iter().map(|n| redact_url(n)).collect();
+                write!(f, "Cluster({nodes:?})")
+            }
+        }
+    }
+}
+
+/// A URL without its user and password, for messages.
+fn redact_url(url: &str) -> String {
+    match (url.split_once("://"), url.rfind('@')) {
+        (Some((scheme, _)), Some(at)) => format!("{scheme}://***{}", &url[at..]),
+        _ => url.to_owned(),
+    }
+}
+
+/// A multiplexed, auto-reconnecting connection to one server or to a cluster.
+#[derive(Clone)]
+enum RedisConnection {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for RedisConnection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Self::Single(connection) => connection.req_packed_command(cmd),
+            Self::Cluster(connection) => connection.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Self::Single(connection) => connection.req_packed_commands(pipeline, offset, count),
+            Self::Cluster(connection) => connection.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Single(connection) => connection.get_db(),
+            Self::Cluster(connection) => connection.get_db(),
+        }
+    }
+}
+
+/// The Redis store; cheap to clone.
+#[derive(Clone)]
+pub struct RedisStore {
+    connection: RedisConnection,
+    prefix: String,
+    /// A node to subscribe to (in a cluster, PUBLISH reaches every node).
+    pubsub_url: String,
+}
+
+impl RedisStore {
+    /// Connects (failing if Redis does not answer) with automatic reconnection afterwards.
+    pub async fn connect(topology: &RedisTopology, prefix: &str) -> Result<Self, StoreError> {
+        let connection = match topology {
+            RedisTopology::Single(url) => {
+                let client = Client::open(url.as_str()).map_err(StoreError::unexpected)?;
+                let config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(REDIS_TIMEOUT))
+                    // Every call is already bounded by `bounded` (one timer per call is enough).
+                    .set_response_timeout(None)
+                    .set_number_of_retries(1)
+                    .set_max_delay(Duration::from_secs(1));
+                let manager = bounded(BACKEND, CONNECT_TIMEOUT, async {
+                    ConnectionManager::new_with_config(client, config)
+                        .await
+                        .map_err(redis_error)
+                })
+                .await?;
+                RedisConnection::Single(manager)
+            }
+            RedisTopology::Cluster(nodes) => {
+                let client = ClusterClient::builder(nodes.iter().map(String::as_str))
+                    .connection_timeout(REDIS_TIMEOUT)
+                    .response_timeout(REDIS_TIMEOUT)
+                    .retries(2)
+                    .build()
+                    .map_err(StoreError::unexpected)?;
+                let cluster = bounded(BACKEND, CONNECT_TIMEOUT, async {
+                    client.get_async_connection().await.map_err(redis_error)
+                })
+                .await?;
+                RedisConnection::Cluster(cluster)
+            }
+        };
+        let pubsub_url = match topology {
+            RedisTopology::Single(url) => url.clone(),
+            RedisTopology::Cluster(nodes) => nodes.first().cloned().unwrap_or_default(),
+        };
+        Ok(Self {
+            connection,
+            prefix: prefix.to_owned(),
+            pubsub_url,
+        })
+    }
+
+    /// Whether this store talks to a cluster.
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.connection, RedisConnection::Cluster(_))
+    }
+
+    /// Runs one command or pipeline, bounded by `limit`.
+    async fn query<T: redis::FromRedisValue>(
+        &self,
+        limit: Duration,
+        run: impl AsyncFnOnce(&mut RedisConnection) -> redis::RedisResult<T>,
+    ) -> Result<T, StoreError> {
+        let mut connection = self.connection.clone();
+        bounded(BACKEND, limit, async move {
+            run(&mut connection).await.map_err(redis_error)
+        })
+        .await
+    }
+
+    fn revoked_key(&self, jti: Jti) -> String {
+        format!("{}revoked:{}", self.prefix, jti)
+    }
+
+    /// The sorted set of revoked jtis scored by `until`: what a mirror loads on (re)connect.
+    fn index_key(&self) -> String {
+        format!("{}revoked-index", self.prefix)
+    }
+
+    /// The pub/sub channel on which revocations ("<jti> <until>") and heartbeats are announced.
+    fn channel(&self) -> String {
+        format!("{}revocations", self.prefix)
+    }
+
+    fn throttle_key(&self, key: &str) -> String {
+        format!("{}throttle:{}", self.prefix, key)
+    }
+
+    /// One page of the revocations still in force at `now`, from the index.
+    pub(crate) async fn live_revocations(
+        &self,
+        now: UnixSeconds,
+        offset: usize,
+        count: usize,
+    ) -> Result<Vec<(String, i64)>, StoreError> {
+        let mut range = redis::cmd("ZRANGE");
+        range
+            .arg(self.index_key())
+            .arg(now)
+            .arg("+inf")
+            .arg("BYSCORE")
+            .arg("LIMIT")
+            .arg(offset)
+            .arg(count)
+            .arg("WITHSCORES");
+        self.query(INDEX_PAGE_TIMEOUT, async move |connection| {
+            range.query_async(connection).await
+        })
+        .await
+    }
+
+    /// A dedicated subscription to the revocation channel.
+    pub(crate) async fn subscribe(&self) -> Result<redis::aio::PubSub, StoreError> {
+        let client = Client::open(self.pubsub_url.as_str()).map_err(StoreError::unexpected)?;
+        let channel = self.channel();
+        bounded(BACKEND, REDIS_TIMEOUT, async move {
+            let mut pubsub = client.get_async_pubsub().await.map_err(redis_error)?;
+            pubsub.subscribe(channel).await.map_err(redis_error)?;
+            Ok(pubsub)
+        })
+        .await
+    }
+
+    /// Publishes `message` on the revocation channel.
+    pub(crate) async fn announce(&self, message: &str) -> Result<(), StoreError> {
+        let mut publish = redis::cmd("PUBLISH");
+        publish.arg(self.channel()).arg(message);
+        self.query(REDIS_TIMEOUT, async move |connection| {
+            publish.query_async::<()>(connection).await
+        })
+        .await
+    }
+
+    /// Checks that Redis answers.
+    pub(crate) async fn ping(&self) -> Result<(), StoreError> {
+        self.query(REDIS_TIMEOUT, async |connection| {
+            redis::cmd("PING")
+                .query_async::<String>(connection)
+                .await
+                .map(drop)
+        })
+        .await
+    }
+}
+
+/// Every Redis failure is `Unavailable`: Verify and Login fail closed.
+fn redis_error(error: redis::RedisError) -> StoreError {
+    StoreError::Unavailable {
+        backend: BACKEND,
+        cause: error.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn topology(urls: &str, force_cluster: bool) -> Option<RedisTopology> {
+        RedisTopology::from_nodes(&RedisTopology::parse_nodes(urls).unwrap(), force_cluster)
+    }
+
+    #[test]
+    fn several_urls_mean_a_cluster() {
+        assert_eq!(
+            topology("redis://a:7000, redis://b:7001", false),
+            Some(RedisTopology::Cluster(vec![
+                "redis://a:7000".into(),
+                "redis://b:7001".into()
+            ]))
+        );
+        assert_eq!(
+            topology("redis://a:7000", false),
+            Some(RedisTopology::Single("redis://a:7000".into()))
+        );
+        assert!(matches!(
+            topology("redis://a:7000", true),
+            Some(RedisTopology::Cluster(_))
+        ));
+        assert_eq!(topology(" , ", false), None);
+    }
+
+    #[test]
+    fn a_bad_url_is_refused_without_its_password() {
+        let error = RedisTopology::parse_nodes("http://user:secret@a:7000").unwrap_err();
+        assert!(!error.contains("secret"), "{error}");
+        let topology = topology("redis://:secret@a:7000", false).unwrap();
+        assert!(!format!("{topology:?}").contains("secret"));
+    }
+}

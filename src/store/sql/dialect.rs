@@ -1,0 +1,168 @@
+//! What differs between the two SQL databases, and nothing else: how each connects and migrates,
+//! how a UUID travels (Postgres `uuid`; SQLite hyphenated `TEXT`), and which error codes mean
+//! "unavailable". The statements themselves are shared (`$n` placeholders work on both).
+
+use std::{fmt, str::FromStr, time::Duration};
+
+use sqlx::{
+    PgPool, SqlitePool,
+    postgres::{PgConnectOptions, PgPoolOptions},
+    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
+};
+
+/// How long a request may wait for a pooled connection before UNAVAILABLE.
+pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
+/// SQLite connections: one writer at a time anyway; a few readers beside it.
+const SQLITE_MAX_CONNECTIONS: u32 = 8;
+/// How long SQLite waits on a lock held by another connection before reporting BUSY.
+const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Where the user database is, parsed by sqlx itself from `AUTHD_DATABASE_URL`.
+#[derive(Clone)]
+pub enum DatabaseLocation {
+    /// `postgres://…` or `postgresql://…`.
+    Postgres(PgConnectOptions),
+    /// `sqlite:…`, or the embedded default in the data directory.
+    Sqlite(SqliteConnectOptions),
+}
+
+impl DatabaseLocation {
+    /// The embedded default: a SQLite file at `path`.
+    pub fn sqlite_file(path: &std::path::Path) -> Self {
+        Self::Sqlite(SqliteConnectOptions::new().filename(path))
+    }
+
+    /// Whether this is the embedded (single-process) database.
+    pub fn is_embedded(&self) -> bool {
+        matches!(self, Self::Sqlite(_))
+    }
+}
+
+impl FromStr for DatabaseLocation {
+    type Err = String;
+
+    fn from_str(url: &str) -> Result<Self, String> {
+        let url = url.trim();
+        let refused = |e: sqlx::Error| format!("cannot parse the URL: {e}");
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Self::Postgres(url.parse().map_err(refused)?))
+        } else if url.starts_with("sqlite:") {
+            Ok(Self::Sqlite(url.parse().map_err(refused)?))
+        } else {
+            Err("must start with postgres://, postgresql:// or sqlite:".into())
+        }
+    }
+}
+
+/// Never prints the connection options: a Postgres URL may carry a password.
+impl fmt::Debug for DatabaseLocation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Postgres(_) => f.write_str("DatabaseLocation::Postgres(<redacted>)"),
+            Self::Sqlite(options) => write!(
+                f,
+                "DatabaseLocation::Sqlite({})",
+                options.get_filename().display()
+            ),
+        }
+    }
+}
+
+/// A pool of connections to whichever database holds the users.
+#[derive(Debug, Clone)]
+pub enum Pool {
+    /// Postgres.
+    Postgres(PgPool),
+    /// SQLite.
+    Sqlite(SqlitePool),
+}
+
+impl Pool {
+    /// Connects (Postgres: at most `max_connections` at once) and runs the dialect's migrations.
+    /// Postgres migrations run under sqlx's advisory lock, so instances starting at once are safe.
+    pub async fn connect(
+        location: &DatabaseLocation,
+        max_connections: u32,
+    ) -> Result<Self, sqlx::Error> {
+        match location {
+            DatabaseLocation::Postgres(options) => {
+                let pool = PgPoolOptions::new()
+                    .max_connections(max_connections)
+                    .acquire_timeout(ACQUIRE_TIMEOUT)
+                    .connect_with(options.clone())
+                    .await?;
+                sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+                Ok(Self::Postgres(pool))
+            }
+            DatabaseLocation::Sqlite(options) => {
+                let options = options
+                    .clone()
+                    .create_if_missing(true)
+                    .journal_mode(SqliteJournalMode::Wal)
+                    // WAL + NORMAL is durable across application crashes; FULL also across power
+                    // loss. Revocations must survive, so FULL.
+                    .synchronous(SqliteSynchronous::Full)
+                    .busy_timeout(SQLITE_BUSY_TIMEOUT)
+                    .foreign_keys(true);
+                let pool = SqlitePoolOptions::new()
+                    .max_connections(SQLITE_MAX_CONNECTIONS)
+                    .acquire_timeout(ACQUIRE_TIMEOUT)
+                    .connect_with(options)
+                    .await?;
+                sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+                Ok(Self::Sqlite(pool))
+            }
+        }
+    }
+
+    /// A short name for logs.
+    pub fn describe(&self) -> &'static str {
+        match self {
+            Self::Postgres(_) => "postgres",
+            Self::Sqlite(_) => "sqlite",
+        }
+    }
+}
+
+/// Postgres stores UUIDs as `uuid`.
+pub mod postgres {
+    /// A UUID as Postgres binds and returns it.
+    pub type Uuid = uuid::Uuid;
+
+    /// The bind value for `id`.
+    pub fn uuid(id: uuid::Uuid) -> Uuid {
+        id
+    }
+
+    /// The UUID in a returned value.
+    pub fn from_db(value: Uuid) -> uuid::Uuid {
+        value
+    }
+}
+
+/// SQLite stores UUIDs as hyphenated text.
+pub mod sqlite {
+    /// A UUID as SQLite binds and returns it.
+    pub type Uuid = uuid::fmt::Hyphenated;
+
+    /// The bind value for `id`.
+    pub fn uuid(id: uuid::Uuid) -> Uuid {
+        id.hyphenated()
+    }
+
+    /// The UUID in a returned value.
+    pub fn from_db(value: Uuid) -> uuid::Uuid {
+        value.into_uuid()
+    }
+}
+
+/// Whether a database error code means the server cannot serve now (rather than a bug):
+/// Postgres class 08 (connection exception), 57P (operator intervention: shutdown), 53
+/// (insufficient resources); SQLite 5 (BUSY) and 6 (LOCKED).
+pub fn is_unavailable_code(code: &str) -> bool {
+    code.starts_with("08")
+        || code.starts_with("57P")
+        || code.starts_with("53")
+        || code == "5"
+        || code == "6"
+}

@@ -1,0 +1,212 @@
+//! Issuing and verifying with one key. Keys, the header and the `Validation` are built once at
+//! start-up.
+//!
+//! Verification pins the one configured algorithm and checks everything jsonwebtoken leaves to the
+//! caller: `typ`, `kid`, the presence and form of `sub`/`jti`/`iat`, and (here, against an explicit
+//! `now`) `exp`, `nbf` and `iat` with the clock leeway. `jwk`/`jku`/`x5u` headers are ignored: the
+//! key is never taken from the token.
+
+use std::time::Duration;
+
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+
+use super::{IssuedToken, SigningKeyMaterial, TokenClaims, TokenError};
+use crate::{
+    clock::UnixSeconds,
+    domain::{AccessToken, Jti, UserId},
+};
+
+/// The JWT `typ` of access tokens (RFC 9068 §2.1).
+pub const ACCESS_TOKEN_TYP: &str = "at+jwt";
+/// Tokens longer than this are refused before any parsing; ours are about 400 bytes.
+pub const MAX_TOKEN_BYTES: usize = 4096;
+
+/// The claims as they travel in the JWT.
+#[derive(Debug, Serialize, Deserialize)]
+struct WireClaims {
+    iss: String,
+    aud: String,
+    sub: String,
+    iat: i64,
+    exp: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    nbf: Option<i64>,
+    jti: String,
+}
+
+/// Issues and verifies access tokens with one key.
+pub struct TokenAuthority {
+    algorithm: Algorithm,
+    encoding_key: EncodingKey,
+    decoding_key: DecodingKey,
+    validation: Validation,
+    header: Header,
+    kid: String,
+    issuer: String,
+    audience: String,
+    ttl_seconds: i64,
+    leeway_seconds: i64,
+}
+
+impl TokenAuthority {
+    /// Builds the keys, header and validation once.
+    pub fn new(
+        key: SigningKeyMaterial,
+        issuer: &str,
+        audience: &str,
+        ttl: Duration,
+        leeway: Duration,
+    ) -> Result<Self, anyhow::Error> {
+        let keys = key.into_jwt_keys()?;
+        let (algorithm, encoding_key, decoding_key, kid) =
+            (keys.algorithm, keys.encoding, keys.decoding, keys.kid);
+        let mut header = Header::new(algorithm);
+        header.typ = Some(ACCESS_TOKEN_TYP.to_owned());
+        header.kid = Some(kid.clone());
+
+        let mut validation = Validation::new(algorithm);
+        validation.set_issuer(&[issuer]);
+        validation.set_audience(&[audience]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        // Time is checked in `check_time` against an explicit `now`.
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
+        validation.leeway = 0;
+
+        Ok(Self {
+            algorithm,
+            encoding_key,
+            decoding_key,
+            validation,
+            header,
+            kid,
+            issuer: issuer.to_owned(),
+            audience: audience.to_owned(),
+            ttl_seconds: i64::try_from(ttl.as_secs())?,
+            leeway_seconds: i64::try_from(leeway.as_secs())?,
+        })
+    }
+
+    /// The signing algorithm.
+    pub fn algorithm(&self) -> Algorithm {
+        self.algorithm
+    }
+
+    /// The `kid` of issued tokens.
+    pub fn key_id(&self) -> &str {
+        &self.kid
+    }
+
+    /// The access token lifetime in seconds.
+    pub fn ttl_seconds(&self) -> i64 {
+        self.ttl_seconds
+    }
+
+    /// The clock leeway in seconds.
+    pub fn leeway_seconds(&self) -> i64 {
+        self.leeway_seconds
+    }
+
+    /// Issues a token for `user_id`, valid from `now` for the configured lifetime.
+    pub fn issue(&self, user_id: UserId, now: UnixSeconds) -> Result<IssuedToken, anyhow::Error> {
+        let claims = TokenClaims {
+            user_id,
+            jti: Jti::generate(),
+            issued_at: now,
+            expires_at: now + self.ttl_seconds,
+        };
+        let wire = WireClaims {
+            iss: self.issuer.clone(),
+            aud: self.audience.clone(),
+            sub: user_id.to_string(),
+            iat: claims.issued_at,
+            exp: claims.expires_at,
+            nbf: None,
+            jti: claims.jti.to_string(),
+        };
+        let jwt = jsonwebtoken::encode(&self.header, &wire, &self.encoding_key)?;
+        let token = AccessToken::new(jwt)
+            .ok_or_else(|| anyhow::anyhow!("jsonwebtoken produced an empty token"))?;
+        Ok(IssuedToken { token, claims })
+    }
+
+    /// Verifies everything about a token: signature, header, claims and time.
+    pub fn verify(&self, token: &AccessToken, now: UnixSeconds) -> Result<TokenClaims, TokenError> {
+        let claims = self.decode(token)?;
+        self.check_time(&claims, now)?;
+        Ok(claims.claims)
+    }
+
+    /// Verifies signature, header and claims, but not time: Logout accepts expired tokens.
+    pub fn decode(&self, token: &AccessToken) -> Result<DecodedToken, TokenError> {
+        let raw = token.expose();
+        if raw.len() > MAX_TOKEN_BYTES {
+            return Err(TokenError::Invalid);
+        }
+        let data = jsonwebtoken::decode::<WireClaims>(raw, &self.decoding_key, &self.validation)
+            .map_err(|_| TokenError::Invalid)?;
+        let typ_ok = data.header.typ.as_deref().is_some_and(|typ| {
+            typ.eq_ignore_ascii_case(ACCESS_TOKEN_TYP)
+                || typ.eq_ignore_ascii_case("application/at+jwt")
+        });
+        if !typ_ok || data.header.kid.as_deref() != Some(self.kid.as_str()) {
+            return Err(TokenError::Invalid);
+        }
+        // We understand no JWS extensions, so any `crit` must be refused (RFC 7515 §4.1.11).
+        if data.header.crit.is_some() {
+            return Err(TokenError::Invalid);
+        }
+        let wire = data.claims;
+        let user_id = UserId::parse(&wire.sub).ok_or(TokenError::Invalid)?;
+        let jti = Jti::parse(&wire.jti).ok_or(TokenError::Invalid)?;
+        if wire.exp < wire.iat {
+            return Err(TokenError::Invalid);
+        }
+        Ok(DecodedToken {
+            claims: TokenClaims {
+                user_id,
+                jti,
+                issued_at: wire.iat,
+                expires_at: wire.exp,
+            },
+            not_before: wire.nbf,
+        })
+    }
+
+    /// Checks `exp`, `nbf` and `iat` against `now`, allowing the leeway.
+    pub fn check_time(&self, token: &DecodedToken, now: UnixSeconds) -> Result<(), TokenError> {
+        if token.claims.issued_at > now.saturating_add(self.leeway_seconds) {
+            return Err(TokenError::Invalid);
+        }
+        if token
+            .not_before
+            .is_some_and(|nbf| nbf > now.saturating_add(self.leeway_seconds))
+        {
+            return Err(TokenError::Invalid);
+        }
+        if self.is_expired(&token.claims, now) {
+            return Err(TokenError::Expired);
+        }
+        Ok(())
+    }
+
+    /// Whether a token is past `exp + leeway`.
+    pub fn is_expired(&self, claims: &TokenClaims, now: UnixSeconds) -> bool {
+        now > self.accepted_until(claims)
+    }
+
+    /// The last second at which the token is still accepted: `exp + leeway`. A revocation must
+    /// live at least this long so that a revoked token cannot come back inside the leeway window.
+    pub fn accepted_until(&self, claims: &TokenClaims) -> UnixSeconds {
+        claims.expires_at.saturating_add(self.leeway_seconds)
+    }
+}
+
+/// A token whose signature and claims are valid, before its time is checked.
+#[derive(Debug, Clone, Copy)]
+pub struct DecodedToken {
+    /// Its claims.
+    pub claims: TokenClaims,
+    not_before: Option<UnixSeconds>,
+}

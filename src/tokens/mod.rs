@@ -1,0 +1,60 @@
+//! Access tokens: RFC 9068 JWTs (header `typ: at+jwt`, `kid`; claims `iss`, `aud`, `sub`, `iat`,
+//! `exp`, `jti`), signed with Ed25519 (default) or HS256.
+//!
+//! - `keys.rs`: the signing key — loading, generating (0600, atomically), permissions, `kid`s.
+//! - `jwt.rs`: `TokenAuthority`, which issues and verifies with one key; no file I/O.
+//! - `cache.rs`: the verified-token cache that lets most Verify calls skip the signature check.
+
+mod cache;
+mod jwt;
+mod keys;
+#[cfg(test)]
+mod tests;
+
+pub use cache::{DEFAULT_CAPACITY as DEFAULT_VERIFY_CACHE_ENTRIES, VerifiedTokenCache};
+pub use jwt::{ACCESS_TOKEN_TYP, DecodedToken, MAX_TOKEN_BYTES, TokenAuthority};
+pub use keys::{SigningKeyMaterial, load_or_generate_ed25519_key};
+
+use crate::{
+    clock::UnixSeconds,
+    domain::{AccessToken, Jti, UserId},
+};
+
+/// Why a token is not acceptable; each maps to an ErrorInfo reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    /// No token in the request.
+    #[error("no access token")]
+    Missing,
+    /// Malformed, forged, for another issuer/audience, or missing claims.
+    #[error("access token is invalid")]
+    Invalid,
+    /// Past `exp` (plus leeway).
+    #[error("access token has expired")]
+    Expired,
+    /// Revoked by a Logout.
+    #[error("access token has been revoked")]
+    Revoked,
+}
+
+/// What a valid token says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TokenClaims {
+    /// `sub`: the user.
+    pub user_id: UserId,
+    /// `jti`: the token's unique id.
+    pub jti: Jti,
+    /// `iat`.
+    pub issued_at: UnixSeconds,
+    /// `exp`.
+    pub expires_at: UnixSeconds,
+}
+
+/// A freshly issued token.
+#[derive(Debug, Clone)]
+pub struct IssuedToken {
+    /// The compact JWT.
+    pub token: AccessToken,
+    /// Its claims.
+    pub claims: TokenClaims,
+}

@@ -1,0 +1,22 @@
+//! End-to-end tests: the real server on a random port, called through the generated tonic client,
+//! against real Postgres + Redis (a fresh database and key prefix per test) and again against the
+//! embedded SQLite back end. One binary, one module per feature.
+
+mod common;
+
+/// One module per feature, in `tests/api/`.
+mod api {
+    mod cached_mode;
+    mod health;
+    mod hostile_requests;
+    mod hostile_tokens;
+    mod login;
+    mod logout;
+    mod outages;
+    mod process;
+    mod register;
+    mod scale_out;
+    mod startup;
+    mod throttling;
+    mod verify;
+}
