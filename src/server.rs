@@ -9,7 +9,7 @@ use tokio::sync::watch;
 use tonic::transport::{Server, server::TcpIncoming};
 
 use crate::{
-    api::{AuthApi, EdgeLayer},
+    api::{self, AuthApi, EdgeLayer},
     pb::{self, auth_service_server::AuthServiceServer},
     startup::App,
     tasks,
@@ -46,7 +46,7 @@ impl App {
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
         let (stop_tasks, stopped) = watch::channel(false);
         let tasks = [
-            tasks::report_health(self.service.clone(), health_reporter, stopped.clone()),
+            api::health::report_health(self.service.clone(), health_reporter, stopped.clone()),
             tasks::purge_expired(self.service.clone(), stopped),
         ];
 

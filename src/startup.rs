@@ -12,10 +12,7 @@ use crate::{
     config::{RevocationMode, ServerLimits, Settings, SigningKeySetting, TokenSettings},
     hashing::PasswordHasher,
     service::{AuthService, Parts},
-    store::{
-        RevocationStore, ThrottleStore, UserStore, mirror::MirroredRevocations, redis::RedisStore,
-        sql::SqlStore,
-    },
+    store::{MirroredRevocations, RedisStore, RevocationStore, SqlStore, ThrottleStore, UserStore},
     throttle::LoginThrottle,
     tokens::{
         SigningKeyMaterial, TokenAuthority, VerifiedTokenCache, load_or_generate_ed25519_key,

@@ -1,6 +1,7 @@
-//! Tests that measure time or saturate the CPU. They live in their own test binary, which cargo
-//! runs after the main suite has finished, so that the machine is quiet while they measure; within
-//! it, `exclusive_cpu` keeps them from overlapping.
+//! Tests that measure time or memory, or saturate the CPU. They live in their own test binary so
+//! that nothing else of the suite runs beside them, whatever order the binaries run in: `cargo
+//! test` runs one test binary at a time, and `.config/nextest.toml` gives each of these tests
+//! every nextest slot. Within the binary, `exclusive_cpu` keeps them from overlapping.
 
 mod common;
 

@@ -1,8 +1,11 @@
 //! The gRPC edge: turns requests into domain types, calls one `AuthService` function, turns the
-//! answer back into a response. `status` is the only place that picks gRPC codes.
+//! answer back into a response. `status` is the only place that picks gRPC codes; `edge` is the
+//! tower layer around every service (time limit, transport errors); `health` feeds
+//! grpc.health.v1; `bearer` and `source` read the token and the client address from metadata.
 
 mod bearer;
 mod edge;
+pub mod health;
 mod source;
 pub mod status;
 

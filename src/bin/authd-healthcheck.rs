@@ -42,7 +42,7 @@ async fn check(address: &str) -> Result<ServingStatus, Box<dyn std::error::Error
         .await?;
     let response = HealthClient::new(channel)
         .check(HealthCheckRequest {
-            service: authd::tasks::SERVICE_NAME.into(),
+            service: authd::api::health::SERVICE_NAME.into(),
         })
         .await?;
     Ok(response.into_inner().status())

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::store::{redis::RedisTopology, sql::DatabaseLocation};
+use crate::store::{DatabaseLocation, RedisTopology};
 
 /// `AUTHD_DATABASE_URL`: a parsed database location, or none (empty: the embedded default).
 #[derive(Debug, Clone)]

@@ -10,7 +10,7 @@ use secrecy::{ExposeSecret as _, SecretString};
 use super::{Config, JwtAlgorithm, LogFormat, MIN_HS256_SECRET_BYTES, RevocationMode};
 use crate::{
     hashing::HashingLimits,
-    store::{redis::RedisTopology, sql::DatabaseLocation},
+    store::{DatabaseLocation, RedisTopology},
     throttle::ThrottlePolicy,
 };
 

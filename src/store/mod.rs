@@ -24,6 +24,12 @@ pub mod mirror;
 pub mod redis;
 pub mod sql;
 
+pub use self::{
+    mirror::MirroredRevocations,
+    redis::{RedisStore, RedisTopology},
+    sql::{DatabaseLocation, SqlStore},
+};
+
 /// What a store can report. `Display` is short; the cause chain (`source()`) carries the details
 /// for the logs, and never a secret (back-end errors name no passwords or tokens).
 #[derive(Debug, thiserror::Error)]

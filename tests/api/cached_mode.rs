@@ -1,18 +1,21 @@
 //! AUTHD_REVOCATION_MODE=cached: Verify answers from an in-memory mirror fed by Redis pub/sub,
 //! reloaded on every reconnect, and falls back to Redis (failing closed) while not current.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
+use authd::{clock::ManualClock, store::mirror::STALE_AFTER};
 use tonic::Code;
 
 use crate::common::{
-    Backend, Proxy, TestApp, TestState, assert_status, eventually, host_port, redis_url,
+    AppBuilder, Backend, Proxy, TestApp, TestState, assert_status, eventually, host_port, redis_url,
 };
 
-fn cached_args(state: &TestState, redis: &str) -> Vec<String> {
-    let mut args = state.args(Some(&state.database.as_ref().unwrap().url), Some(redis));
-    args.push("--revocation-mode=cached".into());
-    args
+/// An instance in cached mode on `state`, talking to Redis at `redis`.
+fn cached<'a>(state: &'a TestState, redis: &str) -> AppBuilder<'a> {
+    state
+        .app()
+        .redis_url(Some(redis))
+        .arg("--revocation-mode=cached")
 }
 
 async fn is_revoked(app: &TestApp, token: &str) -> bool {
@@ -22,8 +25,8 @@ async fn is_revoked(app: &TestApp, token: &str) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_logout_on_one_instance_reaches_the_mirror_of_another() {
     let state = TestState::new(Backend::Postgres).await;
-    let a = TestApp::start(cached_args(&state, &redis_url())).await;
-    let b = TestApp::start(cached_args(&state, &redis_url())).await;
+    let a = cached(&state, &redis_url()).start().await;
+    let b = cached(&state, &redis_url()).start().await;
     let (_, _, token) = a.new_user().await;
     b.verify(&token).await.unwrap();
     a.logout(&token).await.unwrap();
@@ -45,15 +48,11 @@ async fn a_logout_on_one_instance_reaches_the_mirror_of_another() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_mirror_loads_the_revocations_made_before_it_started() {
     let state = TestState::new(Backend::Postgres).await;
-    let strict = TestApp::start(state.args(
-        Some(&state.database.as_ref().unwrap().url),
-        Some(&redis_url()),
-    ))
-    .await;
+    let strict = state.app().start().await;
     let (_, _, token) = strict.new_user().await;
     let (_, _, kept) = strict.new_user().await;
     strict.logout(&token).await.unwrap();
-    let cached = TestApp::start(cached_args(&state, &redis_url())).await;
+    let cached = cached(&state, &redis_url()).start().await;
     assert_status(
         &cached.verify(&token).await.unwrap_err(),
         Code::Unauthenticated,
@@ -66,21 +65,21 @@ async fn a_new_mirror_loads_the_revocations_made_before_it_started() {
 async fn a_mirror_cut_off_from_redis_fails_closed_then_resynchronises() {
     let state = TestState::new(Backend::Postgres).await;
     let proxy = Proxy::start(host_port(&redis_url())).await;
-    let cached = TestApp::start(cached_args(&state, &proxy.url(&redis_url()))).await;
-    let strict = TestApp::start(state.args(
-        Some(&state.database.as_ref().unwrap().url),
-        Some(&redis_url()),
-    ))
-    .await;
+    let clock = Arc::new(ManualClock::starting_now());
+    let cached = cached(&state, &proxy.url(&redis_url()))
+        .clock(clock.clone())
+        .start()
+        .await;
+    let strict = state.app().start().await;
     let (_, _, token) = strict.new_user().await;
     cached.verify(&token).await.unwrap();
 
     proxy.cut();
     // The revocation happens while the mirror cannot hear it.
     strict.logout(&token).await.unwrap();
-    // Once the mirror is stale (2 s without its heartbeat), Verify asks Redis, which is
+    // Once the mirror is stale (no heartbeat for STALE_AFTER), Verify asks Redis, which is
     // unreachable: UNAVAILABLE, never OK.
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    clock.advance(STALE_AFTER + Duration::from_millis(500));
     assert_status(
         &cached.verify(&token).await.unwrap_err(),
         Code::Unavailable,

@@ -27,11 +27,11 @@ async fn health_of(app: &TestApp) -> Option<ServingStatus> {
 async fn redis_outage_fails_verify_and_logout_closed_and_recovers_by_itself() {
     let state = TestState::new(Backend::Postgres).await;
     let proxy = Proxy::start(host_port(&redis_url())).await;
-    let args = state.args(
-        Some(&state.database.as_ref().unwrap().url),
-        Some(&proxy.url(&redis_url())),
-    );
-    let app = TestApp::start(args).await;
+    let app = state
+        .app()
+        .redis_url(Some(&proxy.url(&redis_url())))
+        .start()
+        .await;
     let (email, _, token) = app.new_user().await;
     let (_, _, other_token) = app.new_user().await;
     app.verify(&token).await.unwrap();
@@ -78,8 +78,8 @@ async fn redis_outage_fails_verify_and_logout_closed_and_recovers_by_itself() {
 async fn postgres_outage_fails_register_and_login_but_verify_keeps_serving() {
     let state = TestState::new(Backend::Postgres).await;
     let proxy = Proxy::start(host_port(&admin_database_url())).await;
-    let database_url = proxy.url(&state.database.as_ref().unwrap().url);
-    let app = TestApp::start(state.args(Some(&database_url), Some(&redis_url()))).await;
+    let database_url = proxy.url(&state.database_url());
+    let app = state.app().database_url(Some(&database_url)).start().await;
     let (email, _, token) = app.new_user().await;
 
     proxy.cut();
@@ -110,13 +110,13 @@ async fn postgres_outage_fails_register_and_login_but_verify_keeps_serving() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn embedded_back_end_keeps_users_and_revocations_across_a_restart() {
     let state = TestState::new(Backend::Embedded).await;
-    let app = TestApp::start(state.default_args()).await;
+    let app = state.app().start().await;
     let (email, user_id, token) = app.new_user().await;
     let (_, _, kept_token) = app.new_user().await;
     app.logout(&token).await.unwrap();
     app.stop().await;
 
-    let app = TestApp::start(state.default_args()).await;
+    let app = state.app().start().await;
     assert_eq!(app.login(&email, PASSWORD).await.unwrap().user_id, user_id);
     assert_status(
         &app.verify(&token).await.unwrap_err(),
@@ -131,11 +131,11 @@ async fn embedded_back_end_keeps_users_and_revocations_across_a_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_back_end_without_redis_keeps_revocations_in_postgres() {
     let state = TestState::new(Backend::Postgres).await;
-    let app = TestApp::start(state.args(Some(&state.database.as_ref().unwrap().url), None)).await;
+    let app = state.app().redis_url(None).start().await;
     let (_, _, token) = app.new_user().await;
     app.logout(&token).await.unwrap();
     // A second instance on the same database sees the revocation.
-    let other = TestApp::start(state.args(Some(&state.database.as_ref().unwrap().url), None)).await;
+    let other = state.app().redis_url(None).start().await;
     assert_status(
         &other.verify(&token).await.unwrap_err(),
         Code::Unauthenticated,
@@ -148,9 +148,13 @@ async fn hung_back_ends_answer_unavailable_within_bounded_time() {
     let state = TestState::new(Backend::Postgres).await;
     let redis_proxy = Proxy::start(host_port(&redis_url())).await;
     let postgres_proxy = Proxy::start(host_port(&admin_database_url())).await;
-    let database_url = postgres_proxy.url(&state.database.as_ref().unwrap().url);
-    let app =
-        TestApp::start(state.args(Some(&database_url), Some(&redis_proxy.url(&redis_url())))).await;
+    let database_url = postgres_proxy.url(&state.database_url());
+    let app = state
+        .app()
+        .database_url(Some(&database_url))
+        .redis_url(Some(&redis_proxy.url(&redis_url())))
+        .start()
+        .await;
     let (email, _, token) = app.new_user().await;
 
     redis_proxy.stall();

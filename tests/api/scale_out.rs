@@ -7,9 +7,8 @@ use crate::common::{
 };
 
 async fn two_instances(state: &TestState, redis: &str) -> (TestApp, TestApp) {
-    let database = state.database.as_ref().unwrap().url.clone();
-    let a = TestApp::start(state.args(Some(&database), Some(redis))).await;
-    let b = TestApp::start(state.args(Some(&database), Some(redis))).await;
+    let a = state.app().redis_url(Some(redis)).start().await;
+    let b = state.app().redis_url(Some(redis)).start().await;
     (a, b)
 }
 

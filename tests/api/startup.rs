@@ -1,11 +1,11 @@
 //! Start-up: what is created on a fresh machine, and what refuses to start.
 
-use crate::common::{Backend, TestApp, TestState};
+use crate::common::{Backend, TestState};
 
 #[tokio::test]
 async fn first_start_generates_a_private_signing_key_and_the_database() {
     let state = TestState::new(Backend::Embedded).await;
-    let app = TestApp::start(state.default_args()).await;
+    let app = state.app().start().await;
     let key = state.signing_key_path();
     let mode =
         std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&key).unwrap().permissions());
@@ -14,7 +14,7 @@ async fn first_start_generates_a_private_signing_key_and_the_database() {
     let (_, _, token) = app.new_user().await;
     app.stop().await;
     // A restart reuses the key: old tokens stay valid.
-    let app = TestApp::start(state.default_args()).await;
+    let app = state.app().start().await;
     app.verify(&token).await.unwrap();
 }
 
@@ -22,7 +22,10 @@ async fn first_start_generates_a_private_signing_key_and_the_database() {
 async fn unreachable_database_or_redis_stops_start_up_naming_the_setting() {
     let state = TestState::new(Backend::Embedded).await;
     // Port 1 on loopback: nothing listens there.
-    let error = TestApp::try_start(state.args(Some("postgres://postgres@127.0.0.1:1/none"), None))
+    let error = state
+        .app()
+        .database_url(Some("postgres://postgres@127.0.0.1:1/none"))
+        .try_start()
         .await
         .err()
         .expect("start-up must fail");
@@ -30,7 +33,10 @@ async fn unreachable_database_or_redis_stops_start_up_naming_the_setting() {
         format!("{error:#}").contains("AUTHD_DATABASE_URL"),
         "{error:#}"
     );
-    let error = TestApp::try_start(state.args(None, Some("redis://127.0.0.1:1")))
+    let error = state
+        .app()
+        .redis_url(Some("redis://127.0.0.1:1"))
+        .try_start()
         .await
         .err()
         .expect("start-up must fail");
@@ -59,9 +65,10 @@ async fn bad_settings_stop_start_up_naming_the_setting() {
         ),
     ];
     for (extra, setting) in cases {
-        let mut args = state.default_args();
-        args.extend(extra.iter().map(|s| s.to_string()));
-        let error = TestApp::try_start(args)
+        let error = state
+            .app()
+            .args(extra.iter().copied())
+            .try_start()
             .await
             .err()
             .expect("start-up must fail");
@@ -75,12 +82,14 @@ async fn bad_settings_stop_start_up_naming_the_setting() {
 #[tokio::test]
 async fn hs256_tokens_work_end_to_end() {
     let state = TestState::new(Backend::Embedded).await;
-    let mut args = state.default_args();
-    args.extend([
-        "--jwt-alg=HS256".into(),
-        format!("--jwt-secret={}", "k".repeat(32)),
-    ]);
-    let app = TestApp::start(args).await;
+    let app = state
+        .app()
+        .args([
+            "--jwt-alg=HS256".into(),
+            format!("--jwt-secret={}", "k".repeat(32)),
+        ])
+        .start()
+        .await;
     let (_, user_id, token) = app.new_user().await;
     let header = jsonwebtoken::decode_header(&token).unwrap();
     assert_eq!(header.alg, jsonwebtoken::Algorithm::HS256);

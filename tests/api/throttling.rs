@@ -1,9 +1,9 @@
 //! Login throttling: per-account exponential back-off and a per-source cap, shared through the
 //! throttle store, revealing nothing about which emails exist.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
-use authd::pb;
+use authd::{clock::ManualClock, pb};
 use tonic::{Code, Request, Status};
 use tonic_types::StatusExt as _;
 
@@ -20,11 +20,25 @@ backend_tests!(
     x_forwarded_for_is_believed_only_from_trusted_proxies,
 );
 
-async fn start(backend: Backend, extra: &[&str]) -> (TestApp, TestState) {
+/// An app on a fresh state with these flags, reading time from `clock`.
+async fn start_with_clock(
+    backend: Backend,
+    extra: &[&str],
+    clock: Arc<ManualClock>,
+) -> (TestApp, TestState) {
     let state = TestState::new(backend).await;
-    let mut args = state.default_args();
-    args.extend(extra.iter().map(|s| s.to_string()));
-    (TestApp::start(args).await, state)
+    let app = state
+        .app()
+        .args(extra.iter().copied())
+        .clock(clock)
+        .start()
+        .await;
+    (app, state)
+}
+
+/// An app on a fresh state with these flags.
+async fn start(backend: Backend, extra: &[&str]) -> (TestApp, TestState) {
+    start_with_clock(backend, extra, Arc::new(ManualClock::starting_now())).await
 }
 
 fn retry_after(status: &Status) -> Duration {
@@ -38,7 +52,9 @@ fn retry_after(status: &Status) -> Duration {
 async fn five_failures_make_an_account_back_off_exponentially_even_for_the_right_password(
     backend: Backend,
 ) {
-    let (app, _state) = start(backend, &["--login-backoff-base=400ms"]).await;
+    let clock = Arc::new(ManualClock::starting_now());
+    let (app, _state) =
+        start_with_clock(backend, &["--login-backoff-base=400ms"], clock.clone()).await;
     let (email, _, _) = app.new_user().await;
     for _ in 0..5 {
         let status = app.login(&email, "wrong password!").await.unwrap_err();
@@ -47,23 +63,21 @@ async fn five_failures_make_an_account_back_off_exponentially_even_for_the_right
     let status = app.login(&email, PASSWORD).await.unwrap_err();
     assert_status(&status, Code::ResourceExhausted, Some("LOGIN_THROTTLED"));
     let first = retry_after(&status);
-    assert!(
-        first <= Duration::from_millis(400) && first > Duration::from_millis(200),
-        "{first:?}"
-    );
+    assert_eq!(first, Duration::from_millis(400), "the clock has not moved");
 
-    tokio::time::sleep(first).await;
+    clock.advance(first - Duration::from_millis(1));
+    let status = app.login(&email, PASSWORD).await.unwrap_err();
+    assert_status(&status, Code::ResourceExhausted, Some("LOGIN_THROTTLED"));
+    assert_eq!(retry_after(&status), Duration::from_millis(1));
+    clock.advance(Duration::from_millis(1));
     // The sixth failure doubles the delay.
     let status = app.login(&email, "wrong password!").await.unwrap_err();
     assert_status(&status, Code::Unauthenticated, Some("INVALID_CREDENTIALS"));
     let status = app.login(&email, PASSWORD).await.unwrap_err();
     let second = retry_after(&status);
-    assert!(
-        second > Duration::from_millis(600) && second <= Duration::from_millis(800),
-        "{second:?}"
-    );
+    assert_eq!(second, Duration::from_millis(800));
 
-    tokio::time::sleep(second).await;
+    clock.advance(second);
     app.login(&email, PASSWORD)
         .await
         .expect("the right password works once the back-off is over");

@@ -13,41 +13,22 @@ use tempfile::TempDir;
 pub struct RedisCluster {
     pub ports: Vec<u16>,
     servers: Vec<Child>,
-    _dir: TempDir,
+    dir: TempDir,
 }
 
 impl RedisCluster {
     /// Starts three masters and waits until the cluster reports `cluster_state:ok`.
     pub fn start() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let ports: Vec<u16> = (0..3).map(|_| free_port_with_free_bus_port()).collect();
-        let servers = ports
-            .iter()
-            .map(|port| {
-                let node_dir = dir.path().join(port.to_string());
-                std::fs::create_dir_all(&node_dir).unwrap();
-                Command::new("redis-server")
-                    .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-                    .args(["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"])
-                    .args(["--save", "", "--appendonly", "no"])
-                    .arg("--dir")
-                    .arg(&node_dir)
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .spawn()
-                    .expect("redis-server must be installed for the cluster tests")
-            })
-            .collect();
-        let cluster = Self {
-            ports,
-            servers,
-            _dir: dir,
+        let mut cluster = Self {
+            ports: Vec::new(),
+            servers: Vec::new(),
+            dir,
         };
-        for port in &cluster.ports {
-            cluster.wait_for(
-                || cli(*port, &["ping"]).contains("PONG"),
-                "redis-server to start",
-            );
+        for _ in 0..3 {
+            let (port, server) = cluster.start_node();
+            cluster.ports.push(port);
+            cluster.servers.push(server);
         }
         let nodes: Vec<String> = cluster
             .ports
@@ -72,6 +53,40 @@ impl RedisCluster {
             );
         }
         cluster
+    }
+
+    /// Starts one node on a free port. redis-server cannot be handed a bound listener, so the
+    /// port is free only when it is picked: if another process takes it first, the node exits and
+    /// is started again on another port.
+    fn start_node(&self) -> (u16, Child) {
+        for _ in 0..5 {
+            let port = free_port_with_free_bus_port();
+            let node_dir = self.dir.path().join(port.to_string());
+            std::fs::create_dir_all(&node_dir).unwrap();
+            let mut server = Command::new("redis-server")
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                .args(["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"])
+                .args(["--save", "", "--appendonly", "no"])
+                .arg("--dir")
+                .arg(&node_dir)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("redis-server must be installed for the cluster tests");
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                if cli(port, &["ping"]).contains("PONG") {
+                    return (port, server);
+                }
+                if server.try_wait().ok().flatten().is_some() || Instant::now() > deadline {
+                    let _ = server.kill();
+                    let _ = server.wait();
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        panic!("redis-server did not start on any of five free ports");
     }
 
     /// The comma-separated seed URLs for AUTHD_REDIS_URL.

@@ -10,10 +10,11 @@
 pub mod cluster;
 pub mod proxy;
 
-use std::{net::SocketAddr, path::PathBuf, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use authd::{
     App, Config,
+    clock::{Clock, ManualClock, SystemClock},
     pb::{self, auth_service_client::AuthServiceClient},
 };
 use clap::Parser as _;
@@ -127,32 +128,32 @@ impl TestState {
         }
     }
 
-    /// The server's arguments for this state, talking to the given back-end URLs.
-    pub fn args(&self, database_url: Option<&str>, redis: Option<&str>) -> Vec<String> {
-        let mut args = vec![
-            "authd".to_owned(),
-            "--listen-addr=127.0.0.1:0".to_owned(),
-            format!("--data-dir={}", self.data_dir.path().display()),
-            format!("--redis-key-prefix={}", self.redis_prefix),
-        ];
-        if let Some(url) = database_url {
-            args.push(format!("--database-url={url}"));
+    /// An app on this state: its own back ends (Postgres + Redis, or embedded) unless the
+    /// builder says otherwise.
+    pub fn app(&self) -> AppBuilder<'_> {
+        let (database_url, redis_url) = match self.backend {
+            Backend::Postgres => (
+                self.database.as_ref().map(|d| d.url.clone()),
+                Some(redis_url()),
+            ),
+            Backend::Embedded => (None, None),
+        };
+        AppBuilder {
+            state: self,
+            database_url,
+            redis_url,
+            extra: Vec::new(),
+            clock: Arc::new(SystemClock),
         }
-        if let Some(url) = redis {
-            args.push(format!("--redis-url={url}"));
-        }
-        args
     }
 
-    /// Arguments for the real back ends of this state.
-    pub fn default_args(&self) -> Vec<String> {
-        match self.backend {
-            Backend::Postgres => self.args(
-                Some(&self.database.as_ref().unwrap().url),
-                Some(&redis_url()),
-            ),
-            Backend::Embedded => self.args(None, None),
-        }
+    /// The URL of this state's Postgres database (Postgres states only).
+    pub fn database_url(&self) -> String {
+        self.database
+            .as_ref()
+            .expect("a Postgres state")
+            .url
+            .clone()
     }
 
     pub fn signing_key_path(&self) -> PathBuf {
@@ -170,18 +171,88 @@ pub struct TestApp {
     server: Option<JoinHandle<anyhow::Result<()>>>,
 }
 
-impl TestApp {
-    /// Starts an app with these arguments (the first is the program name).
-    pub async fn start(args: Vec<String>) -> Self {
-        Self::try_start(args).await.expect("app starts")
+/// How a test starts an app: the state's back ends and defaults, then overrides. Time comes from
+/// the system clock unless the test hands in a [`ManualClock`] to step over delays.
+pub struct AppBuilder<'a> {
+    state: &'a TestState,
+    database_url: Option<String>,
+    redis_url: Option<String>,
+    extra: Vec<String>,
+    clock: Arc<dyn Clock>,
+}
+
+impl AppBuilder<'_> {
+    /// One more flag, e.g. `--login-backoff-base=10s`.
+    pub fn arg(mut self, arg: impl Into<String>) -> Self {
+        self.extra.push(arg.into());
+        self
     }
 
-    pub async fn try_start(args: Vec<String>) -> anyhow::Result<Self> {
+    /// More flags.
+    pub fn args<S: Into<String>>(mut self, args: impl IntoIterator<Item = S>) -> Self {
+        self.extra.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    /// Another user database (`None`: the embedded default).
+    pub fn database_url(mut self, url: Option<&str>) -> Self {
+        self.database_url = url.map(str::to_owned);
+        self
+    }
+
+    /// Another Redis (`None`: revocations and throttling in the user database).
+    pub fn redis_url(mut self, url: Option<&str>) -> Self {
+        self.redis_url = url.map(str::to_owned);
+        self
+    }
+
+    /// Time from `clock` instead of the system clock.
+    pub fn clock(mut self, clock: Arc<ManualClock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The command line this builder stands for (the first element is the program name).
+    pub fn command_line(&self) -> Vec<String> {
+        let mut args = vec![
+            "authd".to_owned(),
+            "--listen-addr=127.0.0.1:0".to_owned(),
+            format!("--data-dir={}", self.state.data_dir.path().display()),
+            format!("--redis-key-prefix={}", self.state.redis_prefix),
+        ];
+        args.extend(
+            self.database_url
+                .iter()
+                .map(|url| format!("--database-url={url}")),
+        );
+        args.extend(
+            self.redis_url
+                .iter()
+                .map(|url| format!("--redis-url={url}")),
+        );
+        args.extend(self.extra.iter().cloned());
+        args
+    }
+
+    /// Starts the app; panics if it does not start.
+    pub async fn start(self) -> TestApp {
+        self.try_start().await.expect("app starts")
+    }
+
+    /// Starts the app, or says why it did not.
+    pub async fn try_start(self) -> anyhow::Result<TestApp> {
         if std::env::var_os("TEST_LOG").is_some() {
             authd::telemetry::init(authd::config::LogFormat::Text);
         }
-        let settings = Config::try_parse_from(args)?.settings()?;
-        let app = App::build(settings, std::sync::Arc::new(authd::clock::SystemClock)).await?;
+        let settings = Config::try_parse_from(self.command_line())?.settings()?;
+        let app = App::build(settings, self.clock).await?;
+        TestApp::serve(app).await
+    }
+}
+
+impl TestApp {
+    /// Serves a built app on a task and connects clients to it.
+    async fn serve(app: App) -> anyhow::Result<Self> {
         let address = app.local_addr();
         let (shutdown, stopped) = oneshot::channel();
         let server = tokio::spawn(app.run_until_stopped(async move {
@@ -283,7 +354,7 @@ pub struct Fixture {
 
 pub async fn spawn_app(backend: Backend) -> Fixture {
     let state = TestState::new(backend).await;
-    let app = TestApp::start(state.default_args()).await;
+    let app = state.app().start().await;
     Fixture { app, state }
 }
 

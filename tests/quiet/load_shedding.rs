@@ -6,19 +6,22 @@ use std::{sync::Arc, time::Duration};
 use tonic::Code;
 use tonic_types::StatusExt as _;
 
-use crate::common::{Backend, TestApp, TestState, assert_status, exclusive_cpu};
+use crate::common::{Backend, TestState, assert_status, exclusive_cpu};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_login_flood_is_shed_and_verify_does_not_wait_behind_argon2() {
     let _cpu = exclusive_cpu().await;
     let state = TestState::new(Backend::Embedded).await;
-    let mut args = state.default_args();
-    args.extend([
-        "--hash-concurrency=1".into(),
-        "--hash-queue=64".into(),
-        "--source-max-failures=0".into(),
-    ]);
-    let app = Arc::new(TestApp::start(args).await);
+    let app = state
+        .app()
+        .args([
+            "--hash-concurrency=1",
+            "--hash-queue=64",
+            "--source-max-failures=0",
+        ])
+        .start()
+        .await;
+    let app = Arc::new(app);
     let (_, _, token) = app.new_user().await;
 
     let flood: Vec<_> = (0..300)

@@ -2,7 +2,7 @@
 //! registrations do not grow the process (with a fresh 19 MiB allocation per hash, glibc grew the
 //! heap by about that much per hash).
 
-use crate::common::{Backend, TestApp, TestState, exclusive_cpu};
+use crate::common::{Backend, TestState, exclusive_cpu};
 
 fn resident_kib() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
@@ -14,9 +14,7 @@ fn resident_kib() -> u64 {
 async fn fifty_registrations_do_not_grow_memory_by_more_than_the_hashing_buffers() {
     let _cpu = exclusive_cpu().await;
     let state = TestState::new(Backend::Embedded).await;
-    let mut args = state.default_args();
-    args.push("--hash-concurrency=2".into());
-    let app = TestApp::start(args).await;
+    let app = state.app().arg("--hash-concurrency=2").start().await;
     // Warm up: both hashing threads have touched their buffers.
     for _ in 0..4 {
         app.new_user().await;

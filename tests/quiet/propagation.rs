@@ -4,19 +4,14 @@ use std::time::{Duration, Instant};
 
 use tonic::Code;
 
-use crate::common::{Backend, TestApp, TestState, exclusive_cpu, redis_url};
+use crate::common::{Backend, TestState, exclusive_cpu};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logout_propagates_to_another_cached_instance_within_100_ms_p99() {
     let _cpu = exclusive_cpu().await;
     let state = TestState::new(Backend::Postgres).await;
-    let mut args = state.args(
-        Some(&state.database.as_ref().unwrap().url),
-        Some(&redis_url()),
-    );
-    args.push("--revocation-mode=cached".into());
-    let a = TestApp::start(args.clone()).await;
-    let b = TestApp::start(args).await;
+    let a = state.app().arg("--revocation-mode=cached").start().await;
+    let b = state.app().arg("--revocation-mode=cached").start().await;
     let mut tokens = Vec::new();
     for _ in 0..10 {
         let (email, _, _) = a.new_user().await;

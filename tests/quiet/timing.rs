@@ -3,20 +3,22 @@
 
 use tonic::Code;
 
-use crate::common::{Backend, TestApp, TestState, assert_status, exclusive_cpu};
+use crate::common::{Backend, TestState, assert_status, exclusive_cpu};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_email_and_wrong_password_take_the_same_time() {
     let _cpu = exclusive_cpu().await;
     for backend in [Backend::Postgres, Backend::Embedded] {
         let state = TestState::new(backend).await;
-        let mut args = state.default_args();
         // Throttling would step in long before the samples are taken: switch it off here.
-        args.extend([
-            "--login-failures-before-backoff=100000".into(),
-            "--source-max-failures=0".into(),
-        ]);
-        let app = TestApp::start(args).await;
+        let app = state
+            .app()
+            .args([
+                "--login-failures-before-backoff=100000",
+                "--source-max-failures=0",
+            ])
+            .start()
+            .await;
         let (email, _, _) = app.new_user().await;
         let mut unknown = Vec::new();
         let mut wrong = Vec::new();
