@@ -1,5 +1,6 @@
 //! What the fuzz targets share: two fixed token authorities (EdDSA and HS256), the checks run on
-//! every token, and a copy of the API's request parsing (`src/api/mod.rs` keeps it private).
+//! every token, and the checks run on the API's own request parsing (`Registration::parse`,
+//! `Credentials::parse`, the very functions the gRPC handlers call).
 //!
 //! Every function here panics only when authd breaks one of its own promises; libFuzzer reports
 //! that panic as a crash.
@@ -8,7 +9,9 @@ use std::{fs, io, path::Path, sync::OnceLock, time::Duration};
 
 use authd::{
     clock::UnixSeconds,
-    domain::{AccessToken, Email, FieldViolation, Password, UserId, Username, personal_words},
+    domain::{
+        AccessToken, Credentials, Email, FieldViolation, Password, Registration, UserId, Username,
+    },
     pb,
     tokens::{MAX_TOKEN_BYTES, SigningKeyMaterial, TokenAuthority, TokenClaims, TokenError},
 };
@@ -128,32 +131,43 @@ pub fn check_access_token(raw: &str) -> Option<AccessToken> {
     token
 }
 
-/// The API's Register parsing (`parse_registration` in src/api/mod.rs), with checks on each
-/// accepted field. Returns whether the registration would reach the service.
+/// The API's Register parsing (`Registration::parse`, strength check included), checked against
+/// the per-field parsers: a registration is accepted only if every field is, and each refusal
+/// names a Register field. Returns whether the registration would reach the service.
 pub fn check_register(request: &pb::RegisterRequest) -> bool {
     let email = check_email(&request.email);
     let password = check_new_password(&request.password);
     let username = check_username(&request.username);
-    match (email, password, username) {
-        (Ok(email), Ok(password), Ok(username)) => {
-            let context = personal_words(&email, username.as_ref());
-            match password.check_strength(&context) {
-                Ok(()) => true,
-                Err(violation) => {
-                    assert_eq!(violation.field, "password");
-                    false
-                }
-            }
+    let fields_ok = email.is_ok() && password.is_ok() && username.is_ok();
+    match Registration::parse(&request.email, &request.password, &request.username) {
+        Ok(registration) => {
+            assert!(fields_ok, "a registration with a refused field was accepted");
+            assert_eq!(
+                registration.email.normalized(),
+                email.expect("accepted").normalized()
+            );
+            true
         }
-        _ => false,
+        Err(violations) => {
+            assert!(!violations.is_empty(), "a refusal names at least one field");
+            for violation in &violations {
+                assert!(
+                    ["email", "password", "username"].contains(&violation.field),
+                    "{violation}"
+                );
+            }
+            false
+        }
     }
 }
 
-/// The API's Login parsing.
+/// The API's Login parsing (`Credentials::parse`): accepted exactly when both fields are.
 pub fn check_login(request: &pb::LoginRequest) -> bool {
-    let email = check_email(&request.email);
-    let password = check_offered_password(&request.password);
-    email.is_ok() && password.is_ok()
+    let fields_ok = check_email(&request.email).is_ok()
+        && check_offered_password(&request.password).is_ok();
+    let accepted = Credentials::parse(&request.email, &request.password).is_ok();
+    assert_eq!(accepted, fields_ok, "Credentials::parse disagrees with its fields");
+    accepted
 }
 
 /// The API's Logout/Verify parsing of the message field, then verification.

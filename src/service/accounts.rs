@@ -12,14 +12,14 @@ impl AuthService {
     /// Creates an account and signs it in. Two registrations of one email race on the unique
     /// index: exactly one wins, the other gets `EmailTaken`.
     pub async fn register(&self, registration: Registration) -> Result<Session, ServiceError> {
-        let password_hash = self.hasher.hash(registration.password).await?;
+        let password_hash = self.parts.hasher.hash(registration.password).await?;
         let user = NewUser {
             id: UserId::generate(),
             email: registration.email,
             username: registration.username,
             password_hash,
         };
-        self.users.insert(&user).await?;
+        self.parts.users.insert(&user).await?;
         tracing::info!(user_id = %user.id, "registered");
         self.start_session(user.id)
     }
@@ -33,11 +33,12 @@ impl AuthService {
         source: Option<IpAddr>,
     ) -> Result<Session, ServiceError> {
         let Credentials { email, password } = credentials;
-        let now = self.clock.now_millis();
-        self.throttle.check(&email, source, now).await?;
-        let stored = self.users.find_credentials(&email).await?;
+        let now = self.parts.clock.now_millis();
+        self.parts.throttle.check(&email, source, now).await?;
+        let stored = self.parts.users.find_credentials(&email).await?;
         let user_id = stored.as_ref().map(|credentials| credentials.id);
         let matched = self
+            .parts
             .hasher
             .verify(
                 password,
@@ -46,12 +47,12 @@ impl AuthService {
             .await?;
         match user_id {
             Some(user_id) if matched => {
-                self.throttle.succeeded(&email).await?;
+                self.parts.throttle.succeeded(&email).await?;
                 tracing::info!(%user_id, "logged in");
                 self.start_session(user_id)
             }
             _ => {
-                self.throttle.failed(&email, source, now).await?;
+                self.parts.throttle.failed(&email, source, now).await?;
                 tracing::info!(?source, "login refused");
                 Err(ServiceError::InvalidCredentials)
             }

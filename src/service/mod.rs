@@ -32,13 +32,7 @@ pub struct Session {
 
 /// The authentication use cases, assembled from their [`Parts`].
 pub struct AuthService {
-    users: Arc<dyn UserStore>,
-    revocations: Arc<dyn RevocationStore>,
-    throttle: LoginThrottle,
-    hasher: PasswordHasher,
-    tokens: TokenAuthority,
-    verified_tokens: VerifiedTokenCache,
-    clock: Arc<dyn Clock>,
+    parts: Parts,
 }
 
 /// The parts an `AuthService` is assembled from.
@@ -62,53 +56,45 @@ pub struct Parts {
 impl AuthService {
     /// Assembles the service from its parts.
     pub fn new(parts: Parts) -> Self {
-        let Parts {
-            users,
-            revocations,
-            throttle,
-            hasher,
-            tokens,
-            verified_tokens,
-            clock,
-        } = parts;
-        Self {
-            users,
-            revocations,
-            throttle,
-            hasher,
-            tokens,
-            verified_tokens,
-            clock,
-        }
+        Self { parts }
     }
 
     /// Whether every back end answers, for the health service.
     pub async fn check_backends(&self) -> Result<(), ServiceError> {
-        self.users.ping().await?;
-        self.revocations.ping().await?;
+        self.parts.users.ping().await?;
+        self.parts.revocations.ping().await?;
         Ok(())
     }
 
     /// Deletes revocation entries past their time (embedded/SQL stores; Redis expires its own).
     pub async fn purge_expired_revocations(&self) -> Result<u64, ServiceError> {
-        Ok(self.revocations.purge_expired(self.clock.now()).await?)
+        Ok(self
+            .parts
+            .revocations
+            .purge_expired(self.parts.clock.now())
+            .await?)
     }
 
     /// Deletes forgotten login-failure counts (embedded/SQL stores; Redis expires its own).
     pub async fn purge_expired_throttle_counts(&self) -> Result<u64, ServiceError> {
-        Ok(self.throttle.purge_expired(self.clock.now_millis()).await?)
+        Ok(self
+            .parts
+            .throttle
+            .purge_expired(self.parts.clock.now_millis())
+            .await?)
     }
 
     /// Issues an access token for `user_id`, now.
     fn start_session(&self, user_id: UserId) -> Result<Session, ServiceError> {
         let token = self
+            .parts
             .tokens
-            .issue(user_id, self.clock.now())
+            .issue(user_id, self.parts.clock.now())
             .map_err(ServiceError::Unexpected)?;
         Ok(Session {
             user_id,
             token,
-            expires_in: self.tokens.ttl_seconds(),
+            expires_in: self.parts.tokens.ttl_seconds(),
         })
     }
 }

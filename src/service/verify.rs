@@ -12,13 +12,14 @@ impl AuthService {
     /// if revocation cannot be checked, the answer is `Unavailable`, never success.
     pub async fn verify(&self, token: Option<AccessToken>) -> Result<TokenClaims, ServiceError> {
         let token = token.ok_or(TokenError::Missing)?;
-        let now = self.clock.now();
+        let now = self.parts.clock.now();
         let decoded = self
+            .parts
             .verified_tokens
-            .get_or_decode(&token, |token| self.tokens.decode(token))?;
-        self.tokens.check_time(&decoded, now)?;
+            .get_or_decode(&token, |token| self.parts.tokens.decode(token))?;
+        self.parts.tokens.check_time(&decoded, now)?;
         let claims = decoded.claims;
-        if self.revocations.is_revoked(claims.jti, now).await? {
+        if self.parts.revocations.is_revoked(claims.jti, now).await? {
             return Err(TokenError::Revoked.into());
         }
         Ok(claims)
@@ -28,16 +29,19 @@ impl AuthService {
     /// already revoked token is fine; a forged one is not.
     pub async fn logout(&self, token: Option<AccessToken>) -> Result<(), ServiceError> {
         let token = token.ok_or(TokenError::Missing)?;
-        let decoded = self.tokens.decode(&token)?;
-        let now = self.clock.now();
-        match self.tokens.check_time(&decoded, now) {
+        let decoded = self.parts.tokens.decode(&token)?;
+        let now = self.parts.clock.now();
+        match self.parts.tokens.check_time(&decoded, now) {
             Ok(()) => {}
             Err(TokenError::Expired) => return Ok(()),
             Err(other) => return Err(other.into()),
         }
         let claims = decoded.claims;
-        let until = self.tokens.accepted_until(&claims);
-        self.revocations.revoke(claims.jti, until, now).await?;
+        let until = self.parts.tokens.accepted_until(&claims);
+        self.parts
+            .revocations
+            .revoke(claims.jti, until, now)
+            .await?;
         tracing::info!(user_id = %claims.user_id, jti = %claims.jti, "logged out");
         Ok(())
     }
