@@ -1,67 +1,179 @@
-//! The source address of a request, for per-source login throttling: the TCP peer, or the first
-//! `x-forwarded-for` hop when the peer is a trusted proxy (AUTHD_TRUSTED_PROXIES). Never trust
-//! the header from anyone else: a client could name any address it likes.
+//! The source address of a request, for per-source throttling: the TCP peer, or, when the peer is
+//! a trusted proxy (AUTHD_TRUSTED_PROXIES), the address that proxy saw.
+//!
+//! `x-forwarded-for` is a list each proxy appends to, so only its right end is written by proxies
+//! we trust; everything left of the first untrusted hop was written by the client and may name any
+//! address. The source is therefore the **rightmost hop that is not a trusted proxy**, walking
+//! right to left over every `x-forwarded-for` value (several headers count as one list, in order).
+//! When the walk meets a hop it cannot parse, or the header is absent, the source is the nearest
+//! trusted proxy's own address: never "no source", never a value the client chose. Hops may be
+//! `ip`, `ip:port`, `[v6]` or `[v6]:port`.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use ipnet::IpNet;
 use tonic::Request;
 
-/// The address that sent `request`.
+/// The address that sent `request`; `None` only when the transport has no peer address.
 pub(super) fn source_address<T>(request: &Request<T>, trusted_proxies: &[IpNet]) -> Option<IpAddr> {
     let peer = request.remote_addr()?.ip();
-    if !trusted_proxies.iter().any(|net| net.contains(&peer)) {
-        return Some(peer);
+    let hops = request
+        .metadata()
+        .get_all("x-forwarded-for")
+        .iter()
+        .map(|value| value.to_str().ok());
+    Some(walk_forwarded_for(peer, hops, trusted_proxies))
+}
+
+/// Walks the `x-forwarded-for` values (each `None` when not text) from the right, starting at the
+/// peer: see the module documentation.
+fn walk_forwarded_for<'a>(
+    peer: IpAddr,
+    values: impl DoubleEndedIterator<Item = Option<&'a str>>,
+    trusted_proxies: &[IpNet],
+) -> IpAddr {
+    let trusted = |address: &IpAddr| trusted_proxies.iter().any(|net| net.contains(address));
+    let mut nearest = peer;
+    if !trusted(&nearest) {
+        return nearest;
     }
-    let forwarded = request.metadata().get("x-forwarded-for")?.to_str().ok();
-    forwarded
-        .and_then(|header| header.split(',').next())
-        .and_then(|hop| hop.trim().parse().ok())
-        .or(Some(peer))
+    for value in values.rev() {
+        let Some(value) = value else {
+            return nearest;
+        };
+        for hop in value.rsplit(',') {
+            match parse_hop(hop) {
+                Some(address) if trusted(&address) => nearest = address,
+                Some(address) => return address,
+                None => return nearest,
+            }
+        }
+    }
+    nearest
+}
+
+/// One hop: `ip`, `ip:port`, `[v6]` or `[v6]:port`, with surrounding spaces.
+fn parse_hop(hop: &str) -> Option<IpAddr> {
+    let hop = hop.trim();
+    if let Ok(address) = hop.parse::<IpAddr>() {
+        return Some(canonical(address));
+    }
+    if let Ok(socket) = hop.parse::<SocketAddr>() {
+        return Some(canonical(socket.ip()));
+    }
+    let bracketed = hop.strip_prefix('[')?.strip_suffix(']')?;
+    bracketed
+        .parse::<std::net::Ipv6Addr>()
+        .ok()
+        .map(|v6| canonical(IpAddr::V6(v6)))
+}
+
+/// An IPv4-mapped IPv6 address is the IPv4 address it maps.
+fn canonical(address: IpAddr) -> IpAddr {
+    match address {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(address, IpAddr::V4),
+        v4 => v4,
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn request(peer: &str, forwarded: Option<&str>) -> Request<()> {
+    fn ip(raw: &str) -> IpAddr {
+        raw.parse().unwrap()
+    }
+
+    fn request(peer: &str, forwarded: &[&str]) -> Request<()> {
         let mut request = Request::new(());
-        let peer: std::net::SocketAddr = peer.parse().unwrap();
+        let peer: SocketAddr = peer.parse().unwrap();
         request
             .extensions_mut()
             .insert(tonic::transport::server::TcpConnectInfo {
                 local_addr: None,
                 remote_addr: Some(peer),
             });
-        if let Some(forwarded) = forwarded {
+        for value in forwarded {
             request
                 .metadata_mut()
-                .insert("x-forwarded-for", forwarded.parse().unwrap());
+                .append("x-forwarded-for", value.parse().unwrap());
         }
         request
     }
 
+    fn source(peer: &str, forwarded: &[&str], trusted: &[&str]) -> IpAddr {
+        let trusted: Vec<IpNet> = trusted.iter().map(|net| net.parse().unwrap()).collect();
+        source_address(&request(peer, forwarded), &trusted).unwrap()
+    }
+
+    const PROXIES: &[&str] = &["10.0.0.0/8"];
+
     #[test]
-    fn the_peer_is_the_source_unless_it_is_a_trusted_proxy() {
-        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
-        let direct = request("192.0.2.1:4000", Some("203.0.113.9"));
+    fn an_untrusted_peer_is_the_source_whatever_it_forwards() {
         assert_eq!(
-            source_address(&direct, &trusted),
-            Some("192.0.2.1".parse().unwrap())
-        );
-        let proxied = request("10.1.2.3:4000", Some("203.0.113.9, 10.1.2.3"));
-        assert_eq!(
-            source_address(&proxied, &trusted),
-            Some("203.0.113.9".parse().unwrap())
-        );
-        let garbage = request("10.1.2.3:4000", Some("not-an-ip"));
-        assert_eq!(
-            source_address(&garbage, &trusted),
-            Some("10.1.2.3".parse().unwrap())
+            source("192.0.2.1:4000", &["203.0.113.9"], PROXIES),
+            ip("192.0.2.1")
         );
         assert_eq!(
-            source_address(&proxied, &[]),
-            Some("10.1.2.3".parse().unwrap())
+            source("10.1.2.3:4000", &["203.0.113.9"], &[]),
+            ip("10.1.2.3")
         );
+    }
+
+    #[test]
+    fn the_rightmost_untrusted_hop_is_the_source_not_the_leftmost() {
+        // The client wrote "198.51.100.66" itself; the proxy appended the address it saw.
+        let hops = ["198.51.100.66, 203.0.113.9"];
+        assert_eq!(source("10.1.2.3:4000", &hops, PROXIES), ip("203.0.113.9"));
+        // Trusted hops on the right are walked past.
+        let hops = ["198.51.100.66, 203.0.113.9, 10.9.9.9"];
+        assert_eq!(source("10.1.2.3:4000", &hops, PROXIES), ip("203.0.113.9"));
+    }
+
+    #[test]
+    fn several_headers_form_one_list_in_order() {
+        let hops = ["198.51.100.66", "203.0.113.9", "10.9.9.9"];
+        assert_eq!(source("10.1.2.3:4000", &hops, PROXIES), ip("203.0.113.9"));
+    }
+
+    #[test]
+    fn no_header_means_the_trusted_peer_itself() {
+        assert_eq!(source("10.1.2.3:4000", &[], PROXIES), ip("10.1.2.3"));
+    }
+
+    #[test]
+    fn an_unparseable_hop_means_the_nearest_trusted_proxy() {
+        for garbage in ["unknown", "not-an-ip", "", "_hidden", "999.1.1.1"] {
+            assert_eq!(
+                source("10.1.2.3:4000", &[garbage], PROXIES),
+                ip("10.1.2.3"),
+                "{garbage:?}"
+            );
+        }
+        let hops = ["203.0.113.9, unknown, 10.9.9.9"];
+        assert_eq!(source("10.1.2.3:4000", &hops, PROXIES), ip("10.9.9.9"));
+    }
+
+    #[test]
+    fn ports_and_brackets_are_understood() {
+        for (hop, expected) in [
+            ("203.0.113.9:51234", "203.0.113.9"),
+            ("[2001:db8::7]:443", "2001:db8::7"),
+            ("[2001:db8::7]", "2001:db8::7"),
+            ("2001:db8::7", "2001:db8::7"),
+            ("::ffff:203.0.113.9", "203.0.113.9"),
+        ] {
+            assert_eq!(
+                source("10.1.2.3:4000", &[hop], PROXIES),
+                ip(expected),
+                "{hop}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_chain_of_only_trusted_hops_ends_at_the_farthest_proxy() {
+        let hops = ["10.7.7.7, 10.8.8.8"];
+        assert_eq!(source("10.1.2.3:4000", &hops, PROXIES), ip("10.7.7.7"));
     }
 }

@@ -18,6 +18,8 @@ backend_tests!(
     a_success_resets_the_account_count,
     a_source_address_is_capped_across_accounts,
     x_forwarded_for_is_believed_only_from_trusted_proxies,
+    the_source_is_the_rightmost_untrusted_hop_so_clients_cannot_rotate_or_frame,
+    a_trusted_proxy_without_or_with_garbage_forwarded_for_is_its_own_source,
 );
 
 /// An app on a fresh state with these flags, reading time from `clock`.
@@ -183,4 +185,67 @@ async fn x_forwarded_for_is_believed_only_from_trusted_proxies(backend: Backend)
         .await
         .unwrap_err();
     assert_status(&status, Code::ResourceExhausted, Some("LOGIN_THROTTLED"));
+}
+
+/// A failed login sent through a trusted proxy (the test's own address, 127.0.0.1) that forwards
+/// `x-forwarded-for: <forwarded>` (`None`: no header at all).
+async fn failed_login_forwarded(app: &TestApp, email: &str, forwarded: Option<&str>) -> Status {
+    let mut request = Request::new(pb::LoginRequest {
+        email: email.into(),
+        password: "wrong password!".into(),
+    });
+    if let Some(forwarded) = forwarded {
+        request
+            .metadata_mut()
+            .insert("x-forwarded-for", forwarded.parse().unwrap());
+    }
+    app.client.clone().login(request).await.unwrap_err()
+}
+
+async fn the_source_is_the_rightmost_untrusted_hop_so_clients_cannot_rotate_or_frame(
+    backend: Backend,
+) {
+    let (app, _state) = start(
+        backend,
+        &["--source-max-failures=3", "--trusted-proxies=127.0.0.1"],
+    )
+    .await;
+    // The attacker (198.51.100.9, appended by the proxy) writes a new "client" each time on the
+    // left: the rotation does not help, its own address is counted.
+    for i in 0..3 {
+        let forwarded = format!("192.0.2.{i}, 198.51.100.9");
+        let status =
+            failed_login_forwarded(&app, &format!("r{i}@example.com"), Some(&forwarded)).await;
+        assert_status(&status, Code::Unauthenticated, Some("INVALID_CREDENTIALS"));
+    }
+    let status =
+        failed_login_forwarded(&app, "r9@example.com", Some("192.0.2.77, 198.51.100.9")).await;
+    assert_status(&status, Code::ResourceExhausted, Some("LOGIN_THROTTLED"));
+    // Naming a victim's address on the left did not fill the victim's bucket.
+    for i in 0..3 {
+        let forwarded = format!("203.0.113.50, 198.51.100.{}", 20 + i);
+        failed_login_forwarded(&app, &format!("f{i}@example.com"), Some(&forwarded)).await;
+    }
+    let status = failed_login_forwarded(&app, "victim@example.com", Some("203.0.113.50")).await;
+    assert_status(&status, Code::Unauthenticated, Some("INVALID_CREDENTIALS"));
+}
+
+async fn a_trusted_proxy_without_or_with_garbage_forwarded_for_is_its_own_source(backend: Backend) {
+    let (app, _state) = start(
+        backend,
+        &["--source-max-failures=3", "--trusted-proxies=127.0.0.1"],
+    )
+    .await;
+    // No header, an unparseable one, and ip:port / [v6]:port forms that name the proxy itself:
+    // all count against the proxy's own address, 127.0.0.1.
+    let forwarded = [None, Some("unknown"), Some("127.0.0.1:50000")];
+    for (i, forwarded) in forwarded.into_iter().enumerate() {
+        let status = failed_login_forwarded(&app, &format!("g{i}@example.com"), forwarded).await;
+        assert_status(&status, Code::Unauthenticated, Some("INVALID_CREDENTIALS"));
+    }
+    let status = failed_login_forwarded(&app, "g9@example.com", Some("[::ffff:127.0.0.1]:1")).await;
+    assert_status(&status, Code::ResourceExhausted, Some("LOGIN_THROTTLED"));
+    // A client behind the proxy, named with its port, has its own bucket.
+    let status = failed_login_forwarded(&app, "h0@example.com", Some("[2001:db8::5]:443")).await;
+    assert_status(&status, Code::Unauthenticated, Some("INVALID_CREDENTIALS"));
 }
