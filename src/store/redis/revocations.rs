@@ -13,14 +13,22 @@ use crate::{
 };
 
 impl RedisStore {
-    /// The SET of the revocation key itself.
-    fn set_revoked(&self, jti: Jti, until: UnixSeconds) -> redis::Cmd {
-        // EXAT: the entry disappears exactly when the token can no longer be accepted.
+    /// The revocation key itself. Revoking again keeps the later expiry: SET NX creates the key
+    /// with its EXAT, EXPIREAT GT moves an existing key's expiry only forward.
+    fn set_revoked(&self, jti: Jti, until: UnixSeconds) -> redis::Pipeline {
+        // The entry disappears exactly when the token can no longer be accepted.
         let expire_at = u64::try_from(until.saturating_add(1)).unwrap_or(u64::MAX);
-        let options =
-            redis::SetOptions::default().with_expiration(redis::SetExpiry::EXAT(expire_at));
-        let mut set = redis::cmd("SET");
-        set.arg(self.revoked_key(jti)).arg(1).arg(&options);
+        let key = self.revoked_key(jti);
+        let options = redis::SetOptions::default()
+            .conditional_set(redis::ExistenceCheck::NX)
+            .with_expiration(redis::SetExpiry::EXAT(expire_at));
+        let mut set = redis::pipe();
+        set.cmd("SET").arg(&key).arg(1).arg(&options).ignore();
+        set.cmd("EXPIREAT")
+            .arg(&key)
+            .arg(expire_at)
+            .arg("GT")
+            .ignore();
         set
     }
 
@@ -30,7 +38,14 @@ impl RedisStore {
         let index_key = self.index_key();
         let expire_index_at = until.saturating_add(1);
         let mut index = redis::pipe();
-        index.zadd(&index_key, jti.to_string(), until).ignore();
+        // GT: a second revocation of one jti never lowers its score.
+        index
+            .cmd("ZADD")
+            .arg(&index_key)
+            .arg("GT")
+            .arg(until)
+            .arg(jti.to_string())
+            .ignore();
         for condition in ["NX", "GT"] {
             index
                 .cmd("EXPIREAT")
@@ -70,8 +85,7 @@ impl RevocationStore for RedisStore {
         } else {
             // One round trip.
             let mut pipe = redis::pipe();
-            pipe.add_command(set).ignore();
-            for command in index.cmd_iter() {
+            for command in set.cmd_iter().chain(index.cmd_iter()) {
                 pipe.add_command(command.clone()).ignore();
             }
             pipe.add_command(announce).ignore();

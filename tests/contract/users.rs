@@ -1,0 +1,191 @@
+//! The `UserStore` contract, run on Postgres and SQLite: a user is found by its normalised email
+//! whatever the spelling, the normalised email is unique (atomically, also under concurrent
+//! inserts), and a failed insert changes nothing.
+
+use std::{pin::Pin, task::Poll};
+
+use authd::{
+    domain::{Email, PasswordHashString, UserId, Username},
+    store::{NewUser, StoreError, UserStore},
+};
+use uuid::Uuid;
+
+use super::backends::contract_suite;
+
+contract_suite! {
+    cases: [
+        an_inserted_user_is_found_by_its_email_in_any_case_and_spacing,
+        an_unknown_email_finds_nobody,
+        each_user_is_found_under_its_own_email,
+        a_second_insert_of_the_same_normalised_email_is_email_taken,
+        of_concurrent_inserts_of_one_email_exactly_one_succeeds,
+        ping_answers,
+    ],
+    fresh: { on_postgres => postgres, on_sqlite => sqlite },
+}
+
+/// How many inserts of one email race in the concurrency case.
+const RACERS: usize = 8;
+
+/// A new address in mixed case, so that only a lookup by the normalised email finds it.
+fn unique_email() -> String {
+    format!("Contract.User-{}@Example.COM", Uuid::new_v4().simple())
+}
+
+fn email(raw: &str) -> Email {
+    Email::parse(raw).unwrap_or_else(|violation| panic!("{raw:?}: {violation}"))
+}
+
+/// A user with `email`, a display name and a PHC string of its own (so that a lookup returning
+/// another user's hash shows).
+fn new_user(raw_email: &str) -> NewUser {
+    NewUser {
+        id: UserId::generate(),
+        email: email(raw_email),
+        username: Username::parse("Contract User").unwrap(),
+        password_hash: PasswordHashString::from_phc(format!(
+            "$argon2id$v=19$m=19456,t=2,p=1${}${}",
+            Uuid::new_v4().simple(),
+            Uuid::new_v4().simple()
+        )),
+    }
+}
+
+async fn find(store: &dyn UserStore, raw_email: &str) -> Option<(UserId, PasswordHashString)> {
+    store
+        .find_credentials(&email(raw_email))
+        .await
+        .unwrap_or_else(|error| panic!("find_credentials({raw_email:?}): {error:?}"))
+        .map(|found| (found.id, found.password_hash))
+}
+
+async fn an_inserted_user_is_found_by_its_email_in_any_case_and_spacing(store: &dyn UserStore) {
+    let written = unique_email();
+    let user = new_user(&written);
+    store.insert(&user).await.expect("insert");
+    for spelling in [
+        written.clone(),
+        written.to_lowercase(),
+        written.to_uppercase(),
+        format!("  {written}\n"),
+    ] {
+        assert_eq!(
+            find(store, &spelling).await,
+            Some((user.id, user.password_hash.clone())),
+            "{spelling:?} finds the user with its id and hash"
+        );
+    }
+}
+
+async fn an_unknown_email_finds_nobody(store: &dyn UserStore) {
+    assert_eq!(
+        find(store, &unique_email()).await,
+        None,
+        "in an empty store"
+    );
+    store.insert(&new_user(&unique_email())).await.unwrap();
+    assert_eq!(
+        find(store, &unique_email()).await,
+        None,
+        "beside another user"
+    );
+}
+
+async fn each_user_is_found_under_its_own_email(store: &dyn UserStore) {
+    let first = new_user(&unique_email());
+    let second = NewUser {
+        // Without a display name (a NULL username).
+        username: None,
+        ..new_user(&unique_email())
+    };
+    store.insert(&first).await.expect("insert the first user");
+    store.insert(&second).await.expect("insert the second user");
+    for user in [&first, &second] {
+        assert_eq!(
+            find(store, user.email.as_str()).await,
+            Some((user.id, user.password_hash.clone()))
+        );
+    }
+}
+
+async fn a_second_insert_of_the_same_normalised_email_is_email_taken(store: &dyn UserStore) {
+    let written = unique_email();
+    let first = new_user(&written);
+    store.insert(&first).await.expect("the first insert");
+    for spelling in [
+        written.clone(),
+        written.to_lowercase(),
+        format!(" {} ", written.to_uppercase()),
+    ] {
+        let result = store.insert(&new_user(&spelling)).await;
+        assert!(
+            matches!(result, Err(StoreError::EmailTaken)),
+            "inserting {spelling:?} again: {result:?}"
+        );
+    }
+    assert_eq!(
+        find(store, &written).await,
+        Some((first.id, first.password_hash.clone())),
+        "the refused inserts changed nothing"
+    );
+}
+
+async fn of_concurrent_inserts_of_one_email_exactly_one_succeeds(store: &dyn UserStore) {
+    let written = unique_email();
+    // Spelled differently, the same normalised email.
+    let users: Vec<NewUser> = (0..RACERS)
+        .map(|i| match i % 3 {
+            0 => new_user(&written),
+            1 => new_user(&written.to_lowercase()),
+            _ => new_user(&written.to_uppercase()),
+        })
+        .collect();
+    let results = join_all(users.iter().map(|user| store.insert(user)).collect()).await;
+    let mut winners = Vec::new();
+    for (user, result) in users.iter().zip(results) {
+        match result {
+            Ok(()) => winners.push(user),
+            Err(StoreError::EmailTaken) => {}
+            Err(other) => panic!("a racing insert failed otherwise than EmailTaken: {other:?}"),
+        }
+    }
+    assert_eq!(
+        winners.len(),
+        1,
+        "exactly one of {RACERS} concurrent inserts succeeds"
+    );
+    assert_eq!(
+        find(store, &written).await,
+        Some((winners[0].id, winners[0].password_hash.clone())),
+        "the stored user is the one whose insert succeeded"
+    );
+}
+
+async fn ping_answers(store: &dyn UserStore) {
+    store.ping().await.expect("ping");
+}
+
+/// Runs `futures` at once on this task, their results in order: `futures::future::join_all`,
+/// which this crate does not depend on. Each insert takes a pooled connection of its own, so the
+/// statements race in the database.
+async fn join_all<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
+    let mut pending: Vec<Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
+    let mut outputs: Vec<Option<F::Output>> = pending.iter().map(|_| None).collect();
+    std::future::poll_fn(|context| {
+        let mut done = true;
+        for (future, output) in pending.iter_mut().zip(outputs.iter_mut()) {
+            if output.is_none() {
+                match future.as_mut().poll(context) {
+                    Poll::Ready(value) => *output = Some(value),
+                    Poll::Pending => done = false,
+                }
+            }
+        }
+        if done { Poll::Ready(()) } else { Poll::Pending }
+    })
+    .await;
+    outputs
+        .into_iter()
+        .map(|output| output.expect("every future finished"))
+        .collect()
+}
