@@ -15,7 +15,8 @@ use crate::{
     store::{MirroredRevocations, RedisStore, RevocationStore, SqlStore, ThrottleStore, UserStore},
     throttle::LoginThrottle,
     tokens::{
-        SigningKeyMaterial, TokenAuthority, VerifiedTokenCache, load_or_generate_ed25519_key,
+        SigningKeyMaterial, TokenAuthority, VerifiedTokenCache, load_ed25519_key,
+        load_or_generate_ed25519_key,
     },
 };
 
@@ -131,14 +132,19 @@ fn token_authority(
 ) -> anyhow::Result<TokenAuthority> {
     let material = match key {
         SigningKeySetting::Ed25519 { path, in_data_dir } => {
-            if *in_data_dir {
+            let invalid =
+                |e: anyhow::Error| anyhow::anyhow!("invalid AUTHD_SIGNING_KEY_FILE: {e:#}");
+            let key = if *in_data_dir {
+                // The default path: generated on first start.
                 create_private_dir(data_dir)?;
-            }
-            let (key, generated) = load_or_generate_ed25519_key(path)
-                .map_err(|e| anyhow::anyhow!("invalid AUTHD_SIGNING_KEY_FILE: {e:#}"))?;
-            if generated {
-                tracing::info!(path = %path.display(), "generated a new Ed25519 signing key");
-            }
+                let (key, generated) = load_or_generate_ed25519_key(path).map_err(invalid)?;
+                if generated {
+                    tracing::info!(path = %path.display(), "generated a new Ed25519 signing key");
+                }
+                key
+            } else {
+                load_ed25519_key(path).map_err(invalid)?
+            };
             SigningKeyMaterial::Ed25519(key)
         }
         SigningKeySetting::Hs256(secret) => SigningKeyMaterial::Hs256(secret.clone()),

@@ -81,28 +81,86 @@ fn hs256_key_id(secret: &[u8]) -> String {
     format!("hs256-{}", URL_SAFE_NO_PAD.encode(&hasher.finalize()[..12]))
 }
 
-/// Loads the Ed25519 signing key from `path`, generating one (mode 0600) if the file is absent.
-/// Generation is atomic (write a temporary file, then hard-link it into place), so instances
-/// starting at once agree on one key.
+/// Loads the Ed25519 signing key from `path`, generating one (mode 0600) if the file is absent:
+/// for the default path under the data directory only (an explicitly configured file that is
+/// missing is a mistake, see [`load_ed25519_key`]). Generation is atomic (write a temporary file,
+/// then hard-link it into place), so instances starting at once agree on one key.
 pub fn load_or_generate_ed25519_key(path: &Path) -> Result<(SigningKey, bool), anyhow::Error> {
     match fs::read_to_string(path) {
-        Ok(pem) => {
-            warn_if_readable_by_others(path);
-            let key = SigningKey::from_pkcs8_pem(&pem).map_err(|e| {
-                anyhow::anyhow!("{} is not an Ed25519 PKCS#8 PEM key: {e}", path.display())
-            })?;
-            Ok((key, false))
-        }
+        Ok(pem) => Ok((parse_ed25519_pem(path, &pem)?, false)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let key = SigningKey::generate(&mut rand::rngs::OsRng);
-            let pem = key.to_pkcs8_pem(LineEnding::LF)?;
-            write_new_private_file(path, pem.as_bytes())?;
+            write_new_private_file(path, pkcs8_v1_pem(&key)?.as_bytes())?;
             // Another instance may have won the race: use whatever is in place now.
             let (key, _) = load_or_generate_ed25519_key(path)?;
             Ok((key, true))
         }
         Err(e) => Err(anyhow::anyhow!("cannot read {}: {e}", path.display())),
     }
+}
+
+/// Loads the Ed25519 signing key from `path`, which must exist: a configured key file that is
+/// missing (an unmounted secret, a typo) stops start-up instead of silently signing with a new
+/// key that no other instance knows.
+pub fn load_ed25519_key(path: &Path) -> Result<SigningKey, anyhow::Error> {
+    let pem = fs::read_to_string(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => anyhow::anyhow!(
+            "{} does not exist (a key is generated only at the default path in AUTHD_DATA_DIR)",
+            path.display()
+        ),
+        _ => anyhow::anyhow!("cannot read {}: {e}", path.display()),
+    })?;
+    parse_ed25519_pem(path, &pem)
+}
+
+/// The Ed25519 key in a PKCS#8 PEM file, or an error naming the kind of key found instead.
+fn parse_ed25519_pem(path: &Path, pem: &str) -> Result<SigningKey, anyhow::Error> {
+    warn_if_readable_by_others(path);
+    SigningKey::from_pkcs8_pem(pem).map_err(|_| {
+        anyhow::anyhow!(
+            "{} is not an Ed25519 PKCS#8 PEM key: it holds {}",
+            path.display(),
+            describe_key(pem)
+        )
+    })
+}
+
+/// What a PEM file holds, in words: the PKCS#8 algorithm found, or the PEM label.
+fn describe_key(pem: &str) -> String {
+    use pkcs8::{PrivateKeyInfo, der::Decode as _};
+    let Ok((label, der)) = pkcs8::der::pem::decode_vec(pem.trim().as_bytes()) else {
+        return "no PEM data".into();
+    };
+    if label != "PRIVATE KEY" {
+        return format!("a \"{label}\" PEM block, not a PKCS#8 \"PRIVATE KEY\"");
+    }
+    match PrivateKeyInfo::from_der(&der) {
+        Ok(info) => {
+            let oid = info.algorithm.oid.to_string();
+            let name = match oid.as_str() {
+                "1.2.840.113549.1.1.1" => "an RSA key",
+                "1.2.840.10045.2.1" => "an EC (ECDSA) key",
+                "1.3.101.110" => "an X25519 key",
+                "1.3.101.111" => "an X448 key",
+                "1.3.101.112" => "a malformed Ed25519 key",
+                "1.3.101.113" => "an Ed448 key",
+                _ => "a key of another type",
+            };
+            format!("{name} (algorithm OID {oid})")
+        }
+        Err(_) => "a PKCS#8 block that does not parse".into(),
+    }
+}
+
+/// `key` as a PKCS#8 v1 PEM (RFC 5208: private key only). ed25519-dalek writes v2 (RFC 5958, with
+/// the public key), which OpenSSL 3.0's `openssl pkey` cannot read.
+fn pkcs8_v1_pem(key: &SigningKey) -> Result<String, anyhow::Error> {
+    use ed25519_dalek::pkcs8::KeypairBytes;
+    let v1 = KeypairBytes {
+        secret_key: key.to_bytes(),
+        public_key: None,
+    };
+    Ok(v1.to_pkcs8_pem(LineEnding::LF)?.to_string())
 }
 
 fn write_new_private_file(path: &Path, contents: &[u8]) -> Result<(), anyhow::Error> {
@@ -192,5 +250,54 @@ mod tests {
             contents, "not a key\n",
             "an existing file is never replaced"
         );
+    }
+
+    #[test]
+    fn a_generated_key_file_is_pkcs8_v1() {
+        use pkcs8::{PrivateKeyInfo, Version, der::Decode as _};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("signing.pem");
+        load_or_generate_ed25519_key(&path).unwrap();
+        let pem = fs::read_to_string(&path).unwrap();
+        let (label, der) = pkcs8::der::pem::decode_vec(pem.as_bytes()).unwrap();
+        assert_eq!(label, "PRIVATE KEY");
+        let info = PrivateKeyInfo::from_der(&der).unwrap();
+        assert_eq!(info.version(), Version::V1);
+        assert!(info.public_key.is_none());
+    }
+
+    #[test]
+    fn a_configured_key_file_that_is_missing_is_an_error_not_a_new_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mounted").join("signing.pem");
+        let error = load_ed25519_key(&path).unwrap_err().to_string();
+        assert!(error.contains("does not exist"), "{error}");
+        assert!(!path.exists() && !path.parent().unwrap().exists());
+    }
+
+    #[test]
+    fn a_key_of_another_type_is_named_in_the_error() {
+        // An EC P-256 PKCS#8 key (RFC 5915 test vector style), and a PKCS#1 RSA label.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ec.pem");
+        let ec = "-----BEGIN PRIVATE KEY-----\n\
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgevZzL1gdAFr88hb2\n\
+OF/2NxApJCzGCEDdfSp6VQO30hyhRANCAAQRWz+jn65BtOMvdyHKcvjBeBSDZH2r\n\
+1RTwjmYSi9R/zpBnuQ4EiMnCqfMPWiZqB4QdbAd0E7oH50VpuZ1P087G\n\
+-----END PRIVATE KEY-----\n";
+        fs::write(&path, ec).unwrap();
+        let error = load_ed25519_key(&path).unwrap_err().to_string();
+        assert!(
+            error.contains("EC (ECDSA)") && error.contains("1.2.840.10045.2.1"),
+            "{error}"
+        );
+        assert!(!error.contains("1.3.101.112"), "{error}");
+        fs::write(
+            &path,
+            "-----BEGIN RSA PRIVATE KEY-----\nAAAA\n-----END RSA PRIVATE KEY-----\n",
+        )
+        .unwrap();
+        let error = load_ed25519_key(&path).unwrap_err().to_string();
+        assert!(error.contains("RSA PRIVATE KEY"), "{error}");
     }
 }

@@ -13,7 +13,7 @@ mod tests;
 
 pub use cache::{DEFAULT_CAPACITY as DEFAULT_VERIFY_CACHE_ENTRIES, VerifiedTokenCache};
 pub use jwt::{ACCESS_TOKEN_TYP, DecodedToken, MAX_TOKEN_BYTES, TokenAuthority};
-pub use keys::{SigningKeyMaterial, load_or_generate_ed25519_key};
+pub use keys::{SigningKeyMaterial, load_ed25519_key, load_or_generate_ed25519_key};
 
 use crate::{
     clock::UnixSeconds,

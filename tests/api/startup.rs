@@ -95,3 +95,24 @@ async fn hs256_tokens_work_end_to_end() {
     assert_eq!(header.alg, jsonwebtoken::Algorithm::HS256);
     assert_eq!(app.verify(&token).await.unwrap().user_id, user_id);
 }
+
+#[tokio::test]
+async fn a_configured_signing_key_file_that_does_not_exist_stops_start_up_and_is_not_created() {
+    let state = TestState::new(Backend::Embedded).await;
+    let missing = state
+        .data_dir
+        .path()
+        .join("secrets")
+        .join("signing-key.pem");
+    let error = state
+        .app()
+        .arg(format!("--signing-key-file={}", missing.display()))
+        .try_start()
+        .await
+        .err()
+        .expect("start-up must fail");
+    let error = format!("{error:#}");
+    assert!(error.contains("AUTHD_SIGNING_KEY_FILE"), "{error}");
+    assert!(error.contains("does not exist"), "{error}");
+    assert!(!missing.exists() && !missing.parent().unwrap().exists());
+}
