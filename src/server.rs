@@ -50,14 +50,20 @@ impl App {
             tasks::purge_expired(self.service.clone(), stopped),
         ];
 
-        let reflection_v1 = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1()?;
-        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1alpha()?;
+        // AUTHD_REFLECTION=false leaves both out: reflection calls answer UNIMPLEMENTED.
+        let reflection = || {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        };
+        let (reflection_v1, reflection_v1alpha) = if self.reflection {
+            (
+                Some(reflection().build_v1()?),
+                Some(reflection().build_v1alpha()?),
+            )
+        } else {
+            (None, None)
+        };
         let auth = AuthServiceServer::new(AuthApi::new(
             self.service.clone(),
             self.trusted_proxies.clone(),
@@ -77,8 +83,8 @@ impl App {
             .tcp_keepalive(Some(TCP_KEEPALIVE))
             .layer(EdgeLayer::new(self.limits.request_timeout))
             .add_service(health_service)
-            .add_service(reflection_v1)
-            .add_service(reflection_v1alpha)
+            .add_optional_service(reflection_v1)
+            .add_optional_service(reflection_v1alpha)
             .add_service(auth)
             .serve_with_incoming_shutdown(incoming, async move {
                 shutdown.await;

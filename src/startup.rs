@@ -26,6 +26,7 @@ pub struct App {
     pub(crate) service: Arc<AuthService>,
     pub(crate) trusted_proxies: Vec<ipnet::IpNet>,
     pub(crate) limits: ServerLimits,
+    pub(crate) reflection: bool,
 }
 
 impl App {
@@ -68,6 +69,7 @@ impl App {
             service,
             trusted_proxies: settings.trusted_proxies,
             limits: settings.server,
+            reflection: settings.reflection,
         })
     }
 

@@ -1,5 +1,8 @@
 //! Finds the access token of a Logout/Verify request: the message field, or, when that is empty,
-//! `authorization: Bearer <token>` metadata (scheme case-insensitive, RFC 6750 §2.1).
+//! `authorization: Bearer <token>` metadata (RFC 6750 §2.1): the scheme case-insensitive, then
+//! exactly one space. RFC 6750's grammar (`1*SP`) would allow more; authd picks one form so that a
+//! header is read the same way by authd and by every proxy in front of it. Any other form is not
+//! a bearer credential: TOKEN_MISSING.
 
 use tonic::Request;
 
@@ -15,7 +18,7 @@ pub(super) fn token_from<T>(
     AccessToken::new(field(message)).or_else(|| {
         let header = metadata.get("authorization")?.to_str().ok()?;
         let (scheme, token) = header.trim().split_once(' ')?;
-        if !scheme.eq_ignore_ascii_case("bearer") {
+        if !scheme.eq_ignore_ascii_case("bearer") || token.starts_with(char::is_whitespace) {
             return None;
         }
         AccessToken::new(token)
@@ -55,7 +58,7 @@ mod tests {
             Some("x.y.z")
         );
         assert_eq!(
-            token(request("", Some("bearer  x.y.z"))).as_deref(),
+            token(request("", Some("bearer x.y.z"))).as_deref(),
             Some("x.y.z")
         );
     }
@@ -64,6 +67,10 @@ mod tests {
     fn other_schemes_and_empty_values_are_missing() {
         assert_eq!(token(request("", Some("Basic dXNlcjpwYXNz"))), None);
         assert_eq!(token(request("", Some("Bearer "))), None);
+        // Exactly one space after the scheme.
+        assert_eq!(token(request("", Some("Bearer  x.y.z"))), None);
+        assert_eq!(token(request("", Some("Bearer\tx.y.z"))), None);
+        assert_eq!(token(request("", Some("Bearer \tx.y.z"))), None);
         assert_eq!(token(request("", None)), None);
     }
 }

@@ -32,11 +32,21 @@ pub fn invalid_argument(violations: Vec<FieldViolation>) -> Status {
         .into_iter()
         .map(|v| WireViolation::new(v.field, v.description))
         .collect();
-    Status::with_error_details(
-        Code::InvalidArgument,
-        message,
-        ErrorDetails::with_bad_request(wire),
-    )
+    let fields = violations_fields(&wire);
+    let mut details = ErrorDetails::with_bad_request(wire);
+    details.set_error_info(
+        "INVALID_ARGUMENT",
+        ERROR_DOMAIN,
+        HashMap::from([("fields".to_owned(), fields)]),
+    );
+    Status::with_error_details(Code::InvalidArgument, message, details)
+}
+
+/// The refused fields, comma-separated, for ErrorInfo metadata.
+fn violations_fields(violations: &[WireViolation]) -> String {
+    let mut fields: Vec<&str> = violations.iter().map(|v| v.field.as_str()).collect();
+    fields.dedup();
+    fields.join(",")
 }
 
 /// The status for a use-case error.
@@ -231,6 +241,39 @@ mod tests {
             .map(|v| v.field.clone())
             .collect();
         assert_eq!(fields, ["email", "password"]);
+        let info = details.error_info().unwrap();
+        assert_eq!(
+            (info.reason.as_str(), info.domain.as_str()),
+            ("INVALID_ARGUMENT", ERROR_DOMAIN)
+        );
+        assert_eq!(info.metadata["fields"], "email,password");
+    }
+
+    #[test]
+    fn every_status_authd_produces_carries_an_error_info() {
+        let statuses = [
+            from_service(ServiceError::EmailTaken),
+            from_service(ServiceError::InvalidCredentials),
+            from_service(ServiceError::Token(TokenError::Missing)),
+            from_service(ServiceError::Overloaded),
+            from_service(ServiceError::Throttled {
+                retry_after: Duration::from_secs(1),
+            }),
+            from_service(ServiceError::Unavailable {
+                backend: "redis",
+                cause: anyhow::anyhow!("down"),
+            }),
+            from_service(ServiceError::Unexpected(anyhow::anyhow!("bug"))),
+            invalid_argument(vec![FieldViolation::new("email", "is required")]),
+            deadline_exceeded(Duration::from_secs(1)),
+        ];
+        for status in statuses {
+            let info = status.get_error_details().error_info().cloned();
+            assert!(
+                info.is_some_and(|info| info.domain == ERROR_DOMAIN && !info.reason.is_empty()),
+                "{status:?}"
+            );
+        }
     }
 
     #[test]

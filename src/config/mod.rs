@@ -29,6 +29,9 @@ pub const DEFAULT_ACCESS_TOKEN_TTL: &str = "15m";
 pub const DEFAULT_CLOCK_LEEWAY: &str = "5s";
 /// HS256 secrets must be at least as long as the hash output (RFC 7518 §3.2).
 pub const MIN_HS256_SECRET_BYTES: usize = 32;
+/// ... and not a repetition of a few characters ("aaaa…", "abab…"): at least this many distinct
+/// bytes. A random 32-byte secret has about 30; 16 still refuses every pattern typed by hand.
+pub const MIN_HS256_DISTINCT_BYTES: usize = 16;
 /// Consecutive failed logins of one account before it backs off (OWASP Authentication Cheat
 /// Sheet: throttle per account; NIST SP 800-63B §5.2.2: at most 100 consecutive failures).
 pub const DEFAULT_LOGIN_FAILURES_BEFORE_BACKOFF: &str = "5";
@@ -192,8 +195,8 @@ pub struct Config {
     #[arg(long, env = "AUTHD_SOURCE_WINDOW", value_name = "AUTHD_SOURCE_WINDOW", default_value = DEFAULT_SOURCE_WINDOW, value_parser = duration_at_least(MIN_THROTTLE_DURATION))]
     pub source_window: Duration,
 
-    /// Proxies (IPs or CIDRs, comma-separated) whose `x-forwarded-for` first hop is trusted as the
-    /// source address.
+    /// Proxies (IPs or CIDRs, comma-separated) in front of authd: behind one, the source address is
+    /// the rightmost `x-forwarded-for` hop that is not a trusted proxy.
     #[arg(long, env = "AUTHD_TRUSTED_PROXIES", value_name = "AUTHD_TRUSTED_PROXIES", value_delimiter = ',', value_parser = network)]
     pub trusted_proxies: Vec<ipnet::IpNet>,
 
@@ -231,6 +234,11 @@ pub struct Config {
     /// HTTP/2 streams one connection may have open at once.
     #[arg(long, env = "AUTHD_MAX_CONCURRENT_STREAMS", value_name = "AUTHD_MAX_CONCURRENT_STREAMS", default_value = DEFAULT_MAX_CONCURRENT_STREAMS)]
     pub max_concurrent_streams: NonZeroU32,
+
+    /// Serve gRPC server reflection (v1 and v1alpha), so grpcurl can list and call the API without
+    /// proto files; `false` hides the API's shape from whoever can reach the port.
+    #[arg(long, env = "AUTHD_REFLECTION", value_name = "AUTHD_REFLECTION", default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub reflection: bool,
 
     /// Log format.
     #[arg(

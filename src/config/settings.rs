@@ -7,7 +7,10 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use ipnet::IpNet;
 use secrecy::{ExposeSecret as _, SecretString};
 
-use super::{Config, JwtAlgorithm, LogFormat, MIN_HS256_SECRET_BYTES, RevocationMode};
+use super::{
+    Config, JwtAlgorithm, LogFormat, MIN_HS256_DISTINCT_BYTES, MIN_HS256_SECRET_BYTES,
+    RevocationMode,
+};
 use crate::{
     hashing::HashingLimits,
     store::{DatabaseLocation, RedisTopology},
@@ -100,6 +103,8 @@ pub struct Settings {
     pub verify_cache_entries: usize,
     /// Listener limits.
     pub server: ServerLimits,
+    /// Whether gRPC server reflection is served.
+    pub reflection: bool,
     /// Log format.
     pub log_format: LogFormat,
 }
@@ -161,6 +166,7 @@ impl Config {
                 request_timeout: self.request_timeout,
                 max_concurrent_streams: self.max_concurrent_streams.get(),
             },
+            reflection: self.reflection,
             log_format: self.log_format,
         })
     }
@@ -174,15 +180,30 @@ impl Config {
                     .unwrap_or_else(|| self.data_dir.join("signing-key.pem")),
                 in_data_dir: self.signing_key_file.is_none(),
             }),
-            JwtAlgorithm::Hs256 => match &self.jwt_secret {
-                Some(secret) if secret.expose_secret().len() >= MIN_HS256_SECRET_BYTES => {
-                    Ok(SigningKeySetting::Hs256(secret.clone()))
+            JwtAlgorithm::Hs256 => {
+                let secret = self.jwt_secret.as_ref().ok_or_else(|| {
+                    ConfigError::new("AUTHD_JWT_SECRET", "required with AUTHD_JWT_ALG=HS256")
+                })?;
+                let bytes = secret.expose_secret().as_bytes();
+                if bytes.len() < MIN_HS256_SECRET_BYTES {
+                    return Err(ConfigError::new(
+                        "AUTHD_JWT_SECRET",
+                        format!("HS256 needs a secret of at least {MIN_HS256_SECRET_BYTES} bytes"),
+                    ));
                 }
-                _ => Err(ConfigError::new(
-                    "AUTHD_JWT_SECRET",
-                    format!("HS256 needs a secret of at least {MIN_HS256_SECRET_BYTES} bytes"),
-                )),
-            },
+                let distinct = bytes.iter().collect::<std::collections::HashSet<_>>().len();
+                if distinct < MIN_HS256_DISTINCT_BYTES {
+                    return Err(ConfigError::new(
+                        "AUTHD_JWT_SECRET",
+                        format!(
+                            "the secret has only {distinct} distinct bytes (at least \
+                             {MIN_HS256_DISTINCT_BYTES}): use a random one, e.g. \
+                             `openssl rand -base64 48`"
+                        ),
+                    ));
+                }
+                Ok(SigningKeySetting::Hs256(secret.clone()))
+            }
         }
     }
 }
@@ -250,6 +271,20 @@ mod tests {
             "AUTHD_JWT_SECRET"
         );
         assert_eq!(refused_setting(&["--jwt-alg", "HS256"]), "AUTHD_JWT_SECRET");
+        let repeated = "k".repeat(32);
+        let pattern = "abcd".repeat(10);
+        for weak in [repeated.as_str(), pattern.as_str()] {
+            assert_eq!(
+                refused_setting(&["--jwt-alg", "HS256", "--jwt-secret", weak]),
+                "AUTHD_JWT_SECRET",
+                "{weak}"
+            );
+        }
+        let random = "q8Zr2LkW9vXc4TnB7yHd1MfJ6sPa3GeU";
+        parse(&["--jwt-alg", "HS256", "--jwt-secret", random])
+            .unwrap()
+            .settings()
+            .unwrap();
         assert_eq!(
             refused_setting(&["--revocation-mode", "cached"]),
             "AUTHD_REVOCATION_MODE"

@@ -2,6 +2,8 @@
 
 use uuid::Uuid;
 
+use unicode_properties::{GeneralCategory, UnicodeGeneralCategory as _};
+
 use super::FieldViolation;
 
 /// Display names are for humans: short and printable.
@@ -63,6 +65,17 @@ impl Username {
                 "must not contain control characters",
             ));
         }
+        // Format characters are invisible but reorder or hide text: U+202E makes "Ada\u{202E}nimda"
+        // display as "Adaadmin", U+200B makes two names that look alike differ.
+        if trimmed
+            .chars()
+            .any(|c| c.general_category() == GeneralCategory::Format)
+        {
+            return Err(FieldViolation::new(
+                "username",
+                "must not contain invisible format characters (such as U+202E or U+200B)",
+            ));
+        }
         Ok(Some(Self(trimmed.to_owned())))
     }
 
@@ -86,5 +99,23 @@ mod tests {
     fn long_or_control_usernames_are_refused() {
         assert!(Username::parse(&"a".repeat(65)).is_err());
         assert!(Username::parse("a\u{1b}[31m").is_err());
+    }
+
+    #[test]
+    fn invisible_format_characters_are_refused() {
+        for name in [
+            "Ada\u{202E}nimda",
+            "Ad\u{200B}a",
+            "\u{FEFF}Ada",
+            "A\u{2066}da",
+            "Ada\u{AD}",
+        ] {
+            let violation = Username::parse(name).unwrap_err();
+            assert_eq!(violation.field, "username");
+        }
+        // Letters and marks of any script, and emoji, are fine.
+        for name in ["Zoë", "周杰倫", "Ngũgĩ wa Thiong'o", "Ada 🚀"] {
+            assert!(Username::parse(name).unwrap().is_some(), "{name}");
+        }
     }
 }

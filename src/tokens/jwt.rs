@@ -17,6 +17,11 @@ use crate::{
     domain::{AccessToken, Jti, UserId},
 };
 
+/// The earliest and latest seconds a google.protobuf.Timestamp can hold (0001-01-01T00:00:00Z and
+/// 9999-12-31T23:59:59Z).
+const MIN_TIMESTAMP: UnixSeconds = -62_135_596_800;
+const MAX_TIMESTAMP: UnixSeconds = 253_402_300_799;
+
 /// The JWT `typ` of access tokens (RFC 9068 §2.1).
 pub const ACCESS_TOKEN_TYP: &str = "at+jwt";
 /// Tokens longer than this are refused before any parsing; ours are about 400 bytes.
@@ -160,7 +165,7 @@ impl TokenAuthority {
         let wire = data.claims;
         let user_id = UserId::parse(&wire.sub).ok_or(TokenError::Invalid)?;
         let jti = Jti::parse(&wire.jti).ok_or(TokenError::Invalid)?;
-        if wire.exp < wire.iat {
+        if !self.plausible_lifetime(wire.iat, wire.exp) {
             return Err(TokenError::Invalid);
         }
         Ok(DecodedToken {
@@ -172,6 +177,16 @@ impl TokenAuthority {
             },
             not_before: wire.nbf,
         })
+    }
+
+    /// Whether `iat`..`exp` is a lifetime this authority could have issued: not negative, no
+    /// longer than the configured TTL plus the leeway (a token signed with our key but living
+    /// until year 9999 was not made by `issue`), and both ends within protobuf Timestamp's range,
+    /// so that Verify can always answer them.
+    fn plausible_lifetime(&self, iat: UnixSeconds, exp: UnixSeconds) -> bool {
+        let longest = self.ttl_seconds.saturating_add(self.leeway_seconds);
+        let representable = |t: UnixSeconds| (MIN_TIMESTAMP..=MAX_TIMESTAMP).contains(&t);
+        exp >= iat && exp.saturating_sub(iat) <= longest && representable(iat) && representable(exp)
     }
 
     /// Checks `exp`, `nbf` and `iat` against `now`, allowing the leeway.

@@ -296,6 +296,32 @@ fn exp_before_iat_is_invalid() {
 }
 
 #[test]
+fn a_lifetime_longer_than_the_ttl_plus_leeway_is_invalid_even_with_our_signature() {
+    for fixture in Fixture::both() {
+        let longest = fixture.sign(
+            &fixture.header(),
+            &claims_with("exp", json!(NOW + TTL + LEEWAY)),
+        );
+        fixture
+            .verify(&longest)
+            .expect("ttl + leeway is still plausible");
+        for (iat, exp) in [
+            (NOW, NOW + TTL + LEEWAY + 1),
+            (NOW, 253_402_300_799), // 9999-12-31
+            (NOW, i64::MAX),
+            (0, i64::MAX),
+            (i64::MIN, i64::MIN + 10),
+            (-62_135_596_801, -62_135_596_800), // before 0001-01-01
+        ] {
+            let mut claims = claims_with("iat", json!(iat));
+            claims["exp"] = json!(exp);
+            let token = fixture.sign(&fixture.header(), &claims);
+            fixture.assert_invalid(&token, &format!("iat {iat}, exp {exp}"));
+        }
+    }
+}
+
+#[test]
 fn alg_none_is_refused() {
     for fixture in Fixture::both() {
         let genuine = fixture.authority.issue(UserId::generate(), NOW).unwrap();

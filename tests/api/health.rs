@@ -11,13 +11,31 @@ use tonic_reflection::pb::v1::{
 
 use crate::{
     backend_tests,
-    common::{Backend, Fixture, eventually, spawn_app},
+    common::{Backend, Fixture, TestState, eventually, spawn_app},
 };
 
 backend_tests!(
     health_is_serving_overall_and_for_the_auth_service,
     reflection_lists_the_auth_and_health_services,
 );
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reflection_can_be_turned_off() {
+    let state = TestState::new(Backend::Embedded).await;
+    let app = state.app().arg("--reflection=false").start().await;
+    let mut reflection = ServerReflectionClient::new(app.channel.clone());
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let status = reflection
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .expect_err("no reflection service");
+    assert_eq!(status.code(), tonic::Code::Unimplemented, "{status:?}");
+    // The API itself is still served.
+    app.new_user().await;
+}
 
 async fn health_is_serving_overall_and_for_the_auth_service(backend: Backend) {
     let Fixture { app, state: _state } = spawn_app(backend).await;

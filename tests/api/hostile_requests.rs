@@ -150,7 +150,7 @@ async fn control_characters_in_every_field_are_refused() {
                 .register(request)
                 .await
                 .expect_err(&format!("{field} with {bad:?}"));
-            assert_status(&status, Code::InvalidArgument, None);
+            assert_status(&status, Code::InvalidArgument, Some("INVALID_ARGUMENT"));
             assert_eq!(violated_fields(&status), [field], "{bad:?}");
         }
         for (request, field) in [
@@ -170,7 +170,7 @@ async fn control_characters_in_every_field_are_refused() {
             ),
         ] {
             let status = client.login(request).await.unwrap_err();
-            assert_status(&status, Code::InvalidArgument, None);
+            assert_status(&status, Code::InvalidArgument, Some("INVALID_ARGUMENT"));
             assert_eq!(violated_fields(&status), [field]);
         }
         let token = format!("a.b{bad}.c");

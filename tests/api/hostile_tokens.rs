@@ -19,7 +19,10 @@ use crate::{
     common::{Backend, Fixture, Forger, TestApp, assert_status, spawn_app},
 };
 
-backend_tests!(kid_with_path_traversal_or_sql_is_token_invalid);
+backend_tests!(
+    kid_with_path_traversal_or_sql_is_token_invalid,
+    a_token_signed_with_our_key_but_living_for_ever_is_token_invalid,
+);
 
 /// Every hostile call must be answered within this.
 const QUICK: Duration = Duration::from_secs(1);
@@ -270,5 +273,36 @@ async fn oversized_tokens_are_refused_quickly() {
         "1 MB token",
     )
     .await;
+    assert_genuine_token_verifies(&app, &genuine, &user_id).await;
+}
+
+async fn a_token_signed_with_our_key_but_living_for_ever_is_token_invalid(backend: Backend) {
+    let Fixture { app, state } = spawn_app(backend).await;
+    let (_, user_id, genuine) = app.new_user().await;
+    let forger = Forger::for_state(&state);
+    let now = crate::common::unix_now();
+    for (case, iat, exp) in [
+        ("exp in year 9999", now, 253_402_300_799),
+        ("exp = i64::MAX", now, i64::MAX),
+        ("iat = 0, exp = i64::MAX", 0, i64::MAX),
+        (
+            "one second longer than ttl + leeway",
+            now,
+            now + 900 + 5 + 1,
+        ),
+    ] {
+        let mut claims = Forger::claims(&user_id, 0, 900);
+        claims["iat"] = json!(iat);
+        claims["exp"] = json!(exp);
+        let token = forger.sign(&forger.header(), &claims);
+        assert_token_invalid(&app, &token, case).await;
+    }
+    // The longest lifetime authd could have issued (ttl + leeway) still verifies, with
+    // timestamps a protobuf Timestamp can hold.
+    let mut claims = Forger::claims(&user_id, 0, 900);
+    claims["exp"] = json!(now + 905);
+    let token = forger.sign(&forger.header(), &claims);
+    let verified = app.verify(&token).await.expect("ttl + leeway verifies");
+    assert_eq!(verified.expires_at.unwrap().seconds, now + 905);
     assert_genuine_token_verifies(&app, &genuine, &user_id).await;
 }

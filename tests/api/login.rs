@@ -56,7 +56,7 @@ async fn login_with_unknown_email_and_wrong_password_look_the_same(backend: Back
 async fn login_with_empty_fields_is_invalid_argument(backend: Backend) {
     let Fixture { app, state: _state } = spawn_app(backend).await;
     let status = app.login("", "").await.unwrap_err();
-    assert_status(&status, Code::InvalidArgument, None);
+    assert_status(&status, Code::InvalidArgument, Some("INVALID_ARGUMENT"));
     assert_eq!(violated_fields(&status), ["email", "password"]);
     let status = app.login("someone@example.com", "").await.unwrap_err();
     assert_eq!(violated_fields(&status), ["password"]);

@@ -18,6 +18,7 @@ backend_tests!(
     taken_email_is_already_exists_after_trimming_and_case_folding,
     password_length_is_8_to_128_characters_of_any_kind,
     empty_fields_are_invalid_argument_naming_each_field,
+    usernames_with_invisible_format_characters_are_refused,
     common_or_personal_passwords_are_refused_with_the_reason,
     thirty_two_concurrent_registrations_of_one_email_have_exactly_one_winner,
 );
@@ -70,7 +71,7 @@ async fn malformed_emails_are_invalid_argument_naming_email(backend: Backend) {
         too_long.as_str(),
     ] {
         let status = app.register(email, PASSWORD).await.unwrap_err();
-        assert_status(&status, Code::InvalidArgument, None);
+        assert_status(&status, Code::InvalidArgument, Some("INVALID_ARGUMENT"));
         assert_eq!(violated_fields(&status), ["email"], "{email:?}");
     }
 }
@@ -117,7 +118,7 @@ async fn password_length_is_8_to_128_characters_of_any_kind(backend: Backend) {
             .register(&format!("bad{i}@example.com"), password)
             .await
             .unwrap_err();
-        assert_status(&status, Code::InvalidArgument, None);
+        assert_status(&status, Code::InvalidArgument, Some("INVALID_ARGUMENT"));
         assert_eq!(violated_fields(&status), ["password"]);
     }
 }
@@ -130,7 +131,7 @@ async fn common_or_personal_passwords_are_refused_with_the_reason(backend: Backe
         ("jane.doe@example.com", "jane.doe1985"),
     ] {
         let status = app.register(email, password).await.unwrap_err();
-        assert_status(&status, Code::InvalidArgument, None);
+        assert_status(&status, Code::InvalidArgument, Some("INVALID_ARGUMENT"));
         assert_eq!(violated_fields(&status), ["password"]);
         assert!(status.message().contains("too weak"), "{status:?}");
     }
@@ -143,7 +144,7 @@ async fn common_or_personal_passwords_are_refused_with_the_reason(backend: Backe
 async fn empty_fields_are_invalid_argument_naming_each_field(backend: Backend) {
     let Fixture { app, state: _state } = spawn_app(backend).await;
     let status = app.register("", "").await.unwrap_err();
-    assert_status(&status, Code::InvalidArgument, None);
+    assert_status(&status, Code::InvalidArgument, Some("INVALID_ARGUMENT"));
     assert_eq!(violated_fields(&status), ["email", "password"]);
     let status = app.register("someone@example.com", "").await.unwrap_err();
     assert_eq!(violated_fields(&status), ["password"]);
@@ -221,5 +222,23 @@ async fn requests_over_64_kib_are_refused_before_decoding() {
         .register(&format!("{big}@example.com"), PASSWORD)
         .await
         .unwrap_err();
-    assert_status(&status, Code::InvalidArgument, None);
+    assert_status(&status, Code::InvalidArgument, Some("INVALID_ARGUMENT"));
+}
+
+async fn usernames_with_invisible_format_characters_are_refused(backend: Backend) {
+    let Fixture { app, state: _state } = spawn_app(backend).await;
+    for (i, username) in ["Ada\u{202E}nimda", "Ad\u{200B}a"].iter().enumerate() {
+        let status = app
+            .client
+            .clone()
+            .register(pb::RegisterRequest {
+                email: format!("cf{i}@example.com"),
+                password: PASSWORD.into(),
+                username: (*username).into(),
+            })
+            .await
+            .unwrap_err();
+        assert_status(&status, Code::InvalidArgument, Some("INVALID_ARGUMENT"));
+        assert_eq!(violated_fields(&status), ["username"]);
+    }
 }

@@ -85,8 +85,8 @@ async fn hs256_tokens_work_end_to_end() {
     let app = state
         .app()
         .args([
-            "--jwt-alg=HS256".into(),
-            format!("--jwt-secret={}", "k".repeat(32)),
+            "--jwt-alg=HS256",
+            "--jwt-secret=q8Zr2LkW9vXc4TnB7yHd1MfJ6sPa3GeU",
         ])
         .start()
         .await;

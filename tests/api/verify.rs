@@ -49,6 +49,15 @@ async fn verify_reads_the_bearer_token_from_metadata_when_the_field_is_empty(bac
         .unwrap()
         .into_inner();
     assert_eq!(verified.user_id, user_id);
+    // Exactly one space after the scheme: any other form is not a bearer credential.
+    for header in [format!("Bearer  {token}"), format!("Bearer\t{token}")] {
+        let mut request = Request::new(pb::VerifyRequest::default());
+        request
+            .metadata_mut()
+            .insert("authorization", header.parse().unwrap());
+        let status = app.client.clone().verify(request).await.unwrap_err();
+        assert_status(&status, Code::Unauthenticated, Some("TOKEN_MISSING"));
+    }
 }
 
 async fn verify_without_a_token_is_token_missing(backend: Backend) {
