@@ -1,9 +1,22 @@
-//! Login throttling: per account, exponential back-off after consecutive failures; per source
-//! address, a cap on failures per window. The state lives in a `ThrottleStore` (Redis or the user
-//! database) shared by every instance; if it cannot be reached, Login fails closed.
+//! Login throttling. Three limits, each a counter in a `ThrottleStore` (Redis or the user
+//! database) shared by every instance:
 //!
-//! Accounts are keyed by a hash of the normalised email whether or not such an account exists,
-//! so throttling reveals nothing about which emails are registered, and the store holds no emails.
+//! - per **(account, source)**: exponential back-off after consecutive failures. One source's
+//!   failures slow down that source only, so an attacker cannot lock a victim out of their own
+//!   account from elsewhere;
+//! - per **account**, whatever the source: a cap on failures per window, at a higher threshold,
+//!   which stops guessing spread over many addresses;
+//! - per **source**, whatever the account: a cap on failures per window.
+//!
+//! An attempt **reserves** its place in every counter before the password is hashed, with a
+//! compare-and-set that also checks the limit, so N concurrent guesses can never get past a
+//! limit, and a guess that cannot be counted (the store is down or refuses writes) is never
+//! answered from the password check: Login fails closed. A failed attempt keeps its reservations;
+//! a successful one releases them (the source and account windows count failures only) and resets
+//! its (account, source) back-off.
+//!
+//! Accounts are keyed by a hash of the normalised email whether or not such an account exists, so
+//! throttling reveals nothing about which emails are registered, and the store holds no emails.
 //! IPv6 sources are keyed by their /64, the block one subscriber usually gets.
 
 use std::{net::IpAddr, sync::Arc, time::Duration};
@@ -14,22 +27,30 @@ use sha2::{Digest as _, Sha256};
 use crate::{
     clock::UnixMillis,
     domain::Email,
-    store::{FailureCount, StoreError, ThrottleStore},
+    store::{Counter, StoreError, ThrottleStore},
 };
 
-/// How long an account's failure count is remembered after its latest failure.
-pub const ACCOUNT_MEMORY: Duration = Duration::from_secs(24 * 3600);
+/// How long an (account, source) back-off count is remembered after its latest failure.
+pub const BACKOFF_MEMORY: Duration = Duration::from_secs(24 * 3600);
+/// Compare-and-set rounds one reservation may take before the key counts as flooded.
+const MAX_RESERVATION_ROUNDS: usize = 32;
+/// What a flooded key (one that lost every round) answers: retry in a moment.
+const FLOODED_RETRY: Duration = Duration::from_secs(1);
 
 /// The limits (see `config` for the defaults and their sources).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ThrottlePolicy {
-    /// Consecutive failures of one account before it backs off.
+    /// Consecutive failures of one (account, source) before it backs off.
     pub failures_before_backoff: u32,
     /// The first delay; doubled per further failure.
     pub backoff_base: Duration,
     /// The longest delay.
     pub backoff_max: Duration,
-    /// Failures per source per window (0: no limit).
+    /// Failures per account per window, from every source (0: no limit).
+    pub account_max_failures: u32,
+    /// The account window, counted from its first failure.
+    pub account_window: Duration,
+    /// Failures per source per window, on every account (0: no limit).
     pub source_max_failures: u32,
     /// The source window, counted from its first failure.
     pub source_window: Duration,
@@ -38,7 +59,7 @@ pub struct ThrottlePolicy {
 impl ThrottlePolicy {
     /// The back-off after `failures` consecutive failures, if any: base × 2^(failures − threshold),
     /// capped.
-    pub fn account_backoff(&self, failures: u32) -> Option<Duration> {
+    pub fn backoff(&self, failures: u32) -> Option<Duration> {
         let beyond = failures.checked_sub(self.failures_before_backoff)?;
         let factor = 2u32.checked_pow(beyond.min(31)).unwrap_or(u32::MAX);
         Some(
@@ -47,20 +68,59 @@ impl ThrottlePolicy {
                 .min(self.backoff_max),
         )
     }
+}
 
-    /// How long an account must still wait, given its failures, at `now`.
-    pub fn account_wait(&self, count: &FailureCount, now: UnixMillis) -> Option<Duration> {
-        let backoff = self.account_backoff(count.failures)?;
-        let until = count.last_failure.saturating_add(millis(backoff));
-        remaining(until, now)
-    }
+/// One of the three limits, as applied to one counter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Limit {
+    /// `until` is when the next attempt may start; each attempt moves it by the back-off.
+    Backoff,
+    /// At most `max` attempts until `until`, the window's end.
+    Window { max: u32, window: Duration },
+}
 
-    /// How long a source must still wait, given its failures in the window, at `now`.
-    pub fn source_wait(&self, count: &FailureCount, now: UnixMillis) -> Option<Duration> {
-        if self.source_max_failures == 0 || count.failures < self.source_max_failures {
-            return None;
+impl Limit {
+    /// The counter after one more attempt at `now`, or how long the attempt must wait.
+    fn count_one(
+        self,
+        policy: &ThrottlePolicy,
+        current: Option<Counter>,
+        now: UnixMillis,
+    ) -> Result<Counter, Duration> {
+        match self {
+            Self::Backoff => {
+                let current = current.unwrap_or(Counter {
+                    count: 0,
+                    until: now,
+                    expires_at: now,
+                });
+                if let Some(wait) = remaining(current.until, now) {
+                    return Err(wait);
+                }
+                let count = current.count.saturating_add(1);
+                let backoff = policy.backoff(count).unwrap_or(Duration::ZERO);
+                Ok(Counter {
+                    count,
+                    until: now.saturating_add(millis(backoff)),
+                    expires_at: now.saturating_add(millis(BACKOFF_MEMORY)),
+                })
+            }
+            Self::Window { max, window } => {
+                let ends = now.saturating_add(millis(window));
+                let current = current.unwrap_or(Counter {
+                    count: 0,
+                    until: ends,
+                    expires_at: ends,
+                });
+                if current.count >= max {
+                    return Err(remaining(current.until, now).unwrap_or(FLOODED_RETRY));
+                }
+                Ok(Counter {
+                    count: current.count + 1,
+                    ..current
+                })
+            }
         }
-        remaining(count.window_ends, now)
     }
 }
 
@@ -84,6 +144,17 @@ pub enum ThrottleError {
     Store(#[from] StoreError),
 }
 
+/// A login attempt that holds its places in the counters: keep it on failure, hand it to
+/// [`LoginThrottle::succeeded`] on success.
+#[derive(Debug)]
+#[must_use = "a successful login must release its reservation"]
+pub struct LoginAttempt {
+    /// The (account, source) back-off counter.
+    backoff_key: String,
+    /// The window counters this attempt took a place in.
+    windows: Vec<String>,
+}
+
 /// Applies the policy to logins.
 pub struct LoginThrottle {
     store: Arc<dyn ThrottleStore>,
@@ -96,52 +167,119 @@ impl LoginThrottle {
         Self { store, policy }
     }
 
-    /// Refuses a login attempt while its account or source is backing off.
-    pub async fn check(
+    /// Counts a login attempt before its password is checked, or refuses it while any limit
+    /// says wait. Windows first, the back-off last, so that a refusal only has windows to give
+    /// back.
+    pub async fn begin(
         &self,
         account: &Email,
         source: Option<IpAddr>,
         now: UnixMillis,
-    ) -> Result<(), ThrottleError> {
-        let mut keys = vec![account_key(account)];
-        keys.extend(source.map(source_key));
-        let counts = self.store.failures(&keys, now).await?;
-        let account_wait = counts
-            .first()
-            .and_then(|c| self.policy.account_wait(c, now));
-        let source_wait = counts.get(1).and_then(|c| self.policy.source_wait(c, now));
-        match account_wait.max(source_wait) {
-            Some(wait) => Err(ThrottleError::Throttled(wait)),
-            None => Ok(()),
+    ) -> Result<LoginAttempt, ThrottleError> {
+        let account = account_key(account);
+        let source = source.map(source_key);
+        let mut windows = Vec::new();
+        if let Some(source) = source
+            .as_ref()
+            .filter(|_| self.policy.source_max_failures > 0)
+        {
+            windows.push((
+                source.clone(),
+                self.policy.source_max_failures,
+                self.policy.source_window,
+            ));
         }
+        if self.policy.account_max_failures > 0 {
+            windows.push((
+                account.clone(),
+                self.policy.account_max_failures,
+                self.policy.account_window,
+            ));
+        }
+        let mut reserved = Vec::new();
+        for (key, max, window) in windows {
+            if let Err(error) = self.reserve(&key, Limit::Window { max, window }, now).await {
+                self.release_windows(&reserved, now).await;
+                return Err(error);
+            }
+            reserved.push(key);
+        }
+        let backoff_key = format!("{account}|{}", source.as_deref().unwrap_or("source:none"));
+        if let Err(error) = self.reserve(&backoff_key, Limit::Backoff, now).await {
+            self.release_windows(&reserved, now).await;
+            return Err(error);
+        }
+        Ok(LoginAttempt {
+            backoff_key,
+            windows: reserved,
+        })
     }
 
-    /// Records a failed attempt against the account and the source.
-    pub async fn failed(
+    /// The password was right: the (account, source) back-off starts over and the windows get
+    /// their places back.
+    pub async fn succeeded(
         &self,
-        account: &Email,
-        source: Option<IpAddr>,
+        attempt: LoginAttempt,
         now: UnixMillis,
     ) -> Result<(), StoreError> {
-        self.store
-            .add_failure(&account_key(account), ACCOUNT_MEMORY, true, now)
-            .await?;
-        if let Some(source) = source.filter(|_| self.policy.source_max_failures > 0) {
-            self.store
-                .add_failure(&source_key(source), self.policy.source_window, false, now)
-                .await?;
+        self.store.clear(&attempt.backoff_key).await?;
+        for key in &attempt.windows {
+            self.release(key, now).await?;
         }
         Ok(())
     }
 
-    /// Deletes forgotten counts where the store does not expire them itself.
+    /// Deletes forgotten counters where the store does not expire them itself.
     pub async fn purge_expired(&self, now: UnixMillis) -> Result<u64, StoreError> {
         self.store.purge_expired(now).await
     }
 
-    /// A success resets the account's count (the source's window runs its course).
-    pub async fn succeeded(&self, account: &Email) -> Result<(), StoreError> {
-        self.store.clear(&account_key(account)).await
+    /// Counts one attempt under `key` if `limit` allows it now, atomically (compare-and-set).
+    async fn reserve(&self, key: &str, limit: Limit, now: UnixMillis) -> Result<(), ThrottleError> {
+        for _ in 0..MAX_RESERVATION_ROUNDS {
+            let current = self.store.load(key, now).await?;
+            let next = limit
+                .count_one(&self.policy, current, now)
+                .map_err(ThrottleError::Throttled)?;
+            if self.store.replace(key, current, next, now).await? {
+                return Ok(());
+            }
+        }
+        // Every round lost to a concurrent attempt on this key: it is being flooded.
+        Err(ThrottleError::Throttled(FLOODED_RETRY))
+    }
+
+    /// Gives one place back under `key` (never below zero).
+    async fn release(&self, key: &str, now: UnixMillis) -> Result<(), StoreError> {
+        for _ in 0..MAX_RESERVATION_ROUNDS {
+            let Some(current) = self.store.load(key, now).await? else {
+                return Ok(());
+            };
+            if current.count == 0 {
+                return Ok(());
+            }
+            let fewer = Counter {
+                count: current.count - 1,
+                ..current
+            };
+            if self.store.replace(key, Some(current), fewer, now).await? {
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    /// Gives back the window places of an attempt that was refused further on; a store error
+    /// here leaves the place taken (counted as a failure), which errs on the safe side.
+    async fn release_windows(&self, keys: &[String], now: UnixMillis) {
+        for key in keys {
+            if let Err(error) = self.release(key, now).await {
+                tracing::warn!(
+                    error = format!("{:#}", anyhow::Error::new(error)),
+                    "releasing a throttle place failed"
+                );
+            }
+        }
     }
 }
 
@@ -175,6 +313,8 @@ mod tests {
             failures_before_backoff: 5,
             backoff_base: Duration::from_secs(1),
             backoff_max: Duration::from_secs(900),
+            account_max_failures: 50,
+            account_window: Duration::from_secs(900),
             source_max_failures: 100,
             source_window: Duration::from_secs(900),
         }
@@ -183,59 +323,54 @@ mod tests {
     #[test]
     fn backoff_starts_after_five_failures_doubles_and_is_capped() {
         let policy = policy();
-        assert_eq!(policy.account_backoff(4), None);
+        assert_eq!(policy.backoff(4), None);
         let seconds: Vec<u64> = (5..=16)
-            .map(|n| policy.account_backoff(n).unwrap().as_secs())
+            .map(|n| policy.backoff(n).unwrap().as_secs())
             .collect();
         assert_eq!(seconds, [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 900, 900]);
-        assert_eq!(
-            policy.account_backoff(u32::MAX),
-            Some(Duration::from_secs(900))
-        );
+        assert_eq!(policy.backoff(u32::MAX), Some(Duration::from_secs(900)));
     }
 
     #[test]
-    fn an_account_waits_from_its_latest_failure() {
+    fn the_fifth_failure_locks_the_next_attempt_for_the_base_delay() {
         let policy = policy();
-        let count = FailureCount {
-            failures: 6,
-            last_failure: 10_000,
-            window_ends: 0,
-        };
+        let mut counter = None;
+        for _ in 0..4 {
+            let next = Limit::Backoff.count_one(&policy, counter, 10_000).unwrap();
+            assert_eq!(next.until, 10_000, "no back-off before the fifth failure");
+            counter = Some(next);
+        }
+        let fifth = Limit::Backoff.count_one(&policy, counter, 10_000).unwrap();
+        assert_eq!(fifth.until, 11_000);
         assert_eq!(
-            policy.account_wait(&count, 10_000),
-            Some(Duration::from_secs(2))
+            Limit::Backoff.count_one(&policy, Some(fifth), 10_500),
+            Err(Duration::from_millis(500))
         );
-        assert_eq!(
-            policy.account_wait(&count, 11_500),
-            Some(Duration::from_millis(500))
-        );
-        assert_eq!(policy.account_wait(&count, 12_000), None);
+        let sixth = Limit::Backoff
+            .count_one(&policy, Some(fifth), 11_000)
+            .unwrap();
+        assert_eq!((sixth.count, sixth.until), (6, 13_000));
     }
 
     #[test]
-    fn a_source_waits_for_its_window_once_over_the_limit() {
+    fn a_window_takes_max_attempts_then_waits_for_its_end() {
         let policy = policy();
-        let under = FailureCount {
-            failures: 99,
-            last_failure: 0,
-            window_ends: 900_000,
+        let limit = Limit::Window {
+            max: 2,
+            window: Duration::from_secs(900),
         };
-        let over = FailureCount {
-            failures: 100,
-            ..under
-        };
-        assert_eq!(policy.source_wait(&under, 1_000), None);
+        let first = limit.count_one(&policy, None, 1_000).unwrap();
+        assert_eq!((first.count, first.until), (1, 901_000));
+        let second = limit.count_one(&policy, Some(first), 2_000).unwrap();
         assert_eq!(
-            policy.source_wait(&over, 1_000),
-            Some(Duration::from_millis(899_000))
+            (second.count, second.until),
+            (2, 901_000),
+            "the window runs from the first"
         );
-        assert_eq!(policy.source_wait(&over, 900_000), None);
-        let unlimited = ThrottlePolicy {
-            source_max_failures: 0,
-            ..policy
-        };
-        assert_eq!(unlimited.source_wait(&over, 1_000), None);
+        assert_eq!(
+            limit.count_one(&policy, Some(second), 3_000),
+            Err(Duration::from_millis(898_000))
+        );
     }
 
     #[test]

@@ -32,13 +32,21 @@ pub const MIN_HS256_SECRET_BYTES: usize = 32;
 /// ... and not a repetition of a few characters ("aaaa…", "abab…"): at least this many distinct
 /// bytes. A random 32-byte secret has about 30; 16 still refuses every pattern typed by hand.
 pub const MIN_HS256_DISTINCT_BYTES: usize = 16;
-/// Consecutive failed logins of one account before it backs off (OWASP Authentication Cheat
-/// Sheet: throttle per account; NIST SP 800-63B §5.2.2: at most 100 consecutive failures).
+/// Consecutive failed logins of one account from one source before that pair backs off (OWASP
+/// Authentication Cheat Sheet: throttle per account; NIST SP 800-63B §5.2.2: at most 100
+/// consecutive failures).
 pub const DEFAULT_LOGIN_FAILURES_BEFORE_BACKOFF: &str = "5";
 /// First back-off delay; doubles with each further failure.
 pub const DEFAULT_LOGIN_BACKOFF_BASE: &str = "1s";
 /// Longest back-off delay.
 pub const DEFAULT_LOGIN_BACKOFF_MAX: &str = "15m";
+/// Failed logins of one account, from every source, per window before it is refused: well above
+/// the (account, source) back-off threshold, so that it stops guessing spread over many addresses
+/// without letting one attacker lock a victim out (OWASP ASVS 6.3.x; NIST SP 800-63B §5.2.2: at
+/// most 100 consecutive failures).
+pub const DEFAULT_ACCOUNT_MAX_FAILURES: u32 = 50;
+/// The account window.
+pub const DEFAULT_ACCOUNT_WINDOW: &str = "15m";
 /// Failed logins from one source address per window before it is refused.
 pub const DEFAULT_SOURCE_MAX_FAILURES: u32 = 100;
 /// The source address window.
@@ -175,7 +183,8 @@ pub struct Config {
     #[arg(long, env = "AUTHD_CLOCK_LEEWAY", value_name = "AUTHD_CLOCK_LEEWAY", default_value = DEFAULT_CLOCK_LEEWAY, value_parser = duration_between(Duration::ZERO, MAX_CLOCK_LEEWAY))]
     pub clock_leeway: Duration,
 
-    /// Consecutive failed logins of one account before exponential back-off.
+    /// Consecutive failed logins of one account from one source before that pair backs off
+    /// exponentially (other sources are not slowed down).
     #[arg(long, env = "AUTHD_LOGIN_FAILURES_BEFORE_BACKOFF", value_name = "AUTHD_LOGIN_FAILURES_BEFORE_BACKOFF", default_value = DEFAULT_LOGIN_FAILURES_BEFORE_BACKOFF)]
     pub login_failures_before_backoff: NonZeroU32,
 
@@ -186,6 +195,14 @@ pub struct Config {
     /// Longest back-off delay.
     #[arg(long, env = "AUTHD_LOGIN_BACKOFF_MAX", value_name = "AUTHD_LOGIN_BACKOFF_MAX", default_value = DEFAULT_LOGIN_BACKOFF_MAX, value_parser = duration_at_least(MIN_THROTTLE_DURATION))]
     pub login_backoff_max: Duration,
+
+    /// Failed logins per account per window, from every source (0 disables the limit).
+    #[arg(long, env = "AUTHD_ACCOUNT_MAX_FAILURES", value_name = "AUTHD_ACCOUNT_MAX_FAILURES", default_value_t = DEFAULT_ACCOUNT_MAX_FAILURES)]
+    pub account_max_failures: u32,
+
+    /// The per-account window.
+    #[arg(long, env = "AUTHD_ACCOUNT_WINDOW", value_name = "AUTHD_ACCOUNT_WINDOW", default_value = DEFAULT_ACCOUNT_WINDOW, value_parser = duration_at_least(MIN_THROTTLE_DURATION))]
+    pub account_window: Duration,
 
     /// Failed logins per source address per window (0 disables the limit).
     #[arg(long, env = "AUTHD_SOURCE_MAX_FAILURES", value_name = "AUTHD_SOURCE_MAX_FAILURES", default_value_t = DEFAULT_SOURCE_MAX_FAILURES)]

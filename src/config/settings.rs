@@ -153,6 +153,8 @@ impl Config {
                 failures_before_backoff: self.login_failures_before_backoff.get(),
                 backoff_base: self.login_backoff_base,
                 backoff_max: self.login_backoff_max,
+                account_max_failures: self.account_max_failures,
+                account_window: self.account_window,
                 source_max_failures: self.source_max_failures,
                 source_window: self.source_window,
             },

@@ -25,8 +25,9 @@ impl AuthService {
     }
 
     /// Checks an email and password and signs the user in. An unknown email costs the same
-    /// argon2 verification as a wrong password and gets the same error. Accounts and sources
-    /// that keep failing back off; a success resets the account.
+    /// argon2 verification as a wrong password and gets the same error. The attempt is counted
+    /// by the throttle before the password is checked (and refused while a limit says wait, or
+    /// when it cannot be counted); a success gives the count back.
     pub async fn login(
         &self,
         credentials: Credentials,
@@ -34,7 +35,7 @@ impl AuthService {
     ) -> Result<Session, ServiceError> {
         let Credentials { email, password } = credentials;
         let now = self.parts.clock.now_millis();
-        self.parts.throttle.check(&email, source, now).await?;
+        let attempt = self.parts.throttle.begin(&email, source, now).await?;
         let stored = self.parts.users.find_credentials(&email).await?;
         let user_id = stored.as_ref().map(|credentials| credentials.id);
         let matched = self
@@ -47,12 +48,13 @@ impl AuthService {
             .await?;
         match user_id {
             Some(user_id) if matched => {
-                self.parts.throttle.succeeded(&email).await?;
+                self.parts.throttle.succeeded(attempt, now).await?;
                 tracing::info!(%user_id, "logged in");
                 self.start_session(user_id)
             }
             _ => {
-                self.parts.throttle.failed(&email, source, now).await?;
+                // The failure was counted when the attempt began.
+                drop(attempt);
                 tracing::info!(?source, "login refused");
                 Err(ServiceError::InvalidCredentials)
             }

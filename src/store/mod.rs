@@ -117,46 +117,40 @@ pub trait RevocationStore: Send + Sync + 'static {
     fn describe(&self) -> &'static str;
 }
 
-/// Failed logins counted under one throttle key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct FailureCount {
-    /// Failures counted (0 when the key is absent or expired).
-    pub failures: u32,
-    /// Time of the latest failure.
-    pub last_failure: UnixMillis,
-    /// When the count will be forgotten.
-    pub window_ends: UnixMillis,
+/// What the login throttle keeps under one key. The store attaches no meaning to `count` and
+/// `until` (the policy in `throttle.rs` does); it keeps the counter until `expires_at`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Counter {
+    /// Attempts counted.
+    pub count: u32,
+    /// A time the policy needs: the end of a back-off or of a window.
+    pub until: UnixMillis,
+    /// When the counter is forgotten.
+    pub expires_at: UnixMillis,
 }
 
-/// Where failed-login counts live, shared by every instance.
+/// Where login-throttle counters live, shared by every instance. Updates are compare-and-set, so
+/// that an attempt is counted atomically with the check that allowed it: of N concurrent
+/// `replace` calls from one `expected`, exactly one succeeds.
 #[async_trait]
 pub trait ThrottleStore: Send + Sync + 'static {
-    /// The counts under `keys`, in order (zero for absent or expired keys).
-    async fn failures(
-        &self,
-        keys: &[String],
-        now: UnixMillis,
-    ) -> Result<Vec<FailureCount>, StoreError>;
-    /// Counts one more failure under `key`. The count is forgotten `memory` after its first
-    /// failure (a fixed window), or, if `sliding`, after its latest.
-    async fn add_failure(
+    /// The counter under `key`, or `None` when there is none or it has expired at `now`.
+    async fn load(&self, key: &str, now: UnixMillis) -> Result<Option<Counter>, StoreError>;
+    /// Puts `new` under `key` if the counter there is still `expected` (`None`: absent or expired
+    /// at `now`); whether it did.
+    async fn replace(
         &self,
         key: &str,
-        memory: Duration,
-        sliding: bool,
+        expected: Option<Counter>,
+        new: Counter,
         now: UnixMillis,
-    ) -> Result<FailureCount, StoreError>;
+    ) -> Result<bool, StoreError>;
     /// Forgets `key`.
     async fn clear(&self, key: &str) -> Result<(), StoreError>;
-    /// Deletes counts past their memory; a no-op where the back end expires them itself.
+    /// Deletes counters past their expiry; a no-op where the back end expires them itself.
     async fn purge_expired(&self, now: UnixMillis) -> Result<u64, StoreError>;
     /// A short name for logs ("redis", "redis cluster", "postgres", "sqlite").
     fn describe(&self) -> &'static str;
-}
-
-/// Duration in milliseconds, saturating.
-pub(crate) fn millis(duration: Duration) -> i64 {
-    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }
 
 /// Runs a back-end call that must answer within `limit`; past it, `Unavailable`.

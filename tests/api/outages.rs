@@ -8,7 +8,7 @@ use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus}
 
 use crate::common::{
     Backend, PASSWORD, Proxy, TestApp, TestState, admin_database_url, assert_status, eventually,
-    host_port, redis_url,
+    host_port, redis_server::PrivateRedis, redis_url,
 };
 
 async fn health_of(app: &TestApp) -> Option<ServingStatus> {
@@ -186,4 +186,31 @@ async fn hung_back_ends_answer_unavailable_within_bounded_time() {
     })
     .await;
     assert!(recovered, "service must resume by itself after a hang");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_redis_refuses_writes_login_is_unavailable_before_the_password_is_checked() {
+    let redis = PrivateRedis::start(&["--maxmemory-policy", "noeviction"]);
+    let state = TestState::new(Backend::Postgres).await;
+    let app = state.app().redis_url(Some(&redis.url())).start().await;
+    let (email, _, _) = app.new_user().await;
+    // Full: every write is refused (OOM), reads still work.
+    assert!(
+        redis
+            .cli(&["config", "set", "maxmemory", "1"])
+            .contains("OK")
+    );
+    for password in [PASSWORD, "wrong password!"] {
+        let status = app.login(&email, password).await.unwrap_err();
+        // The right password gets the same answer as a wrong one: no oracle without a throttle.
+        assert_status(&status, Code::Unavailable, Some("BACKEND_UNAVAILABLE"));
+    }
+    assert!(
+        redis
+            .cli(&["config", "set", "maxmemory", "0"])
+            .contains("OK")
+    );
+    app.login(&email, PASSWORD)
+        .await
+        .expect("login works again once Redis takes writes");
 }

@@ -20,6 +20,9 @@ backend_tests!(
     x_forwarded_for_is_believed_only_from_trusted_proxies,
     the_source_is_the_rightmost_untrusted_hop_so_clients_cannot_rotate_or_frame,
     a_trusted_proxy_without_or_with_garbage_forwarded_for_is_its_own_source,
+    sixty_concurrent_guesses_on_one_account_get_no_more_than_the_limit,
+    an_attacker_source_failing_does_not_stop_the_victim_logging_in_from_elsewhere,
+    failures_from_many_sources_hit_the_account_wide_limit,
 );
 
 /// An app on a fresh state with these flags, reading time from `clock`.
@@ -248,4 +251,83 @@ async fn a_trusted_proxy_without_or_with_garbage_forwarded_for_is_its_own_source
     // A client behind the proxy, named with its port, has its own bucket.
     let status = failed_login_forwarded(&app, "h0@example.com", Some("[2001:db8::5]:443")).await;
     assert_status(&status, Code::Unauthenticated, Some("INVALID_CREDENTIALS"));
+}
+
+async fn sixty_concurrent_guesses_on_one_account_get_no_more_than_the_limit(backend: Backend) {
+    let (app, _state) = start(
+        backend,
+        &[
+            "--login-failures-before-backoff=5",
+            "--source-max-failures=5",
+        ],
+    )
+    .await;
+    let (email, _, _) = app.new_user().await;
+    let app = Arc::new(app);
+    let guesses: Vec<_> = (0..60)
+        .map(|i| {
+            let (app, email) = (app.clone(), email.clone());
+            tokio::spawn(async move { app.login(&email, &format!("wrong guess {i}")).await })
+        })
+        .collect();
+    let mut checked = 0;
+    for guess in guesses {
+        let status = guess.await.unwrap().unwrap_err();
+        match status.code() {
+            Code::Unauthenticated => checked += 1,
+            Code::ResourceExhausted => {
+                assert_status(&status, Code::ResourceExhausted, Some("LOGIN_THROTTLED"))
+            }
+            other => panic!("{other:?}: {status:?}"),
+        }
+    }
+    // Each attempt reserved its place before hashing: exactly the limit reached the password check.
+    assert_eq!(checked, 5, "guesses that reached the password check");
+}
+
+async fn an_attacker_source_failing_does_not_stop_the_victim_logging_in_from_elsewhere(
+    backend: Backend,
+) {
+    let (app, _state) = start(
+        backend,
+        &["--trusted-proxies=127.0.0.1", "--login-backoff-base=10m"],
+    )
+    .await;
+    let (victim, _, _) = app.new_user().await;
+    for _ in 0..20 {
+        failed_login_forwarded(&app, &victim, Some("198.51.100.66")).await;
+    }
+    // The attacker's own source backs off ...
+    let status = failed_login_forwarded(&app, &victim, Some("198.51.100.66")).await;
+    assert_status(&status, Code::ResourceExhausted, Some("LOGIN_THROTTLED"));
+    // ... while the victim, from their own address, logs in.
+    let mut request = Request::new(pb::LoginRequest {
+        email: victim.clone(),
+        password: PASSWORD.into(),
+    });
+    request
+        .metadata_mut()
+        .insert("x-forwarded-for", "203.0.113.50".parse().unwrap());
+    app.client
+        .clone()
+        .login(request)
+        .await
+        .expect("the victim is not locked out by someone else's failures");
+}
+
+async fn failures_from_many_sources_hit_the_account_wide_limit(backend: Backend) {
+    let (app, _state) = start(
+        backend,
+        &["--trusted-proxies=127.0.0.1", "--account-max-failures=10"],
+    )
+    .await;
+    let (email, _, _) = app.new_user().await;
+    for i in 0..10 {
+        let status = failed_login_forwarded(&app, &email, Some(&format!("198.51.100.{i}"))).await;
+        assert_status(&status, Code::Unauthenticated, Some("INVALID_CREDENTIALS"));
+    }
+    // Distributed guessing stops at the account-wide limit, for every source.
+    let status = failed_login_forwarded(&app, &email, Some("198.51.100.200")).await;
+    assert_status(&status, Code::ResourceExhausted, Some("LOGIN_THROTTLED"));
+    assert!(retry_after(&status) > Duration::from_secs(14 * 60));
 }

@@ -9,6 +9,7 @@
 
 pub mod cluster;
 pub mod proxy;
+pub mod redis_server;
 
 use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 

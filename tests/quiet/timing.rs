@@ -16,6 +16,7 @@ async fn unknown_email_and_wrong_password_take_the_same_time() {
             .args([
                 "--login-failures-before-backoff=100000",
                 "--source-max-failures=0",
+                "--account-max-failures=0",
             ])
             .start()
             .await;

@@ -1,79 +1,92 @@
-//! Login-throttle counts in Redis: a hash `{prefix}throttle:{key}` with fields `f` (failures) and
-//! `l` (latest failure, ms), updated in one MULTI/EXEC and expiring by itself (PEXPIRE: from the
-//! latest failure when sliding, else from the first).
+//! Login-throttle counters in Redis: a hash `{prefix}throttle:{key}` with fields `f` (count), `u`
+//! (until) and `e` (expires at, ms), expiring by itself at `e` (PEXPIREAT). `replace` is one Lua
+//! script on one key, so the compare and the set are atomic, on a single server and in a cluster
+//! alike.
 
-use std::time::Duration;
+use std::sync::LazyLock;
 
 use async_trait::async_trait;
 
 use super::{REDIS_TIMEOUT, RedisStore};
 use crate::{
     clock::UnixMillis,
-    store::{FailureCount, RevocationStore, StoreError, ThrottleStore, millis},
+    store::{Counter, RevocationStore, StoreError, ThrottleStore},
 };
+
+/// Compare-and-set of one counter. KEYS[1]: the counter. ARGV: now, whether a counter is expected
+/// ("1") or none ("0"), the expected f, u, e, then the new f, u, e. A counter whose `e` has passed
+/// (or a hash in an older layout, without `e`) counts as none. Returns 1 if it set the counter.
+/// Its first write is HSET, which Redis refuses when it is out of memory (a first write that is
+/// not refused, such as DEL, would let every later write in the script through): a full Redis
+/// answers an error, never a silently uncounted attempt.
+const REPLACE_SCRIPT: &str = r"
+local current = redis.call('HMGET', KEYS[1], 'f', 'u', 'e')
+local expires = tonumber(current[3])
+local live = current[1] ~= false and expires ~= nil and expires > tonumber(ARGV[1])
+if ARGV[2] == '0' then
+  if live then return 0 end
+else
+  if not live or current[1] ~= ARGV[3] or current[2] ~= ARGV[4] or current[3] ~= ARGV[5] then
+    return 0
+  end
+end
+redis.call('HSET', KEYS[1], 'f', ARGV[6], 'u', ARGV[7], 'e', ARGV[8])
+redis.call('PEXPIREAT', KEYS[1], ARGV[8])
+return 1
+";
+
+/// The script, hashed once (EVALSHA, falling back to EVAL where the server does not have it).
+static REPLACE: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(REPLACE_SCRIPT));
 
 #[async_trait]
 impl ThrottleStore for RedisStore {
-    async fn failures(
-        &self,
-        keys: &[String],
-        now: UnixMillis,
-    ) -> Result<Vec<FailureCount>, StoreError> {
-        let mut counts = Vec::with_capacity(keys.len());
-        // One pipeline per key: in a cluster, a pipeline must stay within one slot.
-        for key in keys {
-            let key = self.throttle_key(key);
-            let mut pipe = redis::pipe();
-            pipe.cmd("HMGET").arg(&key).arg("f").arg("l").pttl(&key);
-            let ((failures, last), ttl): ((Option<u32>, Option<i64>), i64) = self
-                .query(REDIS_TIMEOUT, async move |connection| {
-                    pipe.query_async(connection).await
-                })
-                .await?;
-            counts.push(match (failures, last) {
-                (Some(failures), Some(last_failure)) if ttl > 0 => FailureCount {
-                    failures,
-                    last_failure,
-                    window_ends: now.saturating_add(ttl),
-                },
-                _ => FailureCount::default(),
-            });
-        }
-        Ok(counts)
-    }
-
-    async fn add_failure(
-        &self,
-        key: &str,
-        memory: Duration,
-        sliding: bool,
-        now: UnixMillis,
-    ) -> Result<FailureCount, StoreError> {
-        let key = self.throttle_key(key);
-        let mut expire = redis::cmd("PEXPIRE");
-        expire.arg(&key).arg(millis(memory));
-        if !sliding {
-            // Only a new count gets a TTL: the window runs from the first failure.
-            expire.arg("NX");
-        }
-        let mut pipe = redis::pipe();
-        pipe.atomic()
-            .hincr(&key, "f", 1)
-            .hset(&key, "l", now)
-            .ignore()
-            .add_command(expire)
-            .ignore()
-            .pttl(&key);
-        let (failures, ttl): (u32, i64) = self
+    async fn load(&self, key: &str, now: UnixMillis) -> Result<Option<Counter>, StoreError> {
+        let mut read = redis::cmd("HMGET");
+        read.arg(self.throttle_key(key)).arg("f").arg("u").arg("e");
+        let (count, until, expires_at): (Option<u32>, Option<i64>, Option<i64>) = self
             .query(REDIS_TIMEOUT, async move |connection| {
-                pipe.query_async(connection).await
+                read.query_async(connection).await
             })
             .await?;
-        Ok(FailureCount {
-            failures,
-            last_failure: now,
-            window_ends: now.saturating_add(ttl.max(0)),
+        Ok(match (count, until, expires_at) {
+            (Some(count), Some(until), Some(expires_at)) if expires_at > now => Some(Counter {
+                count,
+                until,
+                expires_at,
+            }),
+            _ => None,
         })
+    }
+
+    async fn replace(
+        &self,
+        key: &str,
+        expected: Option<Counter>,
+        new: Counter,
+        now: UnixMillis,
+    ) -> Result<bool, StoreError> {
+        let mut invocation = REPLACE.key(self.throttle_key(key));
+        invocation
+            .arg(now)
+            .arg(if expected.is_some() { "1" } else { "0" });
+        let old = expected.unwrap_or(Counter {
+            count: 0,
+            until: 0,
+            expires_at: 0,
+        });
+        invocation
+            .arg(old.count)
+            .arg(old.until)
+            .arg(old.expires_at)
+            .arg(new.count)
+            .arg(new.until)
+            .arg(new.expires_at);
+        let replaced: i64 = self
+            .query(REDIS_TIMEOUT, async move |connection| {
+                invocation.invoke_async(connection).await
+            })
+            .await?;
+        Ok(replaced == 1)
     }
 
     async fn clear(&self, key: &str) -> Result<(), StoreError> {

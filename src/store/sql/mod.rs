@@ -14,8 +14,8 @@ use async_trait::async_trait;
 
 use self::dialect::Pool;
 use super::{
-    FailureCount, NewUser, RevocationStore, StoreError, StoredCredentials, ThrottleStore,
-    UserStore, bounded, millis,
+    Counter, NewUser, RevocationStore, StoreError, StoredCredentials, ThrottleStore, UserStore,
+    bounded,
 };
 use crate::{
     clock::{UnixMillis, UnixSeconds},
@@ -38,18 +38,18 @@ const REVOKE: &str = "INSERT INTO revoked_tokens (jti, expires_at) VALUES ($1, $
        ELSE excluded.expires_at END";
 const IS_REVOKED: &str = "SELECT 1 FROM revoked_tokens WHERE jti = $1 AND expires_at >= $2";
 const PURGE_REVOKED: &str = "DELETE FROM revoked_tokens WHERE expires_at < $1";
-const FAILURES: &str = "SELECT failures, last_failure_ms, expires_at_ms FROM login_failures \
+const LOAD_COUNTER: &str = "SELECT failures, until_ms, expires_at_ms FROM login_failures \
      WHERE key = $1 AND expires_at_ms > $2";
-/// An expired row starts over; SET expressions read the row's old values.
-const ADD_FAILURE: &str = "INSERT INTO login_failures (key, failures, last_failure_ms, expires_at_ms) \
-     VALUES ($1, 1, $2, $2 + $3) \
-     ON CONFLICT (key) DO UPDATE SET \
-       failures = CASE WHEN login_failures.expires_at_ms <= $2 THEN 1 \
-                       ELSE login_failures.failures + 1 END, \
-       expires_at_ms = CASE WHEN login_failures.expires_at_ms <= $2 OR $4 THEN $2 + $3 \
-                            ELSE login_failures.expires_at_ms END, \
-       last_failure_ms = $2 \
-     RETURNING failures, last_failure_ms, expires_at_ms";
+/// Creates the counter, or replaces one that has expired at $5 (a live one stays: 0 rows).
+const CREATE_COUNTER: &str = "INSERT INTO login_failures (key, failures, until_ms, expires_at_ms) \
+     VALUES ($1, $2, $3, $4) \
+     ON CONFLICT (key) DO UPDATE SET failures = excluded.failures, until_ms = excluded.until_ms, \
+       expires_at_ms = excluded.expires_at_ms \
+     WHERE login_failures.expires_at_ms <= $5";
+/// Replaces the counter only if it is still the expected one ($5..$7) and live at $8.
+const SWAP_COUNTER: &str = "UPDATE login_failures SET failures = $2, until_ms = $3, expires_at_ms = $4 \
+     WHERE key = $1 AND failures = $5 AND until_ms = $6 AND expires_at_ms = $7 \
+       AND expires_at_ms > $8";
 const CLEAR_FAILURES: &str = "DELETE FROM login_failures WHERE key = $1";
 const PURGE_FAILURES: &str = "DELETE FROM login_failures WHERE expires_at_ms <= $1";
 
@@ -190,41 +190,52 @@ impl RevocationStore for SqlStore {
 
 #[async_trait]
 impl ThrottleStore for SqlStore {
-    async fn failures(
-        &self,
-        keys: &[String],
-        now: UnixMillis,
-    ) -> Result<Vec<FailureCount>, StoreError> {
+    async fn load(&self, key: &str, now: UnixMillis) -> Result<Option<Counter>, StoreError> {
         run!(self, |db, dialect| {
-            let mut counts = Vec::with_capacity(keys.len());
-            for key in keys {
-                let row: Option<(i64, i64, i64)> = sqlx::query_as(FAILURES)
-                    .bind(key)
-                    .bind(now)
-                    .fetch_optional(db)
-                    .await?;
-                counts.push(row.map(failure_count).unwrap_or_default());
-            }
-            Ok(counts)
+            let row: Option<(i64, i64, i64)> = sqlx::query_as(LOAD_COUNTER)
+                .bind(key)
+                .bind(now)
+                .fetch_optional(db)
+                .await?;
+            Ok(row.map(counter))
         })
     }
 
-    async fn add_failure(
+    async fn replace(
         &self,
         key: &str,
-        memory: Duration,
-        sliding: bool,
+        expected: Option<Counter>,
+        new: Counter,
         now: UnixMillis,
-    ) -> Result<FailureCount, StoreError> {
+    ) -> Result<bool, StoreError> {
+        let count = i64::from(new.count);
         run!(self, |db, dialect| {
-            let row: (i64, i64, i64) = sqlx::query_as(ADD_FAILURE)
-                .bind(key)
-                .bind(now)
-                .bind(millis(memory))
-                .bind(sliding)
-                .fetch_one(db)
-                .await?;
-            Ok(failure_count(row))
+            let done = match expected {
+                None => {
+                    sqlx::query(CREATE_COUNTER)
+                        .bind(key)
+                        .bind(count)
+                        .bind(new.until)
+                        .bind(new.expires_at)
+                        .bind(now)
+                        .execute(db)
+                        .await?
+                }
+                Some(old) => {
+                    sqlx::query(SWAP_COUNTER)
+                        .bind(key)
+                        .bind(count)
+                        .bind(new.until)
+                        .bind(new.expires_at)
+                        .bind(i64::from(old.count))
+                        .bind(old.until)
+                        .bind(old.expires_at)
+                        .bind(now)
+                        .execute(db)
+                        .await?
+                }
+            };
+            Ok(done.rows_affected() == 1)
         })
     }
 
@@ -248,11 +259,11 @@ impl ThrottleStore for SqlStore {
     }
 }
 
-fn failure_count((failures, last_failure, window_ends): (i64, i64, i64)) -> FailureCount {
-    FailureCount {
-        failures: u32::try_from(failures).unwrap_or(u32::MAX),
-        last_failure,
-        window_ends,
+fn counter((count, until, expires_at): (i64, i64, i64)) -> Counter {
+    Counter {
+        count: u32::try_from(count).unwrap_or(u32::MAX),
+        until,
+        expires_at,
     }
 }
 
