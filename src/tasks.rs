@@ -40,7 +40,7 @@ fn log_purge(what: &'static str, result: Result<u64, crate::service::ServiceErro
         Ok(0) => {}
         Ok(purged) => tracing::debug!(purged, "purged {what}"),
         Err(error) => tracing::warn!(
-            error = format!("{:#}", anyhow::Error::new(error)),
+            error = crate::telemetry::error_chain(&error),
             "purging {what} failed"
         ),
     }

@@ -1,5 +1,6 @@
-//! The tracing subscriber: text or JSON lines, filtered by `RUST_LOG` (default `info`).
-//! Nothing logged anywhere in authd contains a password, a whole token or a signature.
+//! The tracing subscriber: text or JSON lines, filtered by `RUST_LOG` (default `info`), and
+//! `error_chain`, how an error and its causes are written in logs and messages. Nothing logged
+//! anywhere in authd contains a password, a whole token or a signature.
 
 use tracing_subscriber::{EnvFilter, fmt};
 
@@ -13,4 +14,37 @@ pub fn init(format: LogFormat) {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
     };
+}
+
+/// An error and its causes, outermost first, joined by ": ". A cause whose text the message before
+/// it already contains is left out (sqlx and redis put their source's text in their own message,
+/// so `{:#}` would print it twice).
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        let message = inner.to_string();
+        if !message.is_empty() && !text.contains(&message) {
+            text.push_str(": ");
+            text.push_str(&message);
+        }
+        cause = inner.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cause_already_in_the_message_is_not_repeated() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "Connection refused");
+        let wrapped = anyhow::Error::new(io).context("error communicating: Connection refused");
+        let outer = wrapped.context("database unavailable");
+        assert_eq!(
+            error_chain(outer.as_ref()),
+            "database unavailable: error communicating: Connection refused"
+        );
+    }
 }

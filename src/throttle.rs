@@ -275,7 +275,7 @@ impl LoginThrottle {
         for key in keys {
             if let Err(error) = self.release(key, now).await {
                 tracing::warn!(
-                    error = format!("{:#}", anyhow::Error::new(error)),
+                    error = crate::telemetry::error_chain(&error),
                     "releasing a throttle place failed"
                 );
             }

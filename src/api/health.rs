@@ -29,7 +29,7 @@ pub fn report_health(
                 Err(error) => {
                     if last != Some(ServingStatus::NotServing) {
                         tracing::warn!(
-                            error = format!("{:#}", anyhow::Error::new(error)),
+                            error = crate::telemetry::error_chain(&error),
                             "health: NOT_SERVING"
                         );
                     }

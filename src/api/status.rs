@@ -81,7 +81,7 @@ pub fn from_service(error: ServiceError) -> Status {
         ServiceError::Unavailable { backend, cause } => {
             tracing::warn!(
                 backend,
-                error = format!("{cause:#}"),
+                error = crate::telemetry::error_chain(cause.as_ref()),
                 "back end unavailable"
             );
             let mut details = ErrorDetails::with_retry_info(Some(RETRY_AFTER));
@@ -97,7 +97,10 @@ pub fn from_service(error: ServiceError) -> Status {
             )
         }
         ServiceError::Unexpected(cause) => {
-            tracing::error!(error = format!("{cause:#}"), "unexpected error");
+            tracing::error!(
+                error = crate::telemetry::error_chain(cause.as_ref()),
+                "unexpected error"
+            );
             Status::with_error_details(
                 Code::Internal,
                 INTERNAL_MESSAGE,

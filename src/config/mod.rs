@@ -19,7 +19,7 @@ use std::{
 use clap::{Parser, ValueEnum, builder::NonEmptyStringValueParser};
 use secrecy::SecretString;
 
-use self::parse::{DatabaseUrl, RedisNodes, duration_at_least, duration_between, network};
+use self::parse::{duration_at_least, duration_between, network};
 
 /// Default listen address: loopback only, so a fresh install is not reachable from the network.
 pub const DEFAULT_LISTEN_ADDR: &str = "127.0.0.1:50051";
@@ -68,7 +68,7 @@ const MAX_CLOCK_LEEWAY: Duration = Duration::from_secs(300);
 /// Shortest per-call time limit accepted.
 const MIN_REQUEST_TIMEOUT: Duration = Duration::from_millis(100);
 /// Shortest back-off delays and windows accepted (zero would mean no throttling at all).
-const MIN_THROTTLE_DURATION: Duration = Duration::from_millis(1);
+const MIN_THROTTLE_DURATION: Duration = Duration::from_nanos(1);
 
 /// The JWT signing algorithm; verification accepts only this one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -111,13 +111,29 @@ pub struct Config {
     pub listen_addr: SocketAddr,
 
     /// User database: postgres://… or sqlite:…; empty means embedded SQLite at DATA_DIR/authd.db.
-    #[arg(long, env = "AUTHD_DATABASE_URL", value_name = "AUTHD_DATABASE_URL", hide_env_values = true, default_value = "", hide_default_value = true, value_parser = DatabaseUrl::parse)]
-    pub database_url: DatabaseUrl,
+    /// (Parsed in `settings.rs`, not by clap: clap's errors repeat the value, password included.)
+    #[arg(
+        long,
+        env = "AUTHD_DATABASE_URL",
+        value_name = "AUTHD_DATABASE_URL",
+        hide_env_values = true,
+        default_value = "",
+        hide_default_value = true
+    )]
+    pub database_url: SecretString,
 
     /// Redis for revocations and throttling: redis://… or rediss://…, several comma-separated
     /// seeds for a cluster; empty means the user database holds them.
-    #[arg(long, env = "AUTHD_REDIS_URL", value_name = "AUTHD_REDIS_URL", hide_env_values = true, default_value = "", hide_default_value = true, value_parser = RedisNodes::parse)]
-    pub redis_url: RedisNodes,
+    /// (Parsed in `settings.rs`, not by clap: clap's errors repeat the value, password included.)
+    #[arg(
+        long,
+        env = "AUTHD_REDIS_URL",
+        value_name = "AUTHD_REDIS_URL",
+        hide_env_values = true,
+        default_value = "",
+        hide_default_value = true
+    )]
+    pub redis_url: SecretString,
 
     /// Treat AUTHD_REDIS_URL as a Redis Cluster even when it names a single seed node.
     #[arg(long, env = "AUTHD_REDIS_CLUSTER", value_name = "AUTHD_REDIS_CLUSTER", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]

@@ -5,34 +5,20 @@ use std::time::Duration;
 
 use crate::store::{DatabaseLocation, RedisTopology};
 
-/// `AUTHD_DATABASE_URL`: a parsed database location, or none (empty: the embedded default).
-#[derive(Debug, Clone)]
-pub struct DatabaseUrl(pub Option<DatabaseLocation>);
-
-impl DatabaseUrl {
-    /// Parses the flag's value; empty means none.
-    pub fn parse(value: &str) -> Result<Self, String> {
-        if value.trim().is_empty() {
-            return Ok(Self(None));
-        }
-        value.parse().map(|location| Self(Some(location)))
+/// `AUTHD_DATABASE_URL`: a location parsed by sqlx, or none (empty: the embedded default). The
+/// error never repeats the URL (it may carry a password).
+pub fn database_url(value: &str) -> Result<Option<DatabaseLocation>, String> {
+    if value.trim().is_empty() {
+        return Ok(None);
     }
+    value.parse().map(Some)
 }
 
-/// `AUTHD_REDIS_URL`: the seed URLs, each parsed by the redis crate; empty means no Redis.
-#[derive(Debug, Clone)]
-pub struct RedisNodes(Vec<String>);
-
-impl RedisNodes {
-    /// Parses the flag's comma-separated value.
-    pub fn parse(value: &str) -> Result<Self, String> {
-        RedisTopology::parse_nodes(value).map(Self)
-    }
-
-    /// The topology these nodes form: one server, or a cluster (several seeds, or `force_cluster`).
-    pub fn topology(&self, force_cluster: bool) -> Option<RedisTopology> {
-        RedisTopology::from_nodes(&self.0, force_cluster)
-    }
+/// `AUTHD_REDIS_URL`: the topology of its comma-separated seed URLs (each parsed by the redis
+/// crate; a cluster for several, or with `force_cluster`), or none. Errors redact passwords.
+pub fn redis_topology(value: &str, force_cluster: bool) -> Result<Option<RedisTopology>, String> {
+    let nodes = RedisTopology::parse_nodes(value)?;
+    Ok(RedisTopology::from_nodes(&nodes, force_cluster))
 }
 
 /// A humantime duration (`15m`, `1h`, `90s`, `250ms`) within `min..=max`.

@@ -9,7 +9,7 @@ use secrecy::{ExposeSecret as _, SecretString};
 
 use super::{
     Config, JwtAlgorithm, LogFormat, MIN_HS256_DISTINCT_BYTES, MIN_HS256_SECRET_BYTES,
-    RevocationMode,
+    RevocationMode, parse,
 };
 use crate::{
     hashing::HashingLimits,
@@ -118,7 +118,8 @@ impl Config {
                 "must be at most AUTHD_LOGIN_BACKOFF_MAX",
             ));
         }
-        let redis = self.redis_url.topology(self.redis_cluster);
+        let redis = parse::redis_topology(self.redis_url.expose_secret(), self.redis_cluster)
+            .map_err(|reason| ConfigError::new("AUTHD_REDIS_URL", reason))?;
         if redis.is_none() && self.revocation_mode == RevocationMode::Cached {
             return Err(ConfigError::new(
                 "AUTHD_REVOCATION_MODE",
@@ -126,10 +127,12 @@ impl Config {
             ));
         }
         let signing_key = self.signing_key()?;
-        let database = self
-            .database_url
-            .0
-            .unwrap_or_else(|| DatabaseLocation::sqlite_file(&self.data_dir.join("authd.db")));
+        let database = match parse::database_url(self.database_url.expose_secret())
+            .map_err(|reason| ConfigError::new("AUTHD_DATABASE_URL", reason))?
+        {
+            Some(location) => location,
+            None => embedded_database(&self.data_dir)?,
+        };
         let concurrency = match self.hash_concurrency {
             0 => std::thread::available_parallelism().map_or(1, usize::from),
             threads => threads,
@@ -210,6 +213,28 @@ impl Config {
     }
 }
 
+/// The embedded database in `data_dir`, unless an older authd left it elsewhere: starting on a new
+/// empty database there would silently bring revoked tokens back, so start-up stops and says
+/// where the old one is.
+fn embedded_database(data_dir: &std::path::Path) -> Result<DatabaseLocation, ConfigError> {
+    let path = data_dir.join("authd.db");
+    if let Some(legacy) = DatabaseLocation::legacy_sqlite_file(&path)
+        && legacy.exists()
+        && !path.exists()
+    {
+        return Err(ConfigError::new(
+            "AUTHD_DATA_DIR",
+            format!(
+                "an older authd kept this directory's database at {} (it percent-decoded the \
+                 path); move that file (with its -wal and -shm files) to {}",
+                legacy.display(),
+                path.display()
+            ),
+        ));
+    }
+    Ok(DatabaseLocation::sqlite_file(&path))
+}
+
 #[cfg(test)]
 mod tests {
     use clap::Parser as _;
@@ -255,11 +280,6 @@ mod tests {
             (&["--request-timeout", "50ms"], "AUTHD_REQUEST_TIMEOUT"),
             (&["--hash-queue", "0"], "AUTHD_HASH_QUEUE"),
             (&["--jwt-issuer", ""], "AUTHD_JWT_ISSUER"),
-            (
-                &["--database-url", "mysql://root@localhost/test"],
-                "AUTHD_DATABASE_URL",
-            ),
-            (&["--redis-url", "http://a:7000"], "AUTHD_REDIS_URL"),
         ] {
             let error = parse(args).unwrap_err().to_string();
             assert!(error.contains(setting), "{args:?}: {error}");
@@ -295,6 +315,61 @@ mod tests {
             refused_setting(&["--login-backoff-base", "2m", "--login-backoff-max", "1m"]),
             "AUTHD_LOGIN_BACKOFF_BASE"
         );
+    }
+
+    #[test]
+    fn bad_back_end_urls_are_refused_without_repeating_their_passwords() {
+        for (args, setting) in [
+            (
+                &["--database-url", "mysql://root:S3cret@localhost/test"][..],
+                "AUTHD_DATABASE_URL",
+            ),
+            (
+                &[
+                    "--database-url",
+                    "postgres://authd:S3cret@db:notaport/authd",
+                ],
+                "AUTHD_DATABASE_URL",
+            ),
+            (
+                &[
+                    "--database-url",
+                    "postgres://authd:S3cret@db/authd?sslmode=bogus",
+                ],
+                "AUTHD_DATABASE_URL",
+            ),
+            (
+                &["--redis-url", "http://user:S3cret@a:7000"],
+                "AUTHD_REDIS_URL",
+            ),
+            (
+                &["--redis-url", "redis://:S3cret@cache:6379/notadb"],
+                "AUTHD_REDIS_URL",
+            ),
+        ] {
+            let error = parse(args).unwrap().settings().unwrap_err();
+            assert_eq!(error.setting, setting, "{args:?}");
+            let shown = format!("{error} {error:?}");
+            assert!(!shown.contains("S3cret"), "{args:?}: {shown}");
+        }
+    }
+
+    #[test]
+    fn a_database_an_older_authd_left_at_the_percent_decoded_path_stops_start_up() {
+        let root = tempfile::tempdir().unwrap();
+        let decoded = root.path().join("xA");
+        std::fs::create_dir_all(&decoded).unwrap();
+        std::fs::write(decoded.join("authd.db"), b"").unwrap();
+        let data_dir = root.path().join("x%41");
+        let data_dir = data_dir.to_str().unwrap();
+        assert_eq!(refused_setting(&["--data-dir", data_dir]), "AUTHD_DATA_DIR");
+        // Once moved into place, it is used.
+        std::fs::create_dir_all(root.path().join("x%41")).unwrap();
+        std::fs::rename(decoded.join("authd.db"), root.path().join("x%41/authd.db")).unwrap();
+        parse(&["--data-dir", data_dir])
+            .unwrap()
+            .settings()
+            .unwrap();
     }
 
     #[test]

@@ -171,7 +171,7 @@ async fn follow(
         state.current_until.store(0, Ordering::Release);
         if let Err(error) = follow_once(&redis, &state, clock.as_ref(), &heartbeat_id).await {
             tracing::warn!(
-                error = format!("{:#}", anyhow::Error::new(error)),
+                error = crate::telemetry::error_chain(&error),
                 "revocation mirror lost its subscription; Verify asks Redis until it is back"
             );
         }

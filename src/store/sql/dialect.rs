@@ -32,6 +32,14 @@ impl DatabaseLocation {
         Self::Sqlite(SqliteConnectOptions::new().filename(path))
     }
 
+    /// Where authd before 2026-12 kept the embedded database for `path`, when that is elsewhere:
+    /// it opened `sqlite://{path}`, which percent-decodes (`x%41` became `xA`) and cuts at `?`.
+    pub fn legacy_sqlite_file(path: &std::path::Path) -> Option<std::path::PathBuf> {
+        let legacy: SqliteConnectOptions = format!("sqlite://{}", path.display()).parse().ok()?;
+        let legacy = legacy.get_filename().to_path_buf();
+        (legacy != path).then_some(legacy)
+    }
+
     /// Whether this is the embedded (single-process) database.
     pub fn is_embedded(&self) -> bool {
         matches!(self, Self::Sqlite(_))
