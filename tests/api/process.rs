@@ -323,3 +323,37 @@ fn bad_configuration_exits_non_zero_at_once_naming_the_setting() {
         );
     }
 }
+
+#[test]
+fn unparseable_back_end_urls_never_print_their_passwords() {
+    let data_dir = tempfile::tempdir().unwrap();
+    for (variable, url) in [
+        (
+            "AUTHD_DATABASE_URL",
+            "postgres://authd:S3cretPW@db.example:notaport/authd",
+        ),
+        (
+            "AUTHD_DATABASE_URL",
+            "postgres://authd:S3cretPW@db:5432/authd?sslmode=bogus",
+        ),
+        ("AUTHD_REDIS_URL", "redis://:S3cretPW@cache:6379/notadb"),
+        ("AUTHD_REDIS_URL", "http://user:S3cretPW@cache:6379"),
+    ] {
+        for format in ["text", "json"] {
+            let output = Command::new(env!("CARGO_BIN_EXE_authd"))
+                .args(embedded_args(data_dir.path()))
+                .env(variable, url)
+                .env("AUTHD_LOG_FORMAT", format)
+                .output()
+                .unwrap();
+            assert_eq!(output.status.code(), Some(1), "{url}");
+            let printed = format!(
+                "{}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+            assert!(printed.contains(variable), "{url}: {printed}");
+            assert!(!printed.contains("S3cretPW"), "{url}: {printed}");
+        }
+    }
+}
