@@ -48,7 +48,9 @@ PY
 SERVER_PID=
 start_server() {
     stop_server
-    AUTHD_DATA_DIR=$(mktemp -d) RUST_LOG=warn "$AUTHD" "$@" > /tmp/authd-bench-server.log 2>&1 &
+    # The load generator registers its users from one address: no per-source registration limit.
+    AUTHD_DATA_DIR=$(mktemp -d) AUTHD_SOURCE_MAX_REGISTRATIONS=0 RUST_LOG=warn "$AUTHD" "$@" \
+        > /tmp/authd-bench-server.log 2>&1 &
     SERVER_PID=$!
     for _ in $(seq 1 50); do
         grep -q "serving\|ERROR" /tmp/authd-bench-server.log 2>/dev/null && break

@@ -1,7 +1,8 @@
 //! Password hashing: argon2id with OWASP's parameters on a dedicated pool of threads — one per
-//! core by default, in the SCHED_IDLE class — fed by a bounded queue. Past the queue, requests are
-//! shed at once (`Overloaded`), so a Login flood costs bounded memory, and Verify, which runs on
-//! the async workers at normal priority, never waits behind argon2.
+//! core by default, SCHED_BATCH at niceness 19 — fed by two bounded queues, verifications (Login)
+//! before new hashes (Register). Past its queue, a request is shed at once (`Overloaded`), so a
+//! flood costs bounded memory, a registration flood cannot take Login's places, and Verify, which
+//! runs on the async workers at normal priority, never waits behind argon2.
 //!
 //! Each hashing thread owns one argon2 memory buffer (19 MiB) for its whole life. Allocating it per
 //! hash, as `Argon2::hash_password` does, costs thousands of page faults per hash and, with glibc,
@@ -18,7 +19,7 @@ use argon2::{
     Algorithm, Argon2, Block, Params, Version,
     password_hash::phc::{Output, ParamsString, PasswordHash, Salt},
 };
-use crossbeam_channel::{Sender, TrySendError};
+use crossbeam_channel::{Receiver, Sender, TryRecvError, TrySendError};
 use tokio::sync::oneshot;
 
 use crate::domain::{Password, PasswordHashString};
@@ -114,7 +115,11 @@ impl ArgonMemory {
 #[derive(Clone)]
 pub struct PasswordHasher {
     params: Params,
-    jobs: Sender<Job>,
+    /// Verifications (Login): served first by every thread, with a queue of their own.
+    verifications: Sender<Job>,
+    /// New hashes (Register): a queue of their own, taken only when no verification waits, so
+    /// that a registration flood is shed at its own queue and cannot starve sign-ins.
+    new_hashes: Sender<Job>,
     /// Verified when the email is unknown, so that timing reveals nothing.
     dummy_hash: Arc<PasswordHashString>,
 }
@@ -129,9 +134,10 @@ impl PasswordHasher {
             b"authd dummy password for unknown users",
             &mut ArgonMemory::for_params(&params),
         )?;
-        let (jobs, queue) = crossbeam_channel::bounded::<Job>(limits.queue);
+        let (verifications, verification_queue) = crossbeam_channel::bounded::<Job>(limits.queue);
+        let (new_hashes, new_hash_queue) = crossbeam_channel::bounded::<Job>(limits.queue);
         for index in 0..limits.concurrency.max(1) {
-            let queue = queue.clone();
+            let queues = (verification_queue.clone(), new_hash_queue.clone());
             let params = params.clone();
             std::thread::Builder::new()
                 .name(format!("argon2-{index}"))
@@ -139,7 +145,7 @@ impl PasswordHasher {
                     lower_this_thread_priority();
                     let mut memory = ArgonMemory::for_params(&params);
                     // Ends when every sender (every PasswordHasher clone) is gone.
-                    while let Ok(job) = queue.recv() {
+                    while let Some(job) = next_job(&queues.0, &queues.1) {
                         job(&mut memory);
                     }
                 })
@@ -151,7 +157,8 @@ impl PasswordHasher {
         }
         Ok(Self {
             params,
-            jobs,
+            verifications,
+            new_hashes,
             dummy_hash: Arc::new(dummy_hash),
         })
     }
@@ -159,8 +166,10 @@ impl PasswordHasher {
     /// Hashes a new password into an argon2id PHC string with a fresh random salt.
     pub async fn hash(&self, password: Password) -> Result<PasswordHashString, HashError> {
         let params = self.params.clone();
-        self.run(move |memory| hash_blocking(&params, password.expose_bytes(), memory))
-            .await?
+        self.run(&self.new_hashes, move |memory| {
+            hash_blocking(&params, password.expose_bytes(), memory)
+        })
+        .await?
     }
 
     /// Checks `password` against `stored`, or against the dummy hash when there is no user, so
@@ -173,7 +182,7 @@ impl PasswordHasher {
         let user_exists = stored.is_some();
         let dummy = self.dummy_hash.clone();
         let matched = self
-            .run(move |memory| {
+            .run(&self.verifications, move |memory| {
                 let hash = stored.as_ref().unwrap_or(&dummy);
                 verify_blocking(password.expose_bytes(), hash, memory)
             })
@@ -181,9 +190,10 @@ impl PasswordHasher {
         Ok(matched && user_exists)
     }
 
-    /// Queues `job` for a hashing thread; sheds it at once when the queue is full.
+    /// Queues `job` on `queue` for a hashing thread; sheds it at once when the queue is full.
     async fn run<T: Send + 'static>(
         &self,
+        queue: &Sender<Job>,
         job: impl FnOnce(&mut ArgonMemory) -> T + Send + 'static,
     ) -> Result<T, HashError> {
         let (result_tx, result_rx) = oneshot::channel();
@@ -193,7 +203,7 @@ impl PasswordHasher {
                 let _ = result_tx.send(job(memory));
             }
         });
-        self.jobs.try_send(job).map_err(|e| match e {
+        queue.try_send(job).map_err(|e| match e {
             TrySendError::Full(_) => HashError::Overloaded,
             TrySendError::Disconnected(_) => {
                 HashError::Unexpected(anyhow::anyhow!("hashing threads are gone"))
@@ -205,18 +215,33 @@ impl PasswordHasher {
     }
 }
 
-/// Puts the calling thread in Linux's SCHED_IDLE class: it runs only when no ordinary thread
-/// wants the core, and a waking Verify worker preempts it at once (niceness alone left Verify's
-/// p99 five times higher under a Login flood). Falls back to the lowest niceness.
+/// The next job for a hashing thread: a waiting verification if there is one, else whichever
+/// comes first. `None` once every sender is gone.
+fn next_job(verifications: &Receiver<Job>, new_hashes: &Receiver<Job>) -> Option<Job> {
+    match verifications.try_recv() {
+        Ok(job) => return Some(job),
+        Err(TryRecvError::Disconnected) => return None,
+        Err(TryRecvError::Empty) => {}
+    }
+    crossbeam_channel::select_biased! {
+        recv(verifications) -> job => job.ok(),
+        recv(new_hashes) -> job => job.ok(),
+    }
+}
+
+/// Puts the calling thread in Linux's SCHED_BATCH class (CPU-bound, no wake-up preemption) at
+/// the lowest niceness, so that Verify workers, at normal priority, come first. Not SCHED_IDLE,
+/// which runs a thread only when nothing else wants the core: a flood of cheap requests (shed
+/// registrations, Verify at full rate) kept both cores busy and starved every Login of its hash
+/// for good (each timed out). Niceness 19 still leaves hashing a small share of a busy core.
 fn lower_this_thread_priority() {
     #[cfg(target_os = "linux")]
     // SAFETY: both calls take plain values and a pointer to a live local; pid/who 0 is the calling
     // thread (Linux scheduling attributes are per thread).
     unsafe {
         let param = libc::sched_param { sched_priority: 0 };
-        if libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) != 0 {
-            libc::setpriority(libc::PRIO_PROCESS, 0, HASHING_THREAD_NICENESS);
-        }
+        libc::sched_setscheduler(0, libc::SCHED_BATCH, &param);
+        libc::setpriority(libc::PRIO_PROCESS, 0, HASHING_THREAD_NICENESS);
     }
 }
 
@@ -414,7 +439,7 @@ mod tests {
             let hasher = hasher.clone();
             async move {
                 hasher
-                    .run(move |_| {
+                    .run(&hasher.new_hashes, move |_| {
                         let _ = started_tx.send(());
                         blocked.recv().ok()
                     })
@@ -424,9 +449,9 @@ mod tests {
         started.await.unwrap();
         let queued = tokio::spawn({
             let hasher = hasher.clone();
-            async move { hasher.run(|_| ()).await }
+            async move { hasher.run(&hasher.new_hashes, |_| ()).await }
         });
-        while hasher.jobs.is_empty() {
+        while hasher.new_hashes.is_empty() {
             tokio::task::yield_now().await;
         }
         let shed = hasher.hash(password("correct horse")).await;
@@ -440,5 +465,66 @@ mod tests {
         queued.await.unwrap().unwrap();
         // With the queue drained, hashing works again.
         hasher.hash(password("correct horse")).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn verifications_are_served_before_new_hashes_and_not_shed_by_them() {
+        let hasher = PasswordHasher::new(HashingLimits {
+            concurrency: 1,
+            queue: 1,
+        })
+        .unwrap();
+        let (release, blocked) = std::sync::mpsc::channel::<()>();
+        let (started_tx, started) = oneshot::channel::<()>();
+        let order = Arc::new(std::sync::Mutex::new(Vec::new()));
+        // A registration occupies the only thread, another fills the registration queue.
+        let running = tokio::spawn({
+            let hasher = hasher.clone();
+            async move {
+                hasher
+                    .run(&hasher.new_hashes, move |_| {
+                        let _ = started_tx.send(());
+                        blocked.recv().ok()
+                    })
+                    .await
+            }
+        });
+        started.await.unwrap();
+        let queued = tokio::spawn({
+            let (hasher, order) = (hasher.clone(), order.clone());
+            async move {
+                hasher
+                    .run(&hasher.new_hashes, move |_| {
+                        order.lock().unwrap().push("register")
+                    })
+                    .await
+            }
+        });
+        while hasher.new_hashes.is_empty() {
+            tokio::task::yield_now().await;
+        }
+        assert!(matches!(
+            hasher.hash(password("correct horse")).await,
+            Err(HashError::Overloaded)
+        ));
+        // A login still gets in, and is served first.
+        let login = tokio::spawn({
+            let (hasher, order) = (hasher.clone(), order.clone());
+            async move {
+                hasher
+                    .run(&hasher.verifications, move |_| {
+                        order.lock().unwrap().push("login")
+                    })
+                    .await
+            }
+        });
+        while hasher.verifications.is_empty() {
+            tokio::task::yield_now().await;
+        }
+        release.send(()).unwrap();
+        running.await.unwrap().unwrap();
+        login.await.unwrap().unwrap();
+        queued.await.unwrap().unwrap();
+        assert_eq!(*order.lock().unwrap(), ["login", "register"]);
     }
 }

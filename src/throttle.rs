@@ -52,7 +52,9 @@ pub struct ThrottlePolicy {
     pub account_window: Duration,
     /// Failures per source per window, on every account (0: no limit).
     pub source_max_failures: u32,
-    /// The source window, counted from its first failure.
+    /// Registrations per source per window (0: no limit).
+    pub source_max_registrations: u32,
+    /// The source windows (failures, registrations), counted from their first attempt.
     pub source_window: Duration,
 }
 
@@ -91,17 +93,21 @@ impl Limit {
             Self::Backoff => {
                 let current = current.unwrap_or(Counter {
                     count: 0,
-                    until: now,
+                    until: 0,
                     expires_at: now,
                 });
                 if let Some(wait) = remaining(current.until, now) {
                     return Err(wait);
                 }
                 let count = current.count.saturating_add(1);
-                let backoff = policy.backoff(count).unwrap_or(Duration::ZERO);
+                // Below the threshold there is no back-off at all (`until` 0), not one that ends
+                // "now": an attempt that began a moment earlier must not wait for this one.
+                let until = policy
+                    .backoff(count)
+                    .map_or(0, |backoff| now.saturating_add(millis(backoff)));
                 Ok(Counter {
                     count,
-                    until: now.saturating_add(millis(backoff)),
+                    until,
                     expires_at: now.saturating_add(millis(BACKOFF_MEMORY)),
                 })
             }
@@ -139,6 +145,9 @@ pub enum ThrottleError {
     /// Too many failures: retry after this long.
     #[error("too many failed logins")]
     Throttled(Duration),
+    /// Too many registrations from this source: retry after this long.
+    #[error("too many registrations")]
+    RegistrationsThrottled(Duration),
     /// The throttle state cannot be read or written.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -229,6 +238,28 @@ impl LoginThrottle {
         Ok(())
     }
 
+    /// Counts a registration from `source`, or refuses it once the source has registered
+    /// `source_max_registrations` times in the window (no limit when 0 or without a source).
+    pub async fn count_registration(
+        &self,
+        source: Option<IpAddr>,
+        now: UnixMillis,
+    ) -> Result<(), ThrottleError> {
+        let Some(source) = source.filter(|_| self.policy.source_max_registrations > 0) else {
+            return Ok(());
+        };
+        let limit = Limit::Window {
+            max: self.policy.source_max_registrations,
+            window: self.policy.source_window,
+        };
+        self.reserve(&format!("register|{}", source_key(source)), limit, now)
+            .await
+            .map_err(|error| match error {
+                ThrottleError::Throttled(wait) => ThrottleError::RegistrationsThrottled(wait),
+                other => other,
+            })
+    }
+
     /// Deletes forgotten counters where the store does not expire them itself.
     pub async fn purge_expired(&self, now: UnixMillis) -> Result<u64, StoreError> {
         self.store.purge_expired(now).await
@@ -316,6 +347,7 @@ mod tests {
             account_max_failures: 50,
             account_window: Duration::from_secs(900),
             source_max_failures: 100,
+            source_max_registrations: 100,
             source_window: Duration::from_secs(900),
         }
     }
@@ -337,7 +369,11 @@ mod tests {
         let mut counter = None;
         for _ in 0..4 {
             let next = Limit::Backoff.count_one(&policy, counter, 10_000).unwrap();
-            assert_eq!(next.until, 10_000, "no back-off before the fifth failure");
+            assert_eq!(next.until, 0, "no back-off before the fifth failure");
+            // An attempt that began earlier is not held up by it.
+            Limit::Backoff
+                .count_one(&policy, Some(next), 9_990)
+                .unwrap();
             counter = Some(next);
         }
         let fifth = Limit::Backoff.count_one(&policy, counter, 10_000).unwrap();

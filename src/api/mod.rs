@@ -48,13 +48,14 @@ impl AuthServiceRpc for AuthApi {
         &self,
         request: Request<pb::RegisterRequest>,
     ) -> Result<Response<pb::RegisterResponse>, Status> {
+        let source = source::source_address(&request, &self.trusted_proxies);
         let request = request.into_inner();
         let registration =
             Registration::parse(&request.email, &request.password, &request.username)
                 .map_err(status::invalid_argument)?;
         let session = self
             .service
-            .register(registration)
+            .register(registration, source)
             .await
             .map_err(status::from_service)?;
         Ok(Response::new(pb::RegisterResponse {

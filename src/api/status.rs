@@ -73,6 +73,16 @@ pub fn from_service(error: ServiceError) -> Status {
                 details,
             )
         }
+        ServiceError::RegistrationsThrottled { retry_after } => {
+            let mut details = ErrorDetails::with_retry_info(Some(*retry_after));
+            details.set_error_info("REGISTRATION_THROTTLED", ERROR_DOMAIN, HashMap::new());
+            let seconds = retry_after.as_secs_f64().ceil();
+            Status::with_error_details(
+                Code::ResourceExhausted,
+                format!("too many registrations from this address; retry in {seconds} s"),
+                details,
+            )
+        }
         ServiceError::Overloaded => {
             let mut details = ErrorDetails::with_retry_info(Some(RETRY_AFTER));
             details.set_error_info("OVERLOADED", ERROR_DOMAIN, HashMap::new());
@@ -260,6 +270,9 @@ mod tests {
             from_service(ServiceError::Token(TokenError::Missing)),
             from_service(ServiceError::Overloaded),
             from_service(ServiceError::Throttled {
+                retry_after: Duration::from_secs(1),
+            }),
+            from_service(ServiceError::RegistrationsThrottled {
                 retry_after: Duration::from_secs(1),
             }),
             from_service(ServiceError::Unavailable {

@@ -49,6 +49,9 @@ pub const DEFAULT_ACCOUNT_MAX_FAILURES: u32 = 50;
 pub const DEFAULT_ACCOUNT_WINDOW: &str = "15m";
 /// Failed logins from one source address per window before it is refused.
 pub const DEFAULT_SOURCE_MAX_FAILURES: u32 = 100;
+/// Registrations from one source address per window before it is refused (a backend-for-frontend
+/// that registers users on their behalf passes each user's address, see the README).
+pub const DEFAULT_SOURCE_MAX_REGISTRATIONS: u32 = 100;
 /// The source address window.
 pub const DEFAULT_SOURCE_WINDOW: &str = "15m";
 /// Longest time one call may take before DEADLINE_EXCEEDED (clients may ask for less).
@@ -224,7 +227,11 @@ pub struct Config {
     #[arg(long, env = "AUTHD_SOURCE_MAX_FAILURES", value_name = "AUTHD_SOURCE_MAX_FAILURES", default_value_t = DEFAULT_SOURCE_MAX_FAILURES)]
     pub source_max_failures: u32,
 
-    /// The per-source window.
+    /// Registrations per source address per window (0 disables the limit).
+    #[arg(long, env = "AUTHD_SOURCE_MAX_REGISTRATIONS", value_name = "AUTHD_SOURCE_MAX_REGISTRATIONS", default_value_t = DEFAULT_SOURCE_MAX_REGISTRATIONS)]
+    pub source_max_registrations: u32,
+
+    /// The per-source window (failures and registrations).
     #[arg(long, env = "AUTHD_SOURCE_WINDOW", value_name = "AUTHD_SOURCE_WINDOW", default_value = DEFAULT_SOURCE_WINDOW, value_parser = duration_at_least(MIN_THROTTLE_DURATION))]
     pub source_window: Duration,
 

@@ -159,6 +159,7 @@ impl Config {
                 account_max_failures: self.account_max_failures,
                 account_window: self.account_window,
                 source_max_failures: self.source_max_failures,
+                source_max_registrations: self.source_max_registrations,
                 source_window: self.source_window,
             },
             trusted_proxies: self.trusted_proxies,

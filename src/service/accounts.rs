@@ -9,9 +9,26 @@ use crate::{
 };
 
 impl AuthService {
-    /// Creates an account and signs it in. Two registrations of one email race on the unique
-    /// index: exactly one wins, the other gets `EmailTaken`.
-    pub async fn register(&self, registration: Registration) -> Result<Session, ServiceError> {
+    /// Creates an account and signs it in. Each source may register at most so many times per
+    /// window (counted before anything else), and a taken email is answered before any argon2
+    /// work; two registrations of one email still race on the unique index: exactly one wins,
+    /// the other gets `EmailTaken`.
+    pub async fn register(
+        &self,
+        registration: Registration,
+        source: Option<IpAddr>,
+    ) -> Result<Session, ServiceError> {
+        let now = self.parts.clock.now_millis();
+        self.parts.throttle.count_registration(source, now).await?;
+        if self
+            .parts
+            .users
+            .find_credentials(&registration.email)
+            .await?
+            .is_some()
+        {
+            return Err(ServiceError::EmailTaken);
+        }
         let password_hash = self.parts.hasher.hash(registration.password).await?;
         let user = NewUser {
             id: UserId::generate(),

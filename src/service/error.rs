@@ -23,6 +23,12 @@ pub enum ServiceError {
         /// How long to wait.
         retry_after: Duration,
     },
+    /// Register: this source has registered too many accounts in its window.
+    #[error("too many registrations from this address; retry later")]
+    RegistrationsThrottled {
+        /// How long to wait.
+        retry_after: Duration,
+    },
     /// Password hashing is saturated; retry later.
     #[error("the server is busy hashing passwords; retry later")]
     Overloaded,
@@ -54,6 +60,9 @@ impl From<ThrottleError> for ServiceError {
     fn from(error: ThrottleError) -> Self {
         match error {
             ThrottleError::Throttled(retry_after) => Self::Throttled { retry_after },
+            ThrottleError::RegistrationsThrottled(retry_after) => {
+                Self::RegistrationsThrottled { retry_after }
+            }
             ThrottleError::Store(error) => error.into(),
         }
     }

@@ -4,11 +4,14 @@ use std::sync::Arc;
 
 use authd::pb;
 use tonic::Code;
+use tonic_types::StatusExt as _;
 use uuid::Uuid;
 
 use crate::{
     backend_tests,
-    common::{Backend, Fixture, PASSWORD, TestState, assert_status, spawn_app, violated_fields},
+    common::{
+        Backend, Fixture, PASSWORD, TestApp, TestState, assert_status, spawn_app, violated_fields,
+    },
 };
 
 backend_tests!(
@@ -19,6 +22,8 @@ backend_tests!(
     password_length_is_8_to_128_characters_of_any_kind,
     empty_fields_are_invalid_argument_naming_each_field,
     usernames_with_invisible_format_characters_are_refused,
+    a_source_may_register_only_so_many_times_per_window,
+    a_taken_email_is_answered_before_any_hashing,
     common_or_personal_passwords_are_refused_with_the_reason,
     thirty_two_concurrent_registrations_of_one_email_have_exactly_one_winner,
 );
@@ -240,5 +245,102 @@ async fn usernames_with_invisible_format_characters_are_refused(backend: Backend
             .unwrap_err();
         assert_status(&status, Code::InvalidArgument, Some("INVALID_ARGUMENT"));
         assert_eq!(violated_fields(&status), ["username"]);
+    }
+}
+
+/// A registration sent through a trusted proxy (the test's own address) for client `client`.
+async fn register_from(
+    app: &TestApp,
+    email: &str,
+    client: &str,
+) -> Result<pb::RegisterResponse, tonic::Status> {
+    let mut request = tonic::Request::new(pb::RegisterRequest {
+        email: email.into(),
+        password: PASSWORD.into(),
+        username: String::new(),
+    });
+    request
+        .metadata_mut()
+        .insert("x-forwarded-for", client.parse().unwrap());
+    app.client
+        .clone()
+        .register(request)
+        .await
+        .map(|r| r.into_inner())
+}
+
+async fn a_source_may_register_only_so_many_times_per_window(backend: Backend) {
+    let state = TestState::new(backend).await;
+    let app = state
+        .app()
+        .args([
+            "--source-max-registrations=3",
+            "--trusted-proxies=127.0.0.1",
+        ])
+        .start()
+        .await;
+    register_from(&app, "one@example.com", "198.51.100.7")
+        .await
+        .unwrap();
+    register_from(&app, "two@example.com", "198.51.100.7")
+        .await
+        .unwrap();
+    // Re-registering a taken email counts too (it is the cheap way to flood).
+    let status = register_from(&app, "one@example.com", "198.51.100.7")
+        .await
+        .unwrap_err();
+    assert_status(&status, Code::AlreadyExists, Some("EMAIL_TAKEN"));
+    let status = register_from(&app, "three@example.com", "198.51.100.7")
+        .await
+        .unwrap_err();
+    assert_status(
+        &status,
+        Code::ResourceExhausted,
+        Some("REGISTRATION_THROTTLED"),
+    );
+    let retry = status
+        .get_error_details()
+        .retry_info()
+        .and_then(|info| info.retry_delay)
+        .expect("RetryInfo");
+    assert!(retry > std::time::Duration::from_secs(14 * 60), "{retry:?}");
+    // Another client behind the same proxy registers as usual.
+    register_from(&app, "three@example.com", "203.0.113.8")
+        .await
+        .unwrap();
+}
+
+async fn a_taken_email_is_answered_before_any_hashing(backend: Backend) {
+    let state = TestState::new(backend).await;
+    let app = state
+        .app()
+        .args([
+            "--hash-concurrency=1",
+            "--hash-queue=1",
+            "--source-max-registrations=0",
+        ])
+        .start()
+        .await;
+    let (taken, _, _) = app.new_user().await;
+    let app = Arc::new(app);
+    // Keep the one hashing thread and its one-place queue full of new registrations ...
+    let flood: Vec<_> = (0..24)
+        .map(|i| {
+            let app = app.clone();
+            tokio::spawn(async move {
+                app.register(&format!("flood{i}@example.com"), PASSWORD)
+                    .await
+            })
+        })
+        .collect();
+    // ... a taken email still gets its answer, without waiting for argon2.
+    for _ in 0..8 {
+        let status = app.register(&taken, PASSWORD).await.unwrap_err();
+        assert_status(&status, Code::AlreadyExists, Some("EMAIL_TAKEN"));
+    }
+    for registration in flood {
+        if let Err(status) = registration.await.unwrap() {
+            assert_status(&status, Code::ResourceExhausted, Some("OVERLOADED"));
+        }
     }
 }

@@ -13,7 +13,9 @@
 use std::{
     any::Any,
     ops::Deref,
+    pin::Pin,
     sync::Arc,
+    task::Poll,
     time::{Duration, Instant},
 };
 
@@ -204,6 +206,32 @@ pub fn panic_message(error: tokio::task::JoinError) -> String {
     }
 }
 
+/// Runs `futures` at once on this task, their results in order: `futures::future::join_all`,
+/// which this crate does not depend on. The concurrency cases use it to race calls on one store:
+/// each SQL call takes a pooled connection of its own, so the statements race in the database, and
+/// the Redis calls are all in flight on the connection at once.
+pub async fn join_all<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
+    let mut pending: Vec<Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
+    let mut outputs: Vec<Option<F::Output>> = pending.iter().map(|_| None).collect();
+    std::future::poll_fn(|context| {
+        let mut done = true;
+        for (future, output) in pending.iter_mut().zip(outputs.iter_mut()) {
+            if output.is_none() {
+                match future.as_mut().poll(context) {
+                    Poll::Ready(value) => *output = Some(value),
+                    Poll::Pending => done = false,
+                }
+            }
+        }
+        if done { Poll::Ready(()) } else { Poll::Pending }
+    })
+    .await;
+    outputs
+        .into_iter()
+        .map(|output| output.expect("every future finished"))
+        .collect()
+}
+
 /// Declares the tests of one suite, from its list of cases (each an `async fn(&dyn Trait)` in the
 /// invoking module):
 ///
@@ -265,7 +293,11 @@ pub(crate) use contract_suite;
 /// The harness itself: what a Redis-backed test writes under its prefix is gone after it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_keys_under_a_test_prefix_are_deleted_when_its_store_is_dropped() {
-    use authd::{clock::Clock as _, domain::Jti, store::ThrottleStore};
+    use authd::{
+        clock::Clock as _,
+        domain::Jti,
+        store::{Counter, ThrottleStore},
+    };
 
     let store = redis().await;
     let now = SystemClock.now();
@@ -273,15 +305,18 @@ async fn the_keys_under_a_test_prefix_are_deleted_when_its_store_is_dropped() {
         .revoke(Jti::generate(), now + 3600, now)
         .await
         .unwrap();
-    ThrottleStore::add_failure(
-        &*store,
-        "source:192.0.2.1",
-        Duration::from_secs(60),
-        false,
-        SystemClock.now_millis(),
-    )
-    .await
-    .unwrap();
+    let now_ms = SystemClock.now_millis();
+    let counter = Counter {
+        count: 1,
+        until: now_ms,
+        expires_at: now_ms + 60_000,
+    };
+    assert!(
+        ThrottleStore::replace(&*store, "source:192.0.2.1", None, counter, now_ms)
+            .await
+            .unwrap(),
+        "the counter is written"
+    );
     let pattern = format!("{}*", store.redis_prefix());
     let mut connection = redis::Client::open(redis_url())
         .unwrap()

@@ -1,32 +1,44 @@
-//! The `ThrottleStore` contract, run on Postgres, SQLite, Redis and Redis Cluster: a key counts its
-//! failures up from zero, `failures` answers in key order, `clear` forgets, a fixed window ends a
-//! memory after its first failure and a sliding one a memory after its latest, an expired count
-//! starts over, and purging keeps live counts.
+//! The `ThrottleStore` contract, run on Postgres, SQLite, Redis and Redis Cluster: a counter is
+//! stored and loaded back exactly; `replace` is a compare-and-set that swaps only from the counter
+//! that is there (every field compared), and from `None` only where there is none or it has
+//! expired at `now`; of concurrent replaces from one state exactly one succeeds; a counter is
+//! gone once `now` reaches its `expires_at`; `clear` forgets; purging deletes only expired
+//! counters (SQL) or nothing (Redis expires them itself); and keys do not touch each other.
 //!
-//! Time: Redis expires a count with its own clock (PEXPIRE) and reports a window's end as its TTL
-//! added to the `now` it was given, so every call passes the real current time, expiry is tested
-//! with memories of milliseconds and bounded waits of milliseconds, and Redis's window ends are
-//! compared with a little slack (`SLACK_MS`). The SQL stores compute everything from `now`, exactly.
+//! Time: Redis expires a counter with its own clock (PEXPIREAT `expires_at`), so every counter
+//! written expires after the real current time, and calls pass the real current time, except
+//! where a case asks about a later `now` (a counter expired at `now` while Redis still holds it) or
+//! an earlier one (whether Redis really deleted the key). Expiry on the real clock is tested with
+//! counters that live a few tens of milliseconds, and bounded waits.
 
 use std::time::Duration;
 
 use authd::{
     clock::{Clock as _, SystemClock, UnixMillis},
-    store::{FailureCount, ThrottleStore},
+    store::{Counter, ThrottleStore},
 };
 
-use super::backends::contract_suite;
+use super::backends::{contract_suite, join_all};
 
 contract_suite! {
     cases: [
-        an_absent_key_has_no_failures,
-        each_failure_counts_up_and_returns_the_count,
-        failures_returns_the_counts_in_key_order,
-        clear_forgets_a_key_and_only_that_key,
-        a_fixed_window_keeps_the_end_set_by_its_first_failure,
-        a_sliding_window_ends_a_memory_after_the_latest_failure,
-        an_expired_count_starts_over,
-        purge_expired_keeps_live_counts,
+        an_absent_key_loads_as_none,
+        replace_from_none_creates_a_counter_that_loads_exactly_as_stored,
+        replace_expecting_a_counter_that_differs_in_any_field_changes_nothing,
+        replace_expecting_a_counter_on_an_absent_key_changes_nothing,
+        replace_expecting_the_stored_counter_swaps_it,
+        replace_from_none_over_a_live_counter_fails_and_keeps_it,
+        replace_from_none_over_a_counter_expired_at_now_succeeds,
+        replace_expecting_a_counter_that_has_expired_at_now_fails,
+        a_counter_loads_as_none_once_now_reaches_its_expires_at,
+        a_counter_is_gone_once_its_expires_at_passes_on_the_real_clock,
+        of_concurrent_replaces_from_one_counter_exactly_one_succeeds,
+        of_concurrent_replaces_from_none_on_an_absent_key_exactly_one_succeeds,
+        of_concurrent_replaces_from_none_over_an_expired_counter_exactly_one_succeeds,
+        clear_forgets_a_counter_and_only_that_one,
+        clearing_an_absent_key_is_fine,
+        purge_expired_deletes_expired_counters_and_keeps_live_ones,
+        keys_are_independent,
     ],
     fresh: { on_postgres => postgres, on_sqlite => sqlite, on_redis => redis },
     cluster: on_redis_cluster,
@@ -36,254 +48,513 @@ contract_suite! {
 const ACCOUNT: &str = "account:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
 const SOURCE_V4: &str = "source:192.0.2.1";
 const SOURCE_V6: &str = "source:2001:db8::1";
-/// A memory no case outlives.
-const LONG: Duration = Duration::from_secs(60);
-/// A memory that has passed by the next call but one.
-const TINY: Duration = Duration::from_millis(5);
-/// The window of the fixed/sliding cases, and the step between their two failures: a fixed window
-/// ends `WINDOW` after the first, a sliding one `STEP` later.
-const WINDOW: Duration = Duration::from_millis(400);
-const STEP: Duration = Duration::from_millis(200);
-/// How far Redis's idea of a window's end may be from the exact one: its TTL is measured on its
-/// clock, a round trip away from the `now` it is added to.
-const SLACK_MS: i64 = 50;
-/// Past an expiry, how long to leave for it to be seen.
+/// A lifetime no case outlives, in milliseconds.
+const HOUR: UnixMillis = 3_600_000;
+/// A lifetime that has passed by the time a case has waited for it, in milliseconds.
+const SHORT: UnixMillis = 30;
+/// Past an expiry, how long to leave Redis (on the same wall clock) to see it.
 const PAST_EXPIRY: Duration = Duration::from_millis(20);
+/// How many replaces race in the concurrency cases.
+const RACERS: u32 = 16;
 
 /// The real current time, in the milliseconds the stores take.
 fn now() -> UnixMillis {
     SystemClock.now_millis()
 }
 
-fn ms(duration: Duration) -> i64 {
-    i64::try_from(duration.as_millis()).unwrap()
-}
-
-fn assert_near(actual: UnixMillis, expected: UnixMillis, what: &str) {
-    assert!(
-        (actual - expected).abs() <= SLACK_MS,
-        "{what}: {actual} is {} ms from {expected}",
-        actual - expected
-    );
-}
-
-async fn add(
-    store: &dyn ThrottleStore,
-    key: &str,
-    memory: Duration,
-    sliding: bool,
-) -> (UnixMillis, FailureCount) {
-    let at = now();
-    let count = store
-        .add_failure(key, memory, sliding, at)
-        .await
-        .unwrap_or_else(|error| panic!("add_failure({key:?}): {error:?}"));
-    (at, count)
-}
-
-async fn failures(store: &dyn ThrottleStore, keys: &[&str]) -> Vec<FailureCount> {
-    let keys: Vec<String> = keys.iter().map(|key| (*key).to_owned()).collect();
-    let counts = store
-        .failures(&keys, now())
-        .await
-        .unwrap_or_else(|error| panic!("failures({keys:?}): {error:?}"));
-    assert_eq!(counts.len(), keys.len(), "one count per key");
-    counts
-}
-
-async fn failures_of(store: &dyn ThrottleStore, key: &str) -> FailureCount {
-    failures(store, &[key]).await[0]
-}
-
-/// Sleeps until the wall clock is past `at` (a few hundred milliseconds away at most).
-async fn sleep_past(at: UnixMillis) {
-    let wait = at - now();
-    assert!(wait <= ms(WINDOW), "sleep_past is for short waits");
-    if wait >= 0 {
-        tokio::time::sleep(Duration::from_millis(wait.unsigned_abs()) + PAST_EXPIRY).await;
+fn counter(count: u32, until: UnixMillis, expires_at: UnixMillis) -> Counter {
+    Counter {
+        count,
+        until,
+        expires_at,
     }
 }
 
-/// Whether the store keeps expired counts until `purge_expired` deletes them and reports how many
-/// it deleted: the SQL stores. Redis expires counts by itself, and its purge is a no-op.
+async fn load(store: &dyn ThrottleStore, key: &str, now: UnixMillis) -> Option<Counter> {
+    store
+        .load(key, now)
+        .await
+        .unwrap_or_else(|error| panic!("load({key:?}, {now}): {error:?}"))
+}
+
+async fn replace(
+    store: &dyn ThrottleStore,
+    key: &str,
+    expected: Option<Counter>,
+    new: Counter,
+    now: UnixMillis,
+) -> bool {
+    store
+        .replace(key, expected, new, now)
+        .await
+        .unwrap_or_else(|error| panic!("replace({key:?}, {expected:?}, {new:?}, {now}): {error:?}"))
+}
+
+/// Writes `new` under an absent `key`, which must succeed.
+async fn create(store: &dyn ThrottleStore, key: &str, new: Counter) {
+    assert!(
+        replace(store, key, None, new, now()).await,
+        "creating {new:?} under the absent {key:?}"
+    );
+}
+
+async fn clear(store: &dyn ThrottleStore, key: &str) {
+    store
+        .clear(key)
+        .await
+        .unwrap_or_else(|error| panic!("clear({key:?}): {error:?}"));
+}
+
+async fn purge_expired(store: &dyn ThrottleStore, now: UnixMillis) -> u64 {
+    store
+        .purge_expired(now)
+        .await
+        .unwrap_or_else(|error| panic!("purge_expired({now}): {error:?}"))
+}
+
+/// Sleeps until the wall clock, Redis's too, is past `at` (a second away at most).
+async fn sleep_past(at: UnixMillis) {
+    let wait = at - now();
+    assert!(wait <= 1000, "sleep_past is for short waits");
+    if wait >= 0 {
+        tokio::time::sleep(Duration::from_millis(wait.unsigned_abs()) + PAST_EXPIRY).await;
+    }
+    assert!(now() > at);
+}
+
+/// Whether the store keeps expired counters until `purge_expired` deletes them and reports how
+/// many it deleted: the SQL stores. Redis expires counters by itself, and its purge is a no-op.
 fn keeps_expired_rows_until_purged(store: &dyn ThrottleStore) -> bool {
     matches!(store.describe(), "postgres" | "sqlite")
 }
 
-async fn an_absent_key_has_no_failures(store: &dyn ThrottleStore) {
-    // The contract promises a zero count; what else an absent key reports is unspecified.
-    assert_eq!(failures_of(store, ACCOUNT).await.failures, 0, "empty store");
-    add(store, SOURCE_V4, LONG, false).await;
+async fn an_absent_key_loads_as_none(store: &dyn ThrottleStore) {
+    assert_eq!(load(store, ACCOUNT, now()).await, None, "in an empty store");
+    let t = now();
+    create(store, SOURCE_V4, counter(1, t, t + HOUR)).await;
     assert_eq!(
-        failures_of(store, ACCOUNT).await.failures,
-        0,
-        "beside a count"
+        load(store, ACCOUNT, now()).await,
+        None,
+        "beside another counter"
     );
-    assert!(failures(store, &[]).await.is_empty(), "no keys, no counts");
 }
 
-async fn each_failure_counts_up_and_returns_the_count(store: &dyn ThrottleStore) {
-    for sliding in [false, true] {
-        let key = if sliding { SOURCE_V6 } else { SOURCE_V4 };
-        for expected in 1..=3 {
-            let (at, count) = add(store, key, LONG, sliding).await;
-            assert_eq!(
-                count.failures, expected,
-                "add_failure returns the new count"
-            );
-            assert_eq!(count.last_failure, at, "the latest failure is now");
-            let seen = failures_of(store, key).await;
-            assert_eq!(seen.failures, expected, "failures reads the count back");
-            assert_eq!(seen.last_failure, at);
-            assert_near(seen.window_ends, count.window_ends, "the window read back");
-        }
+async fn replace_from_none_creates_a_counter_that_loads_exactly_as_stored(
+    store: &dyn ThrottleStore,
+) {
+    let t = now();
+    // The store attaches no meaning to `count` or `until`: any values come back as written,
+    // including an `until` already past or far beyond the expiry, and the largest count.
+    let written = [
+        (ACCOUNT, counter(1, t + 250, t + HOUR)),
+        (SOURCE_V4, counter(u32::MAX, 0, t + HOUR + 1)),
+        (SOURCE_V6, counter(0, t + 10 * HOUR, t + 2 * HOUR - 7)),
+    ];
+    for (key, new) in written {
+        create(store, key, new).await;
+    }
+    for (key, stored) in written {
+        assert_eq!(
+            load(store, key, now()).await,
+            Some(stored),
+            "{key:?} loads as stored"
+        );
+        assert_eq!(
+            load(store, key, now()).await,
+            Some(stored),
+            "{key:?}: loading changes nothing"
+        );
     }
 }
 
-async fn failures_returns_the_counts_in_key_order(store: &dyn ThrottleStore) {
-    let mut latest = Vec::new();
-    for (key, times) in [(ACCOUNT, 1), (SOURCE_V4, 2), (SOURCE_V6, 3)] {
-        for _ in 0..times {
-            let (at, _) = add(store, key, LONG, false).await;
-            latest.push((key, at));
-        }
+async fn replace_expecting_a_counter_that_differs_in_any_field_changes_nothing(
+    store: &dyn ThrottleStore,
+) {
+    let t = now();
+    let stored = counter(3, t + 1000, t + HOUR);
+    create(store, ACCOUNT, stored).await;
+    let wrong = [
+        Counter { count: 2, ..stored },
+        Counter { count: 4, ..stored },
+        Counter {
+            until: stored.until - 1,
+            ..stored
+        },
+        Counter {
+            until: stored.until + 1,
+            ..stored
+        },
+        Counter {
+            expires_at: stored.expires_at - 1,
+            ..stored
+        },
+        Counter {
+            expires_at: stored.expires_at + 1,
+            ..stored
+        },
+        counter(0, 0, t + HOUR),
+    ];
+    let new = counter(4, t + 2000, t + HOUR);
+    for expected in wrong {
+        assert!(
+            !replace(store, ACCOUNT, Some(expected), new, now()).await,
+            "expecting {expected:?} where {stored:?} is stored"
+        );
+        assert_eq!(
+            load(store, ACCOUNT, now()).await,
+            Some(stored),
+            "a refused replace (expecting {expected:?}) changes nothing"
+        );
     }
-    let last_failure = |key| latest.iter().rev().find(|(k, _)| *k == key).unwrap().1;
-    let counts = failures(
-        store,
-        &[
-            SOURCE_V6,
-            "source:198.51.100.9",
+}
+
+async fn replace_expecting_a_counter_on_an_absent_key_changes_nothing(store: &dyn ThrottleStore) {
+    let t = now();
+    let imagined = counter(1, t, t + HOUR);
+    assert!(
+        !replace(
+            store,
             ACCOUNT,
-            SOURCE_V4,
-            ACCOUNT,
-        ],
+            Some(imagined),
+            counter(2, t, t + HOUR),
+            now()
+        )
+        .await,
+        "nothing is stored, so the counter there is not {imagined:?}"
+    );
+    assert_eq!(load(store, ACCOUNT, now()).await, None, "still absent");
+}
+
+async fn replace_expecting_the_stored_counter_swaps_it(store: &dyn ThrottleStore) {
+    let t = now();
+    let first = counter(1, t + 100, t + HOUR);
+    let second = counter(2, t + 400, t + HOUR + 500);
+    // A swap may also shorten the expiry and move `until` back.
+    let third = counter(3, t + 50, t + HOUR - 500);
+    create(store, ACCOUNT, first).await;
+    assert!(
+        replace(store, ACCOUNT, Some(first), second, now()).await,
+        "from the stored counter"
+    );
+    assert_eq!(load(store, ACCOUNT, now()).await, Some(second), "swapped");
+    assert!(
+        !replace(store, ACCOUNT, Some(first), third, now()).await,
+        "from the counter that was there before: stale"
+    );
+    assert_eq!(load(store, ACCOUNT, now()).await, Some(second), "kept");
+    assert!(
+        replace(store, ACCOUNT, Some(second), third, now()).await,
+        "from the new stored counter"
+    );
+    assert_eq!(load(store, ACCOUNT, now()).await, Some(third), "swapped");
+    assert!(
+        replace(store, ACCOUNT, Some(third), third, now()).await,
+        "replacing a counter with itself succeeds"
+    );
+    assert_eq!(load(store, ACCOUNT, now()).await, Some(third));
+}
+
+async fn replace_from_none_over_a_live_counter_fails_and_keeps_it(store: &dyn ThrottleStore) {
+    let t = now();
+    let stored = counter(5, t + 1000, t + HOUR);
+    create(store, ACCOUNT, stored).await;
+    // Live through the millisecond before its expiry.
+    for at in [now(), stored.expires_at - 1] {
+        assert!(
+            !replace(store, ACCOUNT, None, counter(1, t, t + 2 * HOUR), at).await,
+            "from none at {at}, over {stored:?}"
+        );
+        assert_eq!(load(store, ACCOUNT, now()).await, Some(stored), "kept");
+    }
+}
+
+async fn replace_from_none_over_a_counter_expired_at_now_succeeds(store: &dyn ThrottleStore) {
+    // Redis still holds both counters: it is the `now` passed that has reached their expiry.
+    let t = now();
+    let old = counter(7, t + 1000, t + HOUR);
+    let new = counter(1, t + 2000, t + 2 * HOUR);
+    for (key, at) in [
+        (ACCOUNT, old.expires_at),
+        (SOURCE_V4, old.expires_at + 1),
+        (SOURCE_V6, old.expires_at + HOUR / 2),
+    ] {
+        create(store, key, old).await;
+        assert!(
+            replace(store, key, None, new, at).await,
+            "{key:?}: from none at {at}, over {old:?}"
+        );
+        assert_eq!(
+            load(store, key, now()).await,
+            Some(new),
+            "{key:?}: replaced"
+        );
+        assert_eq!(
+            load(store, key, at).await,
+            Some(new),
+            "{key:?}: live at {at}"
+        );
+    }
+}
+
+async fn replace_expecting_a_counter_that_has_expired_at_now_fails(store: &dyn ThrottleStore) {
+    let t = now();
+    let old = counter(7, t + 1000, t + HOUR);
+    let new = counter(8, t + 2000, t + 2 * HOUR);
+    create(store, ACCOUNT, old).await;
+    let at = old.expires_at;
+    assert!(
+        !replace(store, ACCOUNT, Some(old), new, at).await,
+        "at {at}, {old:?} has expired: what is there is none"
+    );
+    assert_eq!(load(store, ACCOUNT, now()).await, Some(old), "unchanged");
+    assert!(
+        replace(store, ACCOUNT, None, new, at).await,
+        "from none at {at}, it succeeds"
+    );
+    assert_eq!(load(store, ACCOUNT, now()).await, Some(new));
+}
+
+async fn a_counter_loads_as_none_once_now_reaches_its_expires_at(store: &dyn ThrottleStore) {
+    let t = now();
+    let stored = counter(2, t + 500, t + HOUR);
+    create(store, ACCOUNT, stored).await;
+    let expires_at = stored.expires_at;
+    assert_eq!(
+        load(store, ACCOUNT, expires_at - 1).await,
+        Some(stored),
+        "live the millisecond before"
+    );
+    for at in [expires_at, expires_at + 1, expires_at + HOUR] {
+        assert_eq!(load(store, ACCOUNT, at).await, None, "expired at {at}");
+    }
+    assert_eq!(
+        load(store, ACCOUNT, now()).await,
+        Some(stored),
+        "a load at a later `now` deletes nothing"
+    );
+}
+
+async fn a_counter_is_gone_once_its_expires_at_passes_on_the_real_clock(store: &dyn ThrottleStore) {
+    let t = now();
+    let short = counter(1, t, t + SHORT);
+    create(store, ACCOUNT, short).await;
+    create(store, SOURCE_V4, counter(1, t, t + HOUR)).await;
+    sleep_past(short.expires_at).await;
+    assert_eq!(load(store, ACCOUNT, now()).await, None, "expired");
+    // Asked about a time when it was live: Redis has deleted the key itself, while the SQL stores
+    // keep the row until a purge.
+    let before = short.expires_at - 1;
+    let kept = load(store, ACCOUNT, before).await;
+    if keeps_expired_rows_until_purged(store) {
+        assert_eq!(
+            kept,
+            Some(short),
+            "the SQL stores keep the row until a purge"
+        );
+    } else {
+        assert_eq!(kept, None, "Redis deleted the key at its expires_at");
+    }
+    let new = counter(1, now(), now() + HOUR);
+    assert!(
+        replace(store, ACCOUNT, None, new, now()).await,
+        "from none over the expired counter"
+    );
+    assert_eq!(load(store, ACCOUNT, now()).await, Some(new));
+    assert!(
+        load(store, SOURCE_V4, now()).await.is_some(),
+        "a live counter beside it is kept"
+    );
+}
+
+/// Races `RACERS` replaces of `key` from `expected` at `at`, each to a counter of its own
+/// (`new(i)`), and checks that exactly one succeeded and that its counter is the one stored.
+async fn race(
+    store: &dyn ThrottleStore,
+    key: &str,
+    expected: Option<Counter>,
+    at: UnixMillis,
+    new: impl Fn(u32) -> Counter,
+) {
+    let proposals: Vec<Counter> = (0..RACERS).map(new).collect();
+    let results = join_all(
+        proposals
+            .iter()
+            .map(|proposal| store.replace(key, expected, *proposal, at))
+            .collect(),
     )
     .await;
-    let seen: Vec<u32> = counts.iter().map(|count| count.failures).collect();
-    assert_eq!(seen, [3, 0, 1, 2, 1]);
-    assert_eq!(counts[0].last_failure, last_failure(SOURCE_V6));
-    assert_eq!(counts[2].last_failure, last_failure(ACCOUNT));
-    assert_eq!(counts[3].last_failure, last_failure(SOURCE_V4));
-}
-
-async fn clear_forgets_a_key_and_only_that_key(store: &dyn ThrottleStore) {
-    add(store, ACCOUNT, LONG, false).await;
-    add(store, ACCOUNT, LONG, false).await;
-    add(store, SOURCE_V4, LONG, false).await;
-    store.clear(ACCOUNT).await.expect("clear");
-    assert_eq!(failures_of(store, ACCOUNT).await.failures, 0, "forgotten");
-    assert_eq!(failures_of(store, SOURCE_V4).await.failures, 1, "kept");
-    let (_, count) = add(store, ACCOUNT, LONG, false).await;
-    assert_eq!(count.failures, 1, "a cleared key counts from one again");
-    store
-        .clear(SOURCE_V6)
-        .await
-        .expect("clearing an absent key is fine");
-}
-
-async fn a_fixed_window_keeps_the_end_set_by_its_first_failure(store: &dyn ThrottleStore) {
-    let (first_at, first) = add(store, ACCOUNT, WINDOW, false).await;
-    assert_near(
-        first.window_ends,
-        first_at + ms(WINDOW),
-        "a memory after the first failure",
-    );
-    tokio::time::sleep(STEP).await;
-    let (second_at, second) = add(store, ACCOUNT, WINDOW, false).await;
-    assert!(
-        second_at < first.window_ends - SLACK_MS,
-        "the machine stalled: the second failure came after the window"
-    );
-    assert_eq!(second.failures, 2);
-    assert_eq!(second.last_failure, second_at);
-    assert_near(
-        second.window_ends,
-        first.window_ends,
-        "a later failure does not move a fixed window's end",
-    );
-    sleep_past(first.window_ends).await;
-    assert_eq!(
-        failures_of(store, ACCOUNT).await.failures,
-        0,
-        "the count is forgotten a memory after its first failure"
-    );
-}
-
-async fn a_sliding_window_ends_a_memory_after_the_latest_failure(store: &dyn ThrottleStore) {
-    let (first_at, first) = add(store, ACCOUNT, WINDOW, true).await;
-    assert_near(
-        first.window_ends,
-        first_at + ms(WINDOW),
-        "a memory after the first failure",
-    );
-    tokio::time::sleep(STEP).await;
-    let (second_at, second) = add(store, ACCOUNT, WINDOW, true).await;
-    assert!(
-        second_at < first.window_ends - SLACK_MS,
-        "the machine stalled: the second failure came after the window"
-    );
-    assert_eq!(second.failures, 2);
-    assert_near(
-        second.window_ends,
-        second_at + ms(WINDOW),
-        "a sliding window ends a memory after the latest failure",
-    );
-    // Past where a fixed window would have ended, well before the sliding one does.
-    sleep_past(first.window_ends).await;
-    assert!(now() < second.window_ends - SLACK_MS, "the machine stalled");
-    let seen = failures_of(store, ACCOUNT).await;
-    assert_eq!(seen.failures, 2, "still counted, from the latest failure");
-    assert_near(seen.window_ends, second.window_ends, "the window read back");
-}
-
-async fn an_expired_count_starts_over(store: &dyn ThrottleStore) {
-    for sliding in [false, true] {
-        add(store, ACCOUNT, TINY, sliding).await;
-        let (_, count) = add(store, ACCOUNT, TINY, sliding).await;
-        assert!(count.failures >= 1);
-        sleep_past(count.window_ends).await;
-        assert_eq!(
-            failures_of(store, ACCOUNT).await.failures,
-            0,
-            "expired (sliding: {sliding})"
-        );
-        let (at, count) = add(store, ACCOUNT, LONG, sliding).await;
-        assert_eq!(
-            count.failures, 1,
-            "an expired count starts over (sliding: {sliding})"
-        );
-        assert_near(count.window_ends, at + ms(LONG), "with a new window");
-        store.clear(ACCOUNT).await.unwrap();
+    let mut winners = Vec::new();
+    for (proposal, result) in proposals.iter().zip(results) {
+        match result {
+            Ok(true) => winners.push(*proposal),
+            Ok(false) => {}
+            Err(error) => panic!("a racing replace failed: {error:?}"),
+        }
     }
+    assert_eq!(
+        winners.len(),
+        1,
+        "exactly one of {RACERS} concurrent replaces from {expected:?} succeeds: {winners:?}"
+    );
+    assert_eq!(
+        load(store, key, now()).await,
+        Some(winners[0]),
+        "the stored counter is the one whose replace succeeded"
+    );
 }
 
-async fn purge_expired_keeps_live_counts(store: &dyn ThrottleStore) {
-    add(store, ACCOUNT, LONG, false).await;
-    add(store, SOURCE_V4, LONG, true).await;
-    let (_, expiring) = add(store, SOURCE_V6, TINY, false).await;
-    sleep_past(expiring.window_ends).await;
-    let purged = store.purge_expired(now()).await.expect("purge_expired");
+async fn of_concurrent_replaces_from_one_counter_exactly_one_succeeds(store: &dyn ThrottleStore) {
+    let t = now();
+    let current = counter(4, t + 100, t + HOUR);
+    create(store, ACCOUNT, current).await;
+    race(store, ACCOUNT, Some(current), now(), |i| {
+        counter(5, t + 1000 + i64::from(i), t + HOUR)
+    })
+    .await;
+}
+
+async fn of_concurrent_replaces_from_none_on_an_absent_key_exactly_one_succeeds(
+    store: &dyn ThrottleStore,
+) {
+    let t = now();
+    race(store, ACCOUNT, None, now(), |i| {
+        counter(1, t + i64::from(i), t + HOUR)
+    })
+    .await;
+}
+
+async fn of_concurrent_replaces_from_none_over_an_expired_counter_exactly_one_succeeds(
+    store: &dyn ThrottleStore,
+) {
+    let t = now();
+    let old = counter(9, t + 100, t + HOUR);
+    create(store, ACCOUNT, old).await;
+    // At `old.expires_at` the counter has expired (Redis still holds it).
+    race(store, ACCOUNT, None, old.expires_at, |i| {
+        counter(1, t + i64::from(i), t + 2 * HOUR)
+    })
+    .await;
+}
+
+async fn clear_forgets_a_counter_and_only_that_one(store: &dyn ThrottleStore) {
+    let t = now();
+    let cleared = counter(3, t + 100, t + HOUR);
+    let kept = counter(2, t + 200, t + HOUR);
+    create(store, ACCOUNT, cleared).await;
+    create(store, SOURCE_V4, kept).await;
+    clear(store, ACCOUNT).await;
+    assert_eq!(load(store, ACCOUNT, now()).await, None, "forgotten");
+    assert_eq!(load(store, SOURCE_V4, now()).await, Some(kept), "kept");
+    assert!(
+        !replace(
+            store,
+            ACCOUNT,
+            Some(cleared),
+            counter(4, t, t + HOUR),
+            now()
+        )
+        .await,
+        "the cleared counter is no longer there to swap from"
+    );
+    let new = counter(1, t + 300, t + HOUR);
+    assert!(
+        replace(store, ACCOUNT, None, new, now()).await,
+        "a cleared key is created from none again"
+    );
+    assert_eq!(load(store, ACCOUNT, now()).await, Some(new));
+}
+
+async fn clearing_an_absent_key_is_fine(store: &dyn ThrottleStore) {
+    clear(store, ACCOUNT).await;
+    let t = now();
+    create(store, SOURCE_V4, counter(1, t, t + HOUR)).await;
+    clear(store, SOURCE_V4).await;
+    clear(store, SOURCE_V4).await;
+    assert_eq!(load(store, SOURCE_V4, now()).await, None);
+    create(store, SOURCE_V4, counter(2, t, t + HOUR)).await;
+}
+
+async fn purge_expired_deletes_expired_counters_and_keeps_live_ones(store: &dyn ThrottleStore) {
+    let t = now();
+    let live = [
+        (ACCOUNT, counter(3, t + 100, t + HOUR)),
+        (SOURCE_V4, counter(1, 0, t + 2 * HOUR)),
+    ];
+    let expiring = [
+        (SOURCE_V6, counter(2, t, t + SHORT / 2)),
+        ("source:198.51.100.9", counter(4, t, t + SHORT)),
+    ];
+    for (key, new) in live.into_iter().chain(expiring) {
+        create(store, key, new).await;
+    }
+    let last_expiry = t + SHORT;
+    sleep_past(last_expiry).await;
+    // A purge at the very millisecond the later one expires: it has expired, and goes too.
+    let purged = purge_expired(store, last_expiry).await;
     if keeps_expired_rows_until_purged(store) {
-        assert_eq!(purged, 1, "the SQL stores delete exactly the expired row");
+        assert_eq!(purged, 2, "the SQL stores delete exactly the expired rows");
     } else {
-        // Redis forgets expired counts by itself: nothing is left to purge.
-        assert!(purged <= 1, "purged {purged} of 1 expired count");
+        assert_eq!(
+            purged, 0,
+            "Redis expires counters itself: its purge is a no-op"
+        );
     }
-    let counts: Vec<u32> = failures(store, &[ACCOUNT, SOURCE_V4, SOURCE_V6])
-        .await
-        .iter()
-        .map(|count| count.failures)
-        .collect();
-    assert_eq!(counts, [1, 1, 0], "live counts survive the purge");
+    for (key, stored) in live {
+        assert_eq!(
+            load(store, key, now()).await,
+            Some(stored),
+            "{key:?}: a live counter survives the purge"
+        );
+    }
+    for (key, gone) in expiring {
+        assert_eq!(
+            load(store, key, gone.expires_at - 1).await,
+            None,
+            "{key:?}: deleted, even when asked about a time it was live"
+        );
+    }
     assert_eq!(
-        store.purge_expired(now()).await.unwrap(),
+        purge_expired(store, now()).await,
         0,
         "a second purge finds nothing"
     );
-    assert_eq!(
-        add(store, ACCOUNT, LONG, false).await.1.failures,
-        2,
-        "a purged store still counts on"
+    for (key, stored) in live {
+        assert_eq!(load(store, key, now()).await, Some(stored));
+    }
+    let (key, stored) = live[0];
+    let next = Counter {
+        count: stored.count + 1,
+        ..stored
+    };
+    assert!(
+        replace(store, key, Some(stored), next, now()).await,
+        "a purged store still swaps"
     );
+}
+
+async fn keys_are_independent(store: &dyn ThrottleStore) {
+    let t = now();
+    let same = counter(1, t + 100, t + HOUR);
+    // Keys that share a prefix, or differ only in case, are different keys.
+    let keys = [
+        ACCOUNT,
+        SOURCE_V4,
+        "source:192.0.2.10",
+        SOURCE_V6,
+        "source:2001:DB8::1",
+    ];
+    for key in keys {
+        create(store, key, same).await;
+    }
+    let swapped = counter(2, t + 200, t + HOUR);
+    assert!(replace(store, SOURCE_V4, Some(same), swapped, now()).await);
+    clear(store, SOURCE_V6).await;
+    for key in keys {
+        let expected = match key {
+            SOURCE_V4 => Some(swapped),
+            SOURCE_V6 => None,
+            _ => Some(same),
+        };
+        assert_eq!(load(store, key, now()).await, expected, "{key:?}");
+    }
 }

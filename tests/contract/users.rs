@@ -2,15 +2,13 @@
 //! whatever the spelling, the normalised email is unique (atomically, also under concurrent
 //! inserts), and a failed insert changes nothing.
 
-use std::{pin::Pin, task::Poll};
-
 use authd::{
     domain::{Email, PasswordHashString, UserId, Username},
     store::{NewUser, StoreError, UserStore},
 };
 use uuid::Uuid;
 
-use super::backends::contract_suite;
+use super::backends::{contract_suite, join_all};
 
 contract_suite! {
     cases: [
@@ -163,29 +161,4 @@ async fn of_concurrent_inserts_of_one_email_exactly_one_succeeds(store: &dyn Use
 
 async fn ping_answers(store: &dyn UserStore) {
     store.ping().await.expect("ping");
-}
-
-/// Runs `futures` at once on this task, their results in order: `futures::future::join_all`,
-/// which this crate does not depend on. Each insert takes a pooled connection of its own, so the
-/// statements race in the database.
-async fn join_all<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
-    let mut pending: Vec<Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
-    let mut outputs: Vec<Option<F::Output>> = pending.iter().map(|_| None).collect();
-    std::future::poll_fn(|context| {
-        let mut done = true;
-        for (future, output) in pending.iter_mut().zip(outputs.iter_mut()) {
-            if output.is_none() {
-                match future.as_mut().poll(context) {
-                    Poll::Ready(value) => *output = Some(value),
-                    Poll::Pending => done = false,
-                }
-            }
-        }
-        if done { Poll::Ready(()) } else { Poll::Pending }
-    })
-    .await;
-    outputs
-        .into_iter()
-        .map(|output| output.expect("every future finished"))
-        .collect()
 }
