@@ -12,7 +12,10 @@ use crate::{
     config::{RevocationMode, ServerLimits, Settings, SigningKeySetting, TokenSettings},
     hashing::PasswordHasher,
     service::{AuthService, Parts},
-    store::{MirroredRevocations, RedisStore, RevocationStore, SqlStore, ThrottleStore, UserStore},
+    store::{
+        EvictionPolicy, MirroredRevocations, RedisStore, RevocationStore, SqlStore, ThrottleStore,
+        UserStore, warn_unknown_eviction_policy,
+    },
     throttle::LoginThrottle,
     tokens::{
         SigningKeyMaterial, TokenAuthority, VerifiedTokenCache, load_ed25519_key,
@@ -111,9 +114,14 @@ async fn connect_backends(settings: &Settings, clock: Arc<dyn Clock>) -> anyhow:
             throttle: Arc::new(sql),
         });
     };
-    let redis = RedisStore::connect(topology, &settings.redis_key_prefix)
-        .await
-        .map_err(|e| anyhow::Error::new(e).context("invalid AUTHD_REDIS_URL: cannot use Redis"))?;
+    let redis = RedisStore::connect(
+        topology,
+        &settings.redis_key_prefix,
+        settings.redis_allow_eviction,
+    )
+    .await
+    .map_err(|e| anyhow::Error::new(e).context("invalid AUTHD_REDIS_URL: cannot use Redis"))?;
+    check_eviction_policy(&redis, settings.redis_allow_eviction).await?;
     let revocations: Arc<dyn RevocationStore> = match settings.revocation_mode {
         RevocationMode::Strict => Arc::new(redis.clone()),
         RevocationMode::Cached => Arc::new(MirroredRevocations::start(redis.clone(), clock)),
@@ -123,6 +131,34 @@ async fn connect_backends(settings: &Settings, clock: Arc<dyn Clock>) -> anyhow:
         revocations,
         throttle: Arc::new(redis),
     })
+}
+
+/// Refuses a Redis that may evict keys (revocations carry a TTL, so every policy but noeviction
+/// can drop them when Redis is full), unless AUTHD_REDIS_ALLOW_EVICTION=true: then a warning, at
+/// every start. A policy that cannot be read (managed Redis refusing CONFIG) draws a warning
+/// saying what to check.
+async fn check_eviction_policy(redis: &RedisStore, allowed: bool) -> anyhow::Result<()> {
+    for policy in redis.eviction_policies().await {
+        match policy {
+            EvictionPolicy::Safe => {}
+            EvictionPolicy::Evicting { node, policy } if allowed => tracing::warn!(
+                %node,
+                policy,
+                "Redis evicts keys (AUTHD_REDIS_ALLOW_EVICTION=true): when it is full, revoked \
+                 tokens may verify again"
+            ),
+            EvictionPolicy::Evicting { node, policy } => anyhow::bail!(
+                "invalid AUTHD_REDIS_URL: Redis at {node} has maxmemory-policy {policy}, which \
+                 evicts keys when it is full, and revoked tokens would verify again; set \
+                 maxmemory-policy noeviction on that server, or AUTHD_REDIS_ALLOW_EVICTION=true \
+                 to accept the risk"
+            ),
+            EvictionPolicy::Unknown { node, reason } => {
+                warn_unknown_eviction_policy(&node, &reason)
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The token authority for the configured key; an Ed25519 key at the default path is generated

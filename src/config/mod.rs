@@ -142,6 +142,11 @@ pub struct Config {
     #[arg(long, env = "AUTHD_REDIS_CLUSTER", value_name = "AUTHD_REDIS_CLUSTER", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub redis_cluster: bool,
 
+    /// Start (with a warning) even when Redis's maxmemory-policy may evict keys: revoked tokens
+    /// can then verify again once Redis is full. Off: such a Redis stops start-up.
+    #[arg(long, env = "AUTHD_REDIS_ALLOW_EVICTION", value_name = "AUTHD_REDIS_ALLOW_EVICTION", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub redis_allow_eviction: bool,
+
     /// Largest number of Postgres connections this instance opens.
     #[arg(long, env = "AUTHD_DATABASE_MAX_CONNECTIONS", value_name = "AUTHD_DATABASE_MAX_CONNECTIONS", default_value = DEFAULT_DATABASE_MAX_CONNECTIONS)]
     pub database_max_connections: NonZeroU32,

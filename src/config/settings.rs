@@ -85,6 +85,8 @@ pub struct Settings {
     pub redis: Option<RedisTopology>,
     /// Prefix of every Redis key.
     pub redis_key_prefix: String,
+    /// Whether an evicting Redis is accepted (with a warning).
+    pub redis_allow_eviction: bool,
     /// How Verify checks revocation (cached only with Redis).
     pub revocation_mode: RevocationMode,
     /// Directory of the embedded database and the generated signing key.
@@ -143,6 +145,7 @@ impl Config {
             database_max_connections: self.database_max_connections.get(),
             redis,
             redis_key_prefix: self.redis_key_prefix,
+            redis_allow_eviction: self.redis_allow_eviction,
             revocation_mode: self.revocation_mode,
             data_dir: self.data_dir,
             signing_key,

@@ -26,7 +26,7 @@ pub mod sql;
 
 pub use self::{
     mirror::MirroredRevocations,
-    redis::{RedisStore, RedisTopology},
+    redis::{EvictionPolicy, RedisStore, RedisTopology, warn_unknown_eviction_policy},
     sql::{DatabaseLocation, SqlStore},
 };
 

@@ -214,3 +214,80 @@ async fn when_redis_refuses_writes_login_is_unavailable_before_the_password_is_c
         .await
         .expect("login works again once Redis takes writes");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_that_evicts_keys_stops_start_up_unless_allowed() {
+    for policy in ["allkeys-lru", "volatile-lru", "volatile-ttl"] {
+        let redis = PrivateRedis::start(&["--maxmemory-policy", policy]);
+        let state = TestState::new(Backend::Postgres).await;
+        let error = state
+            .app()
+            .redis_url(Some(&redis.url()))
+            .try_start()
+            .await
+            .err()
+            .expect("an evicting Redis must stop start-up");
+        let error = format!("{error:#}");
+        assert!(error.contains("AUTHD_REDIS_URL"), "{error}");
+        assert!(
+            error.contains(&format!("maxmemory-policy {policy}")),
+            "{error}"
+        );
+        assert!(error.contains("AUTHD_REDIS_ALLOW_EVICTION"), "{error}");
+        let app = state
+            .app()
+            .redis_url(Some(&redis.url()))
+            .arg("--redis-allow-eviction=true")
+            .start()
+            .await;
+        app.new_user().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_that_hides_config_starts_with_a_warning() {
+    // Managed Redis services often refuse CONFIG: authd cannot check, so it warns and starts.
+    let redis = PrivateRedis::start(&["--rename-command", "CONFIG", ""]);
+    let state = TestState::new(Backend::Postgres).await;
+    let app = state.app().redis_url(Some(&redis.url())).start().await;
+    let (_, _, token) = app.new_user().await;
+    app.verify(&token).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_that_comes_back_evicting_after_a_reconnect_is_not_serving() {
+    let redis = PrivateRedis::start(&["--maxmemory-policy", "noeviction"]);
+    let state = TestState::new(Backend::Postgres).await;
+    let app = state.app().redis_url(Some(&redis.url())).start().await;
+    let serving = eventually(Duration::from_secs(5), || async {
+        health_of(&app).await == Some(ServingStatus::Serving)
+    })
+    .await;
+    assert!(serving);
+    // The server is reconfigured and authd's connections are dropped: it reconnects ...
+    assert!(
+        redis
+            .cli(&["config", "set", "maxmemory-policy", "allkeys-lru"])
+            .contains("OK")
+    );
+    redis.cli(&["client", "kill", "type", "normal"]);
+    // ... notices the policy on reconnecting, and says NOT_SERVING.
+    let not_serving = eventually(Duration::from_secs(10), || async {
+        health_of(&app).await == Some(ServingStatus::NotServing)
+    })
+    .await;
+    assert!(
+        not_serving,
+        "an evicting Redis after a reconnect must be NOT_SERVING"
+    );
+    assert!(
+        redis
+            .cli(&["config", "set", "maxmemory-policy", "noeviction"])
+            .contains("OK")
+    );
+    let serving = eventually(Duration::from_secs(10), || async {
+        health_of(&app).await == Some(ServingStatus::Serving)
+    })
+    .await;
+    assert!(serving, "SERVING again once the policy is safe");
+}

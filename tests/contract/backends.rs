@@ -84,7 +84,7 @@ pub async fn sqlite() -> Fresh<SqlStore> {
 /// A Redis store on the shared server, under a new key prefix.
 pub async fn redis() -> Fresh<RedisStore> {
     let prefix = RedisPrefix::new(redis_url());
-    let store = RedisStore::connect(&RedisTopology::Single(redis_url()), &prefix.prefix)
+    let store = RedisStore::connect(&RedisTopology::Single(redis_url()), &prefix.prefix, false)
         .await
         .expect("connect to Redis");
     assert_eq!(RevocationStore::describe(&store), "redis");
@@ -127,7 +127,7 @@ pub async fn on_cluster(cluster: &RedisCluster) -> Fresh<RedisStore> {
         .iter()
         .map(|port| format!("redis://127.0.0.1:{port}"))
         .collect();
-    let store = RedisStore::connect(&RedisTopology::Cluster(nodes), &unique_prefix())
+    let store = RedisStore::connect(&RedisTopology::Cluster(nodes), &unique_prefix(), false)
         .await
         .expect("connect to the Redis Cluster");
     assert_eq!(RevocationStore::describe(&store), "redis cluster");

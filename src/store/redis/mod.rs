@@ -2,10 +2,20 @@
 //! on one server or a Redis Cluster, over a multiplexed, auto-reconnecting connection. This file
 //! owns the topology, the connection and the key names.
 
+mod eviction;
 mod revocations;
 mod throttle;
 
-use std::{fmt, time::Duration};
+pub use eviction::{EvictionPolicy, warn_unknown as warn_unknown_eviction_policy};
+
+use std::{
+    fmt,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use redis::{
     Client, Cmd, IntoConnectionInfo as _, Pipeline, RedisFuture, Value,
@@ -126,11 +136,27 @@ pub struct RedisStore {
     prefix: String,
     /// A node to subscribe to (in a cluster, PUBLISH reaches every node).
     pubsub_url: String,
+    /// Every configured node, for the eviction-policy check.
+    nodes: Arc<[String]>,
+    /// The eviction-policy check after reconnects.
+    eviction: Arc<EvictionCheck>,
+}
+
+/// Whether an evicting policy is accepted, and whether a reconnect calls for a new look.
+struct EvictionCheck {
+    allowed: bool,
+    recheck: AtomicBool,
 }
 
 impl RedisStore {
     /// Connects (failing if Redis does not answer) with automatic reconnection afterwards.
-    pub async fn connect(topology: &RedisTopology, prefix: &str) -> Result<Self, StoreError> {
+    /// `allow_eviction` (AUTHD_REDIS_ALLOW_EVICTION) accepts an evicting `maxmemory-policy`
+    /// after a reconnect with a warning instead of an unhealthy store.
+    pub async fn connect(
+        topology: &RedisTopology,
+        prefix: &str,
+        allow_eviction: bool,
+    ) -> Result<Self, StoreError> {
         let connection = match topology {
             RedisTopology::Single(url) => {
                 let client = Client::open(url.as_str()).map_err(StoreError::unexpected)?;
@@ -166,10 +192,19 @@ impl RedisStore {
             RedisTopology::Single(url) => url.clone(),
             RedisTopology::Cluster(nodes) => nodes.first().cloned().unwrap_or_default(),
         };
+        let nodes: Arc<[String]> = match topology {
+            RedisTopology::Single(url) => Arc::from([url.clone()]),
+            RedisTopology::Cluster(nodes) => nodes.clone().into(),
+        };
         Ok(Self {
             connection,
             prefix: prefix.to_owned(),
             pubsub_url,
+            nodes,
+            eviction: Arc::new(EvictionCheck {
+                allowed: allow_eviction,
+                recheck: AtomicBool::new(false),
+            }),
         })
     }
 
@@ -254,15 +289,22 @@ impl RedisStore {
         .await
     }
 
-    /// Checks that Redis answers.
+    /// Checks that Redis answers; the first answer after a failure (a reconnect) also checks
+    /// the eviction policy again.
     pub(crate) async fn ping(&self) -> Result<(), StoreError> {
-        self.query(REDIS_TIMEOUT, async |connection| {
-            redis::cmd("PING")
-                .query_async::<String>(connection)
-                .await
-                .map(drop)
-        })
-        .await
+        let answered = self
+            .query(REDIS_TIMEOUT, async |connection| {
+                redis::cmd("PING")
+                    .query_async::<String>(connection)
+                    .await
+                    .map(drop)
+            })
+            .await;
+        if answered.is_err() {
+            self.eviction.recheck.store(true, Ordering::Release);
+        }
+        answered?;
+        self.recheck_eviction_after_reconnect().await
     }
 }
 

@@ -1,0 +1,121 @@
+//! Whether Redis may evict authd's keys. Revocations carry a TTL, so under any `maxmemory-policy`
+//! but `noeviction` (the `allkeys-*` and `volatile-*` policies) a full Redis silently drops them
+//! and revoked tokens verify again. authd reads the policy of every configured node at start-up
+//! (refusing to start on an evicting one unless AUTHD_REDIS_ALLOW_EVICTION=true) and again after
+//! every reconnect, when health turns NOT_SERVING until the policy is safe again.
+
+use std::sync::atomic::Ordering;
+
+use redis::Client;
+
+use super::{BACKEND, REDIS_TIMEOUT, RedisStore, redact_url, redis_error};
+use crate::store::{StoreError, bounded};
+
+/// The one policy under which Redis never drops a key on its own.
+const SAFE_POLICY: &str = "noeviction";
+
+/// What one node said about its `maxmemory-policy`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EvictionPolicy {
+    /// `noeviction`.
+    Safe,
+    /// An evicting policy: revocations may vanish when Redis is full.
+    Evicting {
+        /// The node (URL without credentials).
+        node: String,
+        /// The policy it reported.
+        policy: String,
+    },
+    /// The policy could not be read (managed Redis often refuses CONFIG).
+    Unknown {
+        /// The node (URL without credentials).
+        node: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl RedisStore {
+    /// The `maxmemory-policy` of every configured node, each asked over its own connection.
+    pub async fn eviction_policies(&self) -> Vec<EvictionPolicy> {
+        let mut policies = Vec::new();
+        for url in self.nodes.iter() {
+            let node = redact_url(url);
+            policies.push(match read_policy(url).await {
+                Ok(policy) if policy == SAFE_POLICY => EvictionPolicy::Safe,
+                Ok(policy) => EvictionPolicy::Evicting { node, policy },
+                Err(error) => EvictionPolicy::Unknown {
+                    node,
+                    reason: crate::telemetry::error_chain(&error),
+                },
+            });
+        }
+        policies
+    }
+
+    /// After a reconnect, reads the policies again: an evicting policy (unless allowed) keeps
+    /// this store unhealthy until it is safe.
+    pub(super) async fn recheck_eviction_after_reconnect(&self) -> Result<(), StoreError> {
+        if !self.eviction.recheck.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        for policy in self.eviction_policies().await {
+            match policy {
+                EvictionPolicy::Evicting { node, policy } if !self.eviction.allowed => {
+                    tracing::error!(
+                        %node,
+                        policy,
+                        "Redis evicts keys after a reconnect (maxmemory-policy {policy}): revoked \
+                         tokens could verify again; set maxmemory-policy noeviction"
+                    );
+                    return Err(StoreError::Unavailable {
+                        backend: BACKEND,
+                        cause: anyhow::anyhow!("maxmemory-policy {policy} on {node} evicts keys"),
+                    });
+                }
+                EvictionPolicy::Evicting { node, policy } => tracing::warn!(
+                    %node,
+                    policy,
+                    "Redis evicts keys (AUTHD_REDIS_ALLOW_EVICTION=true): revoked tokens may \
+                     verify again when it is full"
+                ),
+                EvictionPolicy::Unknown { node, reason } => warn_unknown(&node, &reason),
+                EvictionPolicy::Safe => {}
+            }
+        }
+        self.eviction.recheck.store(false, Ordering::Release);
+        Ok(())
+    }
+}
+
+/// The warning for a node whose policy cannot be read.
+pub fn warn_unknown(node: &str, reason: &str) {
+    tracing::warn!(
+        %node,
+        reason,
+        "cannot read Redis's maxmemory-policy: make sure it is noeviction (with an evicting \
+         policy a full Redis drops revocations and revoked tokens verify again)"
+    );
+}
+
+async fn read_policy(url: &str) -> Result<String, StoreError> {
+    let client = Client::open(url).map_err(StoreError::unexpected)?;
+    bounded(BACKEND, REDIS_TIMEOUT, async move {
+        let mut connection = client
+            .get_multiplexed_async_connection()
+            .await
+            .map_err(redis_error)?;
+        let reply: Vec<String> = redis::cmd("CONFIG")
+            .arg("GET")
+            .arg("maxmemory-policy")
+            .query_async(&mut connection)
+            .await
+            .map_err(redis_error)?;
+        reply.get(1).cloned().ok_or_else(|| {
+            StoreError::unexpected(anyhow::anyhow!(
+                "CONFIG GET maxmemory-policy answered nothing"
+            ))
+        })
+    })
+    .await
+}
