@@ -2,10 +2,11 @@
 //! database) shared by every instance:
 //!
 //! - per **(account, source)**: exponential back-off after consecutive failures. One source's
-//!   failures slow down that source only, so an attacker cannot lock a victim out of their own
-//!   account from elsewhere;
+//!   failures slow down that source only, so an attacker at one address cannot lock a victim out
+//!   of their own account from elsewhere;
 //! - per **account**, whatever the source: a cap on failures per window, at a higher threshold,
-//!   which stops guessing spread over many addresses;
+//!   which stops guessing spread over many addresses (the trade-off: an attacker with that many
+//!   addresses can hold the account at its cap, see SECURITY.md);
 //! - per **source**, whatever the account: a cap on failures per window.
 //!
 //! An attempt **reserves** its place in every counter before the password is hashed, with a
@@ -153,6 +154,14 @@ pub enum ThrottleError {
     Store(#[from] StoreError),
 }
 
+/// One counted attempt: the counter before and after it, so that it can be given back exactly.
+#[derive(Debug, Clone)]
+struct Reservation {
+    key: String,
+    before: Option<Counter>,
+    after: Counter,
+}
+
 /// A login attempt that holds its places in the counters: keep it on failure, hand it to
 /// [`LoginThrottle::succeeded`] on success.
 #[derive(Debug)]
@@ -161,7 +170,7 @@ pub struct LoginAttempt {
     /// The (account, source) back-off counter.
     backoff_key: String,
     /// The window counters this attempt took a place in.
-    windows: Vec<String>,
+    windows: Vec<Reservation>,
 }
 
 /// Applies the policy to logins.
@@ -177,8 +186,10 @@ impl LoginThrottle {
     }
 
     /// Counts a login attempt before its password is checked, or refuses it while any limit
-    /// says wait. Windows first, the back-off last, so that a refusal only has windows to give
-    /// back.
+    /// says wait. The (account, source) back-off comes first: a source that is backing off is
+    /// refused after one read of its own counter, writing nothing that other sources share.
+    /// Then the source window, then the account window; places taken before a refusal are given
+    /// back by a task of their own, so a client that cancels its call cannot leave them taken.
     pub async fn begin(
         &self,
         account: &Email,
@@ -187,40 +198,36 @@ impl LoginThrottle {
     ) -> Result<LoginAttempt, ThrottleError> {
         let account = account_key(account);
         let source = source.map(source_key);
+        let backoff_key = format!("{account}|{}", source.as_deref().unwrap_or("source:none"));
+        let backoff = self.reserve(&backoff_key, Limit::Backoff, now).await?;
         let mut windows = Vec::new();
-        if let Some(source) = source
-            .as_ref()
-            .filter(|_| self.policy.source_max_failures > 0)
-        {
+        if let Some(source) = source.filter(|_| self.policy.source_max_failures > 0) {
             windows.push((
-                source.clone(),
+                source,
                 self.policy.source_max_failures,
                 self.policy.source_window,
             ));
         }
         if self.policy.account_max_failures > 0 {
             windows.push((
-                account.clone(),
+                account,
                 self.policy.account_max_failures,
                 self.policy.account_window,
             ));
         }
-        let mut reserved = Vec::new();
+        let mut held = Vec::new();
         for (key, max, window) in windows {
-            if let Err(error) = self.reserve(&key, Limit::Window { max, window }, now).await {
-                self.release_windows(&reserved, now).await;
-                return Err(error);
+            match self.reserve(&key, Limit::Window { max, window }, now).await {
+                Ok(reservation) => held.push(reservation),
+                Err(error) => {
+                    self.give_back_detached(Some(backoff), held, now);
+                    return Err(error);
+                }
             }
-            reserved.push(key);
-        }
-        let backoff_key = format!("{account}|{}", source.as_deref().unwrap_or("source:none"));
-        if let Err(error) = self.reserve(&backoff_key, Limit::Backoff, now).await {
-            self.release_windows(&reserved, now).await;
-            return Err(error);
         }
         Ok(LoginAttempt {
             backoff_key,
-            windows: reserved,
+            windows: held,
         })
     }
 
@@ -232,8 +239,8 @@ impl LoginThrottle {
         now: UnixMillis,
     ) -> Result<(), StoreError> {
         self.store.clear(&attempt.backoff_key).await?;
-        for key in &attempt.windows {
-            self.release(key, now).await?;
+        for reservation in &attempt.windows {
+            release_window_place(self.store.as_ref(), reservation, now).await?;
         }
         Ok(())
     }
@@ -254,6 +261,7 @@ impl LoginThrottle {
         };
         self.reserve(&format!("register|{}", source_key(source)), limit, now)
             .await
+            .map(drop)
             .map_err(|error| match error {
                 ThrottleError::Throttled(wait) => ThrottleError::RegistrationsThrottled(wait),
                 other => other,
@@ -266,52 +274,104 @@ impl LoginThrottle {
     }
 
     /// Counts one attempt under `key` if `limit` allows it now, atomically (compare-and-set).
-    async fn reserve(&self, key: &str, limit: Limit, now: UnixMillis) -> Result<(), ThrottleError> {
+    /// A refusal writes nothing.
+    async fn reserve(
+        &self,
+        key: &str,
+        limit: Limit,
+        now: UnixMillis,
+    ) -> Result<Reservation, ThrottleError> {
         for _ in 0..MAX_RESERVATION_ROUNDS {
-            let current = self.store.load(key, now).await?;
-            let next = limit
-                .count_one(&self.policy, current, now)
+            let before = self.store.load(key, now).await?;
+            let after = limit
+                .count_one(&self.policy, before, now)
                 .map_err(ThrottleError::Throttled)?;
-            if self.store.replace(key, current, next, now).await? {
-                return Ok(());
+            if self.store.replace(key, before, after, now).await? {
+                return Ok(Reservation {
+                    key: key.to_owned(),
+                    before,
+                    after,
+                });
             }
         }
         // Every round lost to a concurrent attempt on this key: it is being flooded.
         Err(ThrottleError::Throttled(FLOODED_RETRY))
     }
 
-    /// Gives one place back under `key` (never below zero).
-    async fn release(&self, key: &str, now: UnixMillis) -> Result<(), StoreError> {
-        for _ in 0..MAX_RESERVATION_ROUNDS {
-            let Some(current) = self.store.load(key, now).await? else {
-                return Ok(());
-            };
-            if current.count == 0 {
-                return Ok(());
+    /// Gives back the places of an attempt refused further on, on a task of its own (it runs to
+    /// the end even when the caller's request is cancelled). A store error leaves a place taken,
+    /// counted as a failure, which errs on the safe side.
+    fn give_back_detached(
+        &self,
+        backoff: Option<Reservation>,
+        windows: Vec<Reservation>,
+        now: UnixMillis,
+    ) {
+        let store = self.store.clone();
+        tokio::spawn(async move {
+            let mut result = Ok(());
+            if let Some(backoff) = backoff {
+                result = undo_backoff(store.as_ref(), &backoff, now).await;
             }
-            let fewer = Counter {
-                count: current.count - 1,
-                ..current
-            };
-            if self.store.replace(key, Some(current), fewer, now).await? {
-                return Ok(());
+            for reservation in &windows {
+                if result.is_ok() {
+                    result = release_window_place(store.as_ref(), reservation, now).await;
+                }
             }
-        }
-        Ok(())
-    }
-
-    /// Gives back the window places of an attempt that was refused further on; a store error
-    /// here leaves the place taken (counted as a failure), which errs on the safe side.
-    async fn release_windows(&self, keys: &[String], now: UnixMillis) {
-        for key in keys {
-            if let Err(error) = self.release(key, now).await {
+            if let Err(error) = result {
                 tracing::warn!(
                     error = crate::telemetry::error_chain(&error),
-                    "releasing a throttle place failed"
+                    "giving back a throttle place failed"
                 );
             }
+        });
+    }
+}
+
+/// Puts an (account, source) counter back as it was before `reservation`, if nothing has
+/// changed it since.
+async fn undo_backoff(
+    store: &dyn ThrottleStore,
+    reservation: &Reservation,
+    now: UnixMillis,
+) -> Result<(), StoreError> {
+    let restored = reservation.before.unwrap_or(Counter {
+        count: 0,
+        until: 0,
+        expires_at: reservation.after.expires_at,
+    });
+    store
+        .replace(&reservation.key, Some(reservation.after), restored, now)
+        .await
+        .map(drop)
+}
+
+/// Gives one place back in the window `reservation` took it in (never below zero, and never in
+/// a later window, which it did not take a place in).
+async fn release_window_place(
+    store: &dyn ThrottleStore,
+    reservation: &Reservation,
+    now: UnixMillis,
+) -> Result<(), StoreError> {
+    for _ in 0..MAX_RESERVATION_ROUNDS {
+        let Some(current) = store.load(&reservation.key, now).await? else {
+            return Ok(());
+        };
+        if current.count == 0 || current.until != reservation.after.until {
+            return Ok(());
+        }
+        let fewer = Counter {
+            count: current.count - 1,
+            ..current
+        };
+        if store
+            .replace(&reservation.key, Some(current), fewer, now)
+            .await?
+        {
+            return Ok(());
         }
     }
+    Ok(())
 }
 
 fn account_key(account: &Email) -> String {

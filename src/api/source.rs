@@ -16,20 +16,22 @@ use tonic::Request;
 
 /// The address that sent `request`; `None` only when the transport has no peer address.
 pub(super) fn source_address<T>(request: &Request<T>, trusted_proxies: &[IpNet]) -> Option<IpAddr> {
-    let peer = request.remote_addr()?.ip();
+    // On a dual-stack listener IPv4 peers arrive as ::ffff:a.b.c.d: compare them as IPv4.
+    let peer = canonical(request.remote_addr()?.ip());
     let hops = request
         .metadata()
         .get_all("x-forwarded-for")
         .iter()
-        .map(|value| value.to_str().ok());
+        .map(|value| value.as_bytes());
     Some(walk_forwarded_for(peer, hops, trusted_proxies))
 }
 
-/// Walks the `x-forwarded-for` values (each `None` when not text) from the right, starting at the
-/// peer: see the module documentation.
+/// Walks the `x-forwarded-for` values from the right, starting at the peer: see the module
+/// documentation. Values are split into hops as bytes, so a hop that is not text (which no
+/// address is) stops the walk only where it stands, not the hops a proxy appended after it.
 fn walk_forwarded_for<'a>(
     peer: IpAddr,
-    values: impl DoubleEndedIterator<Item = Option<&'a str>>,
+    values: impl DoubleEndedIterator<Item = &'a [u8]>,
     trusted_proxies: &[IpNet],
 ) -> IpAddr {
     let trusted = |address: &IpAddr| trusted_proxies.iter().any(|net| net.contains(address));
@@ -38,11 +40,9 @@ fn walk_forwarded_for<'a>(
         return nearest;
     }
     for value in values.rev() {
-        let Some(value) = value else {
-            return nearest;
-        };
-        for hop in value.rsplit(',') {
-            match parse_hop(hop) {
+        for hop in value.rsplit(|byte| *byte == b',') {
+            let hop = std::str::from_utf8(hop).ok().and_then(parse_hop);
+            match hop {
                 Some(address) if trusted(&address) => nearest = address,
                 Some(address) => return address,
                 None => return nearest,
@@ -175,5 +175,28 @@ mod tests {
     fn a_chain_of_only_trusted_hops_ends_at_the_farthest_proxy() {
         let hops = ["10.7.7.7, 10.8.8.8"];
         assert_eq!(source("10.1.2.3:4000", &hops, PROXIES), ip("10.7.7.7"));
+    }
+
+    #[test]
+    fn bytes_that_are_not_text_stop_the_walk_only_where_they_stand() {
+        let mut request = request("10.1.2.3:4000", &[]);
+        let value = tonic::metadata::AsciiMetadataValue::try_from(&b"\xff\xfe, 203.0.113.9"[..])
+            .expect("obs-text is a valid header value");
+        request.metadata_mut().insert("x-forwarded-for", value);
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        assert_eq!(source_address(&request, &trusted), Some(ip("203.0.113.9")));
+    }
+
+    #[test]
+    fn an_ipv4_proxy_seen_through_a_dual_stack_listener_is_still_trusted() {
+        let hops = ["198.51.100.66, 203.0.113.9"];
+        assert_eq!(
+            source("[::ffff:127.0.0.1]:4000", &hops, &["127.0.0.1/32"]),
+            ip("203.0.113.9")
+        );
+        assert_eq!(
+            source("[::ffff:192.0.2.1]:4000", &hops, &["127.0.0.1/32"]),
+            ip("192.0.2.1")
+        );
     }
 }

@@ -70,8 +70,9 @@ const ACCESS_TOKEN_TTL_RANGE: (Duration, Duration) =
 const MAX_CLOCK_LEEWAY: Duration = Duration::from_secs(300);
 /// Shortest per-call time limit accepted.
 const MIN_REQUEST_TIMEOUT: Duration = Duration::from_millis(100);
-/// Shortest back-off delays and windows accepted (zero would mean no throttling at all).
-const MIN_THROTTLE_DURATION: Duration = Duration::from_nanos(1);
+/// Shortest back-off delays and windows accepted: counters keep milliseconds, so anything shorter
+/// would be zero, which switches the limit off without a word.
+const MIN_THROTTLE_DURATION: Duration = Duration::from_millis(1);
 
 /// The JWT signing algorithm; verification accepts only this one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

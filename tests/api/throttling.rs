@@ -23,6 +23,7 @@ backend_tests!(
     sixty_concurrent_guesses_on_one_account_get_no_more_than_the_limit,
     an_attacker_source_failing_does_not_stop_the_victim_logging_in_from_elsewhere,
     failures_from_many_sources_hit_the_account_wide_limit,
+    a_backed_off_source_cancelling_its_calls_takes_nothing_from_the_account,
 );
 
 /// An app on a fresh state with these flags, reading time from `clock`.
@@ -330,4 +331,57 @@ async fn failures_from_many_sources_hit_the_account_wide_limit(backend: Backend)
     let status = failed_login_forwarded(&app, &email, Some("198.51.100.200")).await;
     assert_status(&status, Code::ResourceExhausted, Some("LOGIN_THROTTLED"));
     assert!(retry_after(&status) > Duration::from_secs(14 * 60));
+}
+
+async fn a_backed_off_source_cancelling_its_calls_takes_nothing_from_the_account(backend: Backend) {
+    let (app, _state) = start(
+        backend,
+        &[
+            "--trusted-proxies=127.0.0.1",
+            "--account-max-failures=10",
+            "--login-backoff-base=10m",
+        ],
+    )
+    .await;
+    let (victim, _, _) = app.new_user().await;
+    for _ in 0..5 {
+        failed_login_forwarded(&app, &victim, Some("198.51.100.66")).await;
+    }
+    // The attacker's pair is backing off now. It fires hundreds of calls and gives up on each at
+    // once: refused attempts must leave the account window as it was.
+    let app = Arc::new(app);
+    let calls: Vec<_> = (0..200)
+        .map(|i| {
+            let (app, victim) = (app.clone(), victim.clone());
+            tokio::spawn(async move {
+                let mut request = Request::new(pb::LoginRequest {
+                    email: victim,
+                    password: "wrong password!".into(),
+                });
+                request
+                    .metadata_mut()
+                    .insert("x-forwarded-for", "198.51.100.66".parse().unwrap());
+                request.set_timeout(Duration::from_millis(1 + i % 5));
+                let _ = app.client.clone().login(request).await;
+            })
+        })
+        .collect();
+    for call in calls {
+        call.await.unwrap();
+    }
+    // Give the server a moment to finish what the cancelled calls left running.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // 5 real failures of 10 are counted; the victim, from elsewhere, is not refused.
+    let mut request = Request::new(pb::LoginRequest {
+        email: victim.clone(),
+        password: PASSWORD.into(),
+    });
+    request
+        .metadata_mut()
+        .insert("x-forwarded-for", "203.0.113.50".parse().unwrap());
+    app.client
+        .clone()
+        .login(request)
+        .await
+        .expect("cancelled refused calls took no place in the account window");
 }

@@ -164,13 +164,43 @@ pub mod sqlite {
     }
 }
 
-/// Whether a database error code means the server cannot serve now (rather than a bug):
-/// Postgres class 08 (connection exception), 57P (operator intervention: shutdown), 53
-/// (insufficient resources); SQLite 5 (BUSY) and 6 (LOCKED).
-pub fn is_unavailable_code(code: &str) -> bool {
-    code.starts_with("08")
-        || code.starts_with("57P")
-        || code.starts_with("53")
-        || code == "5"
-        || code == "6"
+/// Whether a Postgres SQLSTATE means the server cannot serve now (rather than a bug): class 08
+/// (connection exception), 57P (operator intervention: shutdown), 53 (insufficient resources:
+/// disk full, out of memory, too many connections).
+pub fn postgres_unavailable(sqlstate: &str) -> bool {
+    sqlstate.starts_with("08") || sqlstate.starts_with("57P") || sqlstate.starts_with("53")
+}
+
+/// Whether a SQLite result code (primary or extended) means the database cannot serve now:
+/// BUSY, LOCKED, READONLY, IOERR, FULL (disk full), CANTOPEN.
+pub fn sqlite_unavailable(code: &str) -> bool {
+    const BUSY: i64 = 5;
+    const LOCKED: i64 = 6;
+    const READONLY: i64 = 8;
+    const IOERR: i64 = 10;
+    const FULL: i64 = 13;
+    const CANTOPEN: i64 = 14;
+    code.parse::<i64>()
+        .is_ok_and(|code| [BUSY, LOCKED, READONLY, IOERR, FULL, CANTOPEN].contains(&(code & 0xff)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outages_and_full_disks_are_unavailable_bugs_are_not() {
+        for code in ["5", "6", "8", "10", "13", "14", "266", "517", "3850"] {
+            assert!(sqlite_unavailable(code), "SQLite {code}");
+        }
+        for code in ["1", "19", "2067", "1555", "garbage"] {
+            assert!(!sqlite_unavailable(code), "SQLite {code}");
+        }
+        for sqlstate in ["08006", "57P01", "53100", "53300"] {
+            assert!(postgres_unavailable(sqlstate), "Postgres {sqlstate}");
+        }
+        for sqlstate in ["23505", "42P01", "22P02"] {
+            assert!(!postgres_unavailable(sqlstate), "Postgres {sqlstate}");
+        }
+    }
 }

@@ -280,9 +280,13 @@ fn sql_error(error: sqlx::Error) -> StoreError {
         | E::PoolClosed
         | E::WorkerCrashed
         | E::Protocol(_) => true,
-        E::Database(db) => db
-            .code()
-            .is_some_and(|code| dialect::is_unavailable_code(&code)),
+        E::Database(db) => db.code().is_some_and(|code| {
+            if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+                dialect::sqlite_unavailable(&code)
+            } else {
+                dialect::postgres_unavailable(&code)
+            }
+        }),
         _ => false,
     };
     if unavailable {
