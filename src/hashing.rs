@@ -425,16 +425,15 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn a_full_queue_sheds_load_at_once() {
-        let hasher = PasswordHasher::new(HashingLimits {
-            concurrency: 1,
-            queue: 1,
-        })
-        .unwrap();
+    /// A registration hash that holds a one-thread pool's thread until `release` is sent.
+    async fn occupy_the_only_thread(
+        hasher: &PasswordHasher,
+    ) -> (
+        std::sync::mpsc::Sender<()>,
+        tokio::task::JoinHandle<Result<Option<()>, HashError>>,
+    ) {
         let (release, blocked) = std::sync::mpsc::channel::<()>();
         let (started_tx, started) = oneshot::channel::<()>();
-        // Occupy the only thread (and know it started), then the only queue slot.
         let running = tokio::spawn({
             let hasher = hasher.clone();
             async move {
@@ -447,6 +446,17 @@ mod tests {
             }
         });
         started.await.unwrap();
+        (release, running)
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_sheds_load_at_once() {
+        let hasher = PasswordHasher::new(HashingLimits {
+            concurrency: 1,
+            queue: 1,
+        })
+        .unwrap();
+        let (release, running) = occupy_the_only_thread(&hasher).await;
         let queued = tokio::spawn({
             let hasher = hasher.clone();
             async move { hasher.run(&hasher.new_hashes, |_| ()).await }
@@ -474,22 +484,9 @@ mod tests {
             queue: 1,
         })
         .unwrap();
-        let (release, blocked) = std::sync::mpsc::channel::<()>();
-        let (started_tx, started) = oneshot::channel::<()>();
         let order = Arc::new(std::sync::Mutex::new(Vec::new()));
         // A registration occupies the only thread, another fills the registration queue.
-        let running = tokio::spawn({
-            let hasher = hasher.clone();
-            async move {
-                hasher
-                    .run(&hasher.new_hashes, move |_| {
-                        let _ = started_tx.send(());
-                        blocked.recv().ok()
-                    })
-                    .await
-            }
-        });
-        started.await.unwrap();
+        let (release, running) = occupy_the_only_thread(&hasher).await;
         let queued = tokio::spawn({
             let (hasher, order) = (hasher.clone(), order.clone());
             async move {

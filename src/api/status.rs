@@ -64,25 +64,13 @@ pub fn from_service(error: ServiceError) -> Status {
         ),
         ServiceError::Token(token_error) => token_status(*token_error),
         ServiceError::Throttled { retry_after } => {
-            let mut details = ErrorDetails::with_retry_info(Some(*retry_after));
-            details.set_error_info("LOGIN_THROTTLED", ERROR_DOMAIN, HashMap::new());
-            let seconds = retry_after.as_secs_f64().ceil();
-            Status::with_error_details(
-                Code::ResourceExhausted,
-                format!("too many failed logins; retry in {seconds} s"),
-                details,
-            )
+            throttled("LOGIN_THROTTLED", "too many failed logins", *retry_after)
         }
-        ServiceError::RegistrationsThrottled { retry_after } => {
-            let mut details = ErrorDetails::with_retry_info(Some(*retry_after));
-            details.set_error_info("REGISTRATION_THROTTLED", ERROR_DOMAIN, HashMap::new());
-            let seconds = retry_after.as_secs_f64().ceil();
-            Status::with_error_details(
-                Code::ResourceExhausted,
-                format!("too many registrations from this address; retry in {seconds} s"),
-                details,
-            )
-        }
+        ServiceError::RegistrationsThrottled { retry_after } => throttled(
+            "REGISTRATION_THROTTLED",
+            "too many registrations from this address",
+            *retry_after,
+        ),
         ServiceError::Overloaded => {
             let mut details = ErrorDetails::with_retry_info(Some(RETRY_AFTER));
             details.set_error_info("OVERLOADED", ERROR_DOMAIN, HashMap::new());
@@ -118,6 +106,18 @@ pub fn from_service(error: ServiceError) -> Status {
             )
         }
     }
+}
+
+/// RESOURCE_EXHAUSTED with ErrorInfo `reason` and RetryInfo: `what`; retry in so many seconds.
+fn throttled(reason: &str, what: &str, retry_after: Duration) -> Status {
+    let mut details = ErrorDetails::with_retry_info(Some(retry_after));
+    details.set_error_info(reason, ERROR_DOMAIN, HashMap::new());
+    let seconds = retry_after.as_secs_f64().ceil();
+    Status::with_error_details(
+        Code::ResourceExhausted,
+        format!("{what}; retry in {seconds} s"),
+        details,
+    )
 }
 
 /// What a status tonic produced itself (decoding or size limits, before any handler ran)

@@ -191,19 +191,45 @@ async fn x_forwarded_for_is_believed_only_from_trusted_proxies(backend: Backend)
     assert_status(&status, Code::ResourceExhausted, Some("LOGIN_THROTTLED"));
 }
 
-/// A failed login sent through a trusted proxy (the test's own address, 127.0.0.1) that forwards
+/// A login sent through a trusted proxy (the test's own address, 127.0.0.1) that forwards
 /// `x-forwarded-for: <forwarded>` (`None`: no header at all).
-async fn failed_login_forwarded(app: &TestApp, email: &str, forwarded: Option<&str>) -> Status {
+async fn login_via_proxy(
+    app: &TestApp,
+    email: &str,
+    password: &str,
+    forwarded: Option<&str>,
+) -> Result<pb::LoginResponse, Status> {
     let mut request = Request::new(pb::LoginRequest {
         email: email.into(),
-        password: "wrong password!".into(),
+        password: password.into(),
     });
     if let Some(forwarded) = forwarded {
         request
             .metadata_mut()
             .insert("x-forwarded-for", forwarded.parse().unwrap());
     }
-    app.client.clone().login(request).await.unwrap_err()
+    app.client
+        .clone()
+        .login(request)
+        .await
+        .map(|r| r.into_inner())
+}
+
+/// [`login_via_proxy`] for a client at `forwarded`.
+async fn login_forwarded(
+    app: &TestApp,
+    email: &str,
+    password: &str,
+    forwarded: &str,
+) -> Result<pb::LoginResponse, Status> {
+    login_via_proxy(app, email, password, Some(forwarded)).await
+}
+
+/// A failed login through the proxy.
+async fn failed_login_forwarded(app: &TestApp, email: &str, forwarded: Option<&str>) -> Status {
+    login_via_proxy(app, email, "wrong password!", forwarded)
+        .await
+        .unwrap_err()
 }
 
 async fn the_source_is_the_rightmost_untrusted_hop_so_clients_cannot_rotate_or_frame(
@@ -302,16 +328,7 @@ async fn an_attacker_source_failing_does_not_stop_the_victim_logging_in_from_els
     let status = failed_login_forwarded(&app, &victim, Some("198.51.100.66")).await;
     assert_status(&status, Code::ResourceExhausted, Some("LOGIN_THROTTLED"));
     // ... while the victim, from their own address, logs in.
-    let mut request = Request::new(pb::LoginRequest {
-        email: victim.clone(),
-        password: PASSWORD.into(),
-    });
-    request
-        .metadata_mut()
-        .insert("x-forwarded-for", "203.0.113.50".parse().unwrap());
-    app.client
-        .clone()
-        .login(request)
+    login_forwarded(&app, &victim, PASSWORD, "203.0.113.50")
         .await
         .expect("the victim is not locked out by someone else's failures");
 }
@@ -372,16 +389,7 @@ async fn a_backed_off_source_cancelling_its_calls_takes_nothing_from_the_account
     // Give the server a moment to finish what the cancelled calls left running.
     tokio::time::sleep(Duration::from_millis(200)).await;
     // 5 real failures of 10 are counted; the victim, from elsewhere, is not refused.
-    let mut request = Request::new(pb::LoginRequest {
-        email: victim.clone(),
-        password: PASSWORD.into(),
-    });
-    request
-        .metadata_mut()
-        .insert("x-forwarded-for", "203.0.113.50".parse().unwrap());
-    app.client
-        .clone()
-        .login(request)
+    login_forwarded(&app, &victim, PASSWORD, "203.0.113.50")
         .await
         .expect("cancelled refused calls took no place in the account window");
 }

@@ -3,7 +3,7 @@
 
 use std::{
     net::TcpListener,
-    process::{Child, Command, Stdio},
+    process::{Child, Command},
     time::{Duration, Instant},
 };
 
@@ -55,38 +55,13 @@ impl RedisCluster {
         cluster
     }
 
-    /// Starts one node on a free port. redis-server cannot be handed a bound listener, so the
-    /// port is free only when it is picked: if another process takes it first, the node exits and
-    /// is started again on another port.
+    /// Starts one cluster node on a free port whose bus port (+10000) is free too.
     fn start_node(&self) -> (u16, Child) {
-        for _ in 0..5 {
-            let port = free_port_with_free_bus_port();
-            let node_dir = self.dir.path().join(port.to_string());
-            std::fs::create_dir_all(&node_dir).unwrap();
-            let mut server = Command::new("redis-server")
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-                .args(["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"])
-                .args(["--save", "", "--appendonly", "no"])
-                .arg("--dir")
-                .arg(&node_dir)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("redis-server must be installed for the cluster tests");
-            let deadline = Instant::now() + Duration::from_secs(10);
-            loop {
-                if cli(port, &["ping"]).contains("PONG") {
-                    return (port, server);
-                }
-                if server.try_wait().ok().flatten().is_some() || Instant::now() > deadline {
-                    let _ = server.kill();
-                    let _ = server.wait();
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        }
-        panic!("redis-server did not start on any of five free ports");
+        super::redis_server::spawn_redis_server(
+            free_port_with_free_bus_port,
+            self.dir.path(),
+            &["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"],
+        )
     }
 
     /// The comma-separated seed URLs for AUTHD_REDIS_URL.

@@ -23,40 +23,19 @@ impl PrivateRedis {
     /// binding makes it exit; then it starts again on another port.
     pub fn start(settings: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        for _ in 0..5 {
-            let port = TcpListener::bind("127.0.0.1:0")
+        let free_port = || {
+            TcpListener::bind("127.0.0.1:0")
                 .unwrap()
                 .local_addr()
                 .unwrap()
-                .port();
-            let mut server = Command::new("redis-server")
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-                .args(["--save", "", "--appendonly", "no"])
-                .arg("--dir")
-                .arg(dir.path())
-                .args(settings)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("redis-server must be installed for the private Redis tests");
-            let deadline = Instant::now() + Duration::from_secs(10);
-            loop {
-                if cli(port, &["ping"]).contains("PONG") {
-                    return Self {
-                        port,
-                        server,
-                        _dir: dir,
-                    };
-                }
-                if server.try_wait().ok().flatten().is_some() || Instant::now() > deadline {
-                    let _ = server.kill();
-                    let _ = server.wait();
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
+                .port()
+        };
+        let (port, server) = spawn_redis_server(free_port, dir.path(), settings);
+        Self {
+            port,
+            server,
+            _dir: dir,
         }
-        panic!("redis-server did not start on any of five free ports");
     }
 
     /// Its URL.
@@ -75,6 +54,45 @@ impl Drop for PrivateRedis {
         let _ = self.server.kill();
         let _ = self.server.wait();
     }
+}
+
+/// Starts `redis-server` with `settings` on a port from `pick_port`, with its files under
+/// `dir/<port>`, and waits until it answers PING. redis-server cannot be handed a bound
+/// listener, so the port is free only when it is picked: if another process takes it first, the
+/// server exits and is started again on another port.
+pub fn spawn_redis_server(
+    mut pick_port: impl FnMut() -> u16,
+    dir: &std::path::Path,
+    settings: &[&str],
+) -> (u16, Child) {
+    for _ in 0..5 {
+        let port = pick_port();
+        let node_dir = dir.join(port.to_string());
+        std::fs::create_dir_all(&node_dir).unwrap();
+        let mut server = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(&node_dir)
+            .args(settings)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed for the private Redis tests");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if cli(port, &["ping"]).contains("PONG") {
+                return (port, server);
+            }
+            if server.try_wait().ok().flatten().is_some() || Instant::now() > deadline {
+                let _ = server.kill();
+                let _ = server.wait();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    panic!("redis-server did not start on any of five free ports");
 }
 
 fn cli(port: u16, args: &[&str]) -> String {
