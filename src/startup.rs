@@ -11,7 +11,7 @@ use crate::{
     clock::Clock,
     config::{RevocationMode, ServerLimits, Settings, SigningKeySetting, TokenSettings},
     hashing::PasswordHasher,
-    service::{AuthService, Parts},
+    service::{AuthService, NormalizationReport, Parts},
     store::{
         EvictionPolicy, MirroredRevocations, RedisStore, RevocationStore, SqlStore, ThrottleStore,
         UserStore, warn_unknown_eviction_policy,
@@ -59,6 +59,7 @@ impl App {
             verified_tokens: VerifiedTokenCache::new(settings.verify_cache_entries),
             clock,
         }));
+        report_email_normalization(service.normalize_stored_emails().await?);
         let listener = TcpListener::bind(settings.listen_addr)
             .await
             .with_context(|| {
@@ -86,6 +87,26 @@ impl App {
     /// The bound port.
     pub fn port(&self) -> u16 {
         self.local_addr().port()
+    }
+}
+
+/// Logs what re-normalising the stored emails did (the first start after an upgrade).
+fn report_email_normalization(report: Option<NormalizationReport>) {
+    let Some(report) = report else { return };
+    tracing::info!(
+        updated = report.updated,
+        "stored emails re-normalised (NFKC, IDNA)"
+    );
+    for (kept, holder) in &report.collisions {
+        tracing::error!(
+            user_id = %kept,
+            other_user_id = %holder,
+            "two accounts now share one normalised email: both are kept, nothing was deleted; the \
+             first cannot sign in under its email until an operator resolves the pair"
+        );
+    }
+    for user_id in &report.unparsable {
+        tracing::warn!(%user_id, "a stored email no longer parses; the account was left as it was");
     }
 }
 

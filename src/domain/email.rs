@@ -1,9 +1,13 @@
 //! `Email`: a syntactically valid address (email_address rules), at most 254 characters, no
-//! control characters, with its normalised form (trimmed, case-folded) used for uniqueness.
+//! control characters, with its normalised form used for uniqueness and at login: NFKC (so
+//! full-width `ａｄａ＠ｅｘａｍｐｌｅ．ｃｏｍ` is `ada@example.com`), the local part Unicode case-folded,
+//! the domain in its IDNA (UTS #46) ASCII form (so `bücher.de` is `xn--bcher-kva.de`).
 
 use std::str::FromStr;
 
 use email_address::EmailAddress;
+use unicase::UniCase;
+use unicode_normalization::UnicodeNormalization as _;
 
 use super::FieldViolation;
 
@@ -15,7 +19,7 @@ pub const MAX_EMAIL_CHARS: usize = 254;
 pub struct Email {
     /// As given, trimmed.
     display: String,
-    /// Trimmed and lowercased: the identity compared for uniqueness and at login.
+    /// The identity compared for uniqueness and at login (see the module documentation).
     normalized: String,
 }
 
@@ -33,12 +37,22 @@ impl Email {
         if trimmed.chars().any(char::is_control) {
             return violation("must not contain control characters");
         }
-        if EmailAddress::from_str(trimmed).is_err() {
+        // Compatibility forms (full-width letters and @) become the characters they stand for
+        // before anything else looks at the address.
+        let compatible: String = trimmed.nfkc().collect();
+        if EmailAddress::from_str(&compatible).is_err() {
             return violation("is not a valid email address");
+        }
+        let Some(normalized) = normalize(&compatible) else {
+            return violation("has a domain that is not a valid internationalised domain name");
+        };
+        // An IDN domain grows in its ASCII form: the identity must fit the limit too.
+        if normalized.chars().count() > MAX_EMAIL_CHARS {
+            return violation("must be at most 254 characters (with its domain in ASCII form)");
         }
         Ok(Self {
             display: trimmed.to_owned(),
-            normalized: trimmed.to_lowercase(),
+            normalized,
         })
     }
 
@@ -47,10 +61,24 @@ impl Email {
         &self.display
     }
 
-    /// The trimmed, case-folded address: the unique identity of an account.
+    /// The normalised address: the unique identity of an account.
     pub fn normalized(&self) -> &str {
         &self.normalized
     }
+}
+
+/// `local@domain` (already NFKC) as its identity: the local part case-folded (and NFKC again, as
+/// folding can undo it), the domain in IDNA ASCII form; an address literal (`[192.0.2.1]`) only
+/// lowercased. `None` when the domain is not a valid IDNA name.
+fn normalize(address: &str) -> Option<String> {
+    let (local, domain) = address.rsplit_once('@')?;
+    let local: String = UniCase::new(local).to_folded_case().nfkc().collect();
+    let domain = if domain.starts_with('[') {
+        domain.to_ascii_lowercase()
+    } else {
+        idna::domain_to_ascii(domain).ok()?
+    };
+    Some(format!("{local}@{domain}"))
 }
 
 impl std::fmt::Debug for Email {
@@ -70,6 +98,54 @@ mod tests {
         let email = Email::parse("  Alice.Smith@Example.COM \n").unwrap();
         assert_eq!(email.as_str(), "Alice.Smith@Example.COM");
         assert_eq!(email.normalized(), "alice.smith@example.com");
+    }
+
+    #[test]
+    fn full_width_forms_and_unicode_domains_have_one_identity() {
+        let ascii = Email::parse("ada@example.com").unwrap();
+        let full_width = Email::parse("ａｄａ@ｅｘａｍｐｌｅ.ｃｏｍ").unwrap();
+        assert_eq!(full_width.normalized(), ascii.normalized());
+        assert_eq!(
+            full_width.as_str(),
+            "ａｄａ@ｅｘａｍｐｌｅ.ｃｏｍ",
+            "shown as given"
+        );
+        let unicode = Email::parse("user@bücher.de").unwrap();
+        let punycode = Email::parse("user@xn--bcher-kva.de").unwrap();
+        assert_eq!(unicode.normalized(), "user@xn--bcher-kva.de");
+        assert_eq!(unicode.normalized(), punycode.normalized());
+        assert_eq!(
+            Email::parse("USER@BÜCHER.DE").unwrap().normalized(),
+            punycode.normalized()
+        );
+        // Full case folding: ß and ss are one local part, as are Σ, σ and ς.
+        assert_eq!(
+            Email::parse("Straße@example.com").unwrap().normalized(),
+            Email::parse("STRASSE@example.com").unwrap().normalized()
+        );
+    }
+
+    #[test]
+    fn normalising_an_identity_again_changes_nothing() {
+        for raw in [
+            "İstanbul@example.com",
+            "ß@bücher.de",
+            "x@ＥＸＡＭＰＬＥ.com",
+            "ΣΊΣΥΦΟΣ@παράδειγμα.δοκιμή",
+            "ﬃ@example.com",
+        ] {
+            let email = Email::parse(raw).unwrap_or_else(|v| panic!("{raw}: {v}"));
+            let identity = email.normalized();
+            assert_eq!(normalize(identity).as_deref(), Some(identity), "{raw}");
+            let domain = identity.rsplit_once('@').unwrap().1;
+            assert!(domain.is_ascii(), "{raw}: {identity}");
+        }
+    }
+
+    #[test]
+    fn address_literals_are_only_lowercased() {
+        let literal = Email::parse("root@[192.0.2.1]").unwrap();
+        assert_eq!(literal.normalized(), "root@[192.0.2.1]");
     }
 
     #[test]

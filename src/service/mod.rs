@@ -1,12 +1,15 @@
 //! The use cases as plain async functions over the stores, the password hasher and the token
 //! authority; no I/O details, no tonic. By concern: `accounts.rs` (register, login), `verify.rs`
-//! (verify, logout); `error.rs` is what they can answer besides success.
+//! (verify, logout), `maintenance.rs` (one-time steps at start-up); `error.rs` is what they can
+//! answer besides success.
 
 mod accounts;
 mod error;
+mod maintenance;
 mod verify;
 
 pub use error::ServiceError;
+pub use maintenance::NormalizationReport;
 
 use std::sync::Arc;
 

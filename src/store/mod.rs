@@ -80,6 +80,17 @@ pub struct StoredCredentials {
     pub password_hash: PasswordHashString,
 }
 
+/// A user's emails as stored, for re-normalisation.
+#[derive(Debug, Clone)]
+pub struct StoredEmail {
+    /// The user.
+    pub id: UserId,
+    /// The email as the user gave it.
+    pub email: String,
+    /// The normalised form stored beside it.
+    pub normalized: String,
+}
+
 /// Where users live.
 #[async_trait]
 pub trait UserStore: Send + Sync + 'static {
@@ -90,6 +101,18 @@ pub trait UserStore: Send + Sync + 'static {
         &self,
         email: &Email,
     ) -> Result<Option<StoredCredentials>, StoreError>;
+    /// Up to `limit` users in id order, after `after` (from the start when `None`).
+    async fn users_page(
+        &self,
+        after: Option<UserId>,
+        limit: u32,
+    ) -> Result<Vec<StoredEmail>, StoreError>;
+    /// Changes a user's normalised email; `EmailTaken` if another user has it.
+    async fn set_normalized_email(&self, id: UserId, normalized: &str) -> Result<(), StoreError>;
+    /// Whether the one-time maintenance step `name` has been recorded.
+    async fn maintenance_done(&self, name: &str) -> Result<bool, StoreError>;
+    /// Records the one-time maintenance step `name` (again is fine).
+    async fn record_maintenance(&self, name: &str, now: UnixMillis) -> Result<(), StoreError>;
     /// Checks that the back end answers.
     async fn ping(&self) -> Result<(), StoreError>;
     /// A short name for logs ("postgres", "sqlite").

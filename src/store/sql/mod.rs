@@ -14,12 +14,12 @@ use async_trait::async_trait;
 
 use self::dialect::Pool;
 use super::{
-    Counter, NewUser, RevocationStore, StoreError, StoredCredentials, ThrottleStore, UserStore,
-    bounded,
+    Counter, NewUser, RevocationStore, StoreError, StoredCredentials, StoredEmail, ThrottleStore,
+    UserStore, bounded,
 };
 use crate::{
     clock::{UnixMillis, UnixSeconds},
-    domain::{Email, Jti, PasswordHashString},
+    domain::{Email, Jti, PasswordHashString, UserId},
 };
 
 /// Upper bound for one SQL call, including waiting for a pooled connection.
@@ -31,6 +31,13 @@ const INSERT_USER: &str = "INSERT INTO users (id, email, email_normalized, usern
      VALUES ($1, $2, $3, $4, $5)";
 const FIND_CREDENTIALS: &str = "SELECT id, password_hash FROM users WHERE email_normalized = $1";
 const PING: &str = "SELECT 1";
+const USERS_FIRST_PAGE: &str = "SELECT id, email, email_normalized FROM users ORDER BY id LIMIT $1";
+const USERS_PAGE_AFTER: &str =
+    "SELECT id, email, email_normalized FROM users WHERE id > $1 ORDER BY id LIMIT $2";
+const SET_NORMALIZED_EMAIL: &str = "UPDATE users SET email_normalized = $2 WHERE id = $1";
+const MAINTENANCE_DONE: &str = "SELECT 1 FROM maintenance WHERE name = $1";
+const RECORD_MAINTENANCE: &str = "INSERT INTO maintenance (name, done_at_ms) VALUES ($1, $2) \
+     ON CONFLICT (name) DO NOTHING";
 /// Revoking twice keeps the later expiry (a CASE, since Postgres has GREATEST and SQLite MAX).
 const REVOKE: &str = "INSERT INTO revoked_tokens (jti, expires_at) VALUES ($1, $2) \
      ON CONFLICT (jti) DO UPDATE SET expires_at = CASE \
@@ -128,6 +135,71 @@ impl UserStore for SqlStore {
                 id: dialect::from_db(id).into(),
                 password_hash: PasswordHashString::from_phc(hash),
             }))
+        })
+    }
+
+    async fn users_page(
+        &self,
+        after: Option<UserId>,
+        limit: u32,
+    ) -> Result<Vec<StoredEmail>, StoreError> {
+        let limit = i64::from(limit);
+        run!(self, |db, dialect| {
+            let rows: Vec<(dialect::Uuid, String, String)> = match after {
+                None => {
+                    sqlx::query_as(USERS_FIRST_PAGE)
+                        .bind(limit)
+                        .fetch_all(db)
+                        .await?
+                }
+                Some(after) => {
+                    sqlx::query_as(USERS_PAGE_AFTER)
+                        .bind(dialect::uuid(after.as_uuid()))
+                        .bind(limit)
+                        .fetch_all(db)
+                        .await?
+                }
+            };
+            Ok(rows
+                .into_iter()
+                .map(|(id, email, normalized)| StoredEmail {
+                    id: dialect::from_db(id).into(),
+                    email,
+                    normalized,
+                })
+                .collect())
+        })
+    }
+
+    async fn set_normalized_email(&self, id: UserId, normalized: &str) -> Result<(), StoreError> {
+        run!(self, |db, dialect| {
+            sqlx::query(SET_NORMALIZED_EMAIL)
+                .bind(dialect::uuid(id.as_uuid()))
+                .bind(normalized)
+                .execute(db)
+                .await
+                .map(drop)
+        })
+    }
+
+    async fn maintenance_done(&self, name: &str) -> Result<bool, StoreError> {
+        run!(self, |db, dialect| {
+            let found = sqlx::query(MAINTENANCE_DONE)
+                .bind(name)
+                .fetch_optional(db)
+                .await?;
+            Ok(found.is_some())
+        })
+    }
+
+    async fn record_maintenance(&self, name: &str, now: UnixMillis) -> Result<(), StoreError> {
+        run!(self, |db, dialect| {
+            sqlx::query(RECORD_MAINTENANCE)
+                .bind(name)
+                .bind(now)
+                .execute(db)
+                .await
+                .map(drop)
         })
     }
 
