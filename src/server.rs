@@ -47,7 +47,8 @@ impl App {
         let (stop_tasks, stopped) = watch::channel(false);
         let tasks = [
             api::health::report_health(self.service.clone(), health_reporter, stopped.clone()),
-            tasks::purge_expired(self.service.clone(), stopped),
+            tasks::purge_expired(self.service.clone(), stopped.clone()),
+            tasks::watch_revocation_store(self.service.clone(), stopped),
         ];
 
         // AUTHD_REFLECTION=false leaves both out: reflection calls answer UNIMPLEMENTED.

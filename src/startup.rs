@@ -60,6 +60,10 @@ impl App {
             clock,
         }));
         report_email_normalization(service.normalize_stored_emails().await?);
+        service
+            .watch_revocation_store()
+            .await
+            .map_err(|e| anyhow::Error::new(e).context("cannot check the revocation store"))?;
         let listener = TcpListener::bind(settings.listen_addr)
             .await
             .with_context(|| {

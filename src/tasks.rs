@@ -1,5 +1,6 @@
-//! Background work that lives as long as the server: the purge of expired SQL revocations and
-//! forgotten throttle counts, once a minute, until the `stopped` signal flips. (The health
+//! Background work that lives as long as the server, until the `stopped` signal flips: the purge
+//! of expired SQL revocations and forgotten throttle counts (once a minute), and the watch for a
+//! revocation store that lost its data (every second). (The health
 //! reporter, which feeds grpc.health.v1, lives at the gRPC edge: `api/health.rs`.)
 
 use std::{sync::Arc, time::Duration};
@@ -10,6 +11,32 @@ use crate::service::AuthService;
 
 /// How often expired revocations are purged from SQL stores.
 pub const PURGE_INTERVAL: Duration = Duration::from_secs(60);
+
+/// How often the revocation store's data marker and the global cut-off are checked.
+pub const DATA_LOSS_WATCH_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Watches the revocation store for a loss of its data, and picks up cut-offs other instances
+/// raised, every second (`service/data_loss.rs`).
+pub fn watch_revocation_store(
+    service: Arc<AuthService>,
+    mut stopped: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(DATA_LOSS_WATCH_INTERVAL) => {}
+                _ = stopped.changed() => return,
+            }
+            if let Err(error) = service.watch_revocation_store().await {
+                // An unreachable back end is reported by health; the watch resumes with it.
+                tracing::debug!(
+                    error = crate::telemetry::error_chain(&error),
+                    "watching the revocation store failed"
+                );
+            }
+        }
+    })
+}
 
 /// Purges expired revocation entries and forgotten login-failure counts once a minute (a no-op
 /// where Redis expires its own).

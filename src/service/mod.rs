@@ -1,9 +1,11 @@
 //! The use cases as plain async functions over the stores, the password hasher and the token
 //! authority; no I/O details, no tonic. By concern: `accounts.rs` (register, login), `verify.rs`
-//! (verify, logout), `maintenance.rs` (one-time steps at start-up); `error.rs` is what they can
-//! answer besides success.
+//! (verify, logout), `data_loss.rs` (noticing a revocation store that lost its data),
+//! `maintenance.rs` (one-time steps at start-up); `error.rs` is what they can answer besides
+//! success.
 
 mod accounts;
+mod data_loss;
 mod error;
 mod maintenance;
 mod verify;
@@ -11,7 +13,10 @@ mod verify;
 pub use error::ServiceError;
 pub use maintenance::NormalizationReport;
 
-use std::sync::Arc;
+use std::sync::{
+    Arc,
+    atomic::{AtomicI64, AtomicU64},
+};
 
 use crate::{
     clock::Clock,
@@ -36,6 +41,10 @@ pub struct Session {
 /// The authentication use cases, assembled from their [`Parts`].
 pub struct AuthService {
     parts: Parts,
+    /// Access tokens issued before this second are revoked (`data_loss.rs`).
+    revocation_cutoff: AtomicI64,
+    /// Losses of the revocation store this instance noticed.
+    revocation_store_losses: AtomicU64,
 }
 
 /// The parts an `AuthService` is assembled from.
@@ -59,7 +68,11 @@ pub struct Parts {
 impl AuthService {
     /// Assembles the service from its parts.
     pub fn new(parts: Parts) -> Self {
-        Self { parts }
+        Self {
+            parts,
+            revocation_cutoff: AtomicI64::new(0),
+            revocation_store_losses: AtomicU64::new(0),
+        }
     }
 
     /// Whether every back end answers, for the health service.

@@ -19,6 +19,9 @@ impl AuthService {
             .get_or_decode(&token, |token| self.parts.tokens.decode(token))?;
         self.parts.tokens.check_time(&decoded, now)?;
         let claims = decoded.claims;
+        if claims.issued_at < self.revocation_cutoff() {
+            return Err(TokenError::Revoked.into());
+        }
         if self.parts.revocations.is_revoked(claims.jti, now).await? {
             return Err(TokenError::Revoked.into());
         }

@@ -140,6 +140,14 @@ impl RevocationStore for MirroredRevocations {
         Ok(u64::try_from(purged).unwrap_or(u64::MAX))
     }
 
+    async fn data_marker(&self) -> Result<Option<String>, StoreError> {
+        self.redis.data_marker().await
+    }
+
+    async fn place_data_marker(&self, marker: &str) -> Result<String, StoreError> {
+        self.redis.place_data_marker(marker).await
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         self.redis.ping().await
     }

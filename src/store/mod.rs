@@ -113,6 +113,16 @@ pub trait UserStore: Send + Sync + 'static {
     async fn maintenance_done(&self, name: &str) -> Result<bool, StoreError>;
     /// Records the one-time maintenance step `name` (again is fine).
     async fn record_maintenance(&self, name: &str, now: UnixMillis) -> Result<(), StoreError>;
+    /// The shared fact `name`, if recorded.
+    async fn fact(&self, name: &str) -> Result<Option<String>, StoreError>;
+    /// Records `value` as fact `name` if it is still `expected` (`None`: not recorded yet);
+    /// whether it did.
+    async fn replace_fact(
+        &self,
+        name: &str,
+        expected: Option<&str>,
+        value: &str,
+    ) -> Result<bool, StoreError>;
     /// Checks that the back end answers.
     async fn ping(&self) -> Result<(), StoreError>;
     /// A short name for logs ("postgres", "sqlite").
@@ -134,6 +144,11 @@ pub trait RevocationStore: Send + Sync + 'static {
     async fn is_revoked(&self, jti: Jti, now: UnixSeconds) -> Result<bool, StoreError>;
     /// Deletes entries past their time; a no-op where the back end expires them itself.
     async fn purge_expired(&self, now: UnixSeconds) -> Result<u64, StoreError>;
+    /// The marker this store holds as long as it keeps its data (Redis: a key without TTL that a
+    /// restart without persistence or a FLUSHALL removes); `None` when there is none.
+    async fn data_marker(&self) -> Result<Option<String>, StoreError>;
+    /// Puts `marker` in place unless one already is; the marker in place afterwards.
+    async fn place_data_marker(&self, marker: &str) -> Result<String, StoreError>;
     /// Checks that the back end answers.
     async fn ping(&self) -> Result<(), StoreError>;
     /// A short name for logs ("redis", "postgres", "sqlite").

@@ -1,7 +1,9 @@
 //! Back ends that go away: fail closed with UNAVAILABLE, report NOT_SERVING, recover by themselves.
 //! Outages are injected with a TCP proxy between authd and the shared Postgres/Redis.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
+
+use authd::clock::ManualClock;
 
 use tonic::Code;
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
@@ -290,4 +292,51 @@ async fn a_redis_that_comes_back_evicting_after_a_reconnect_is_not_serving() {
     })
     .await;
     assert!(serving, "SERVING again once the policy is safe");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_store_that_lost_its_data_brings_no_revoked_token_back() {
+    let redis = PrivateRedis::start(&["--maxmemory-policy", "noeviction"]);
+    let state = TestState::new(Backend::Postgres).await;
+    // JWT times have one-second resolution: the instances share a clock the test can step past
+    // the second of the logout.
+    let clock = Arc::new(ManualClock::starting_now());
+    let a = state
+        .app()
+        .redis_url(Some(&redis.url()))
+        .clock(clock.clone())
+        .start()
+        .await;
+    let b = state
+        .app()
+        .redis_url(Some(&redis.url()))
+        .arg("--revocation-mode=cached")
+        .clock(clock.clone())
+        .start()
+        .await;
+    let (email, _, token) = a.new_user().await;
+    a.logout(&token).await.unwrap();
+    clock.advance(Duration::from_secs(2));
+    // Redis forgets everything (a restart without persistence looks the same).
+    assert!(redis.cli(&["flushall"]).contains("OK"));
+    for app in [&a, &b] {
+        let refused = eventually(Duration::from_secs(10), || async {
+            matches!(app.verify(&token).await, Err(s) if s.code() == Code::Unauthenticated)
+        })
+        .await;
+        assert!(
+            refused,
+            "the revoked token must stay refused on every instance"
+        );
+        assert_status(
+            &app.verify(&token).await.unwrap_err(),
+            Code::Unauthenticated,
+            Some("TOKEN_REVOKED"),
+        );
+    }
+    // Signing in again works, on both instances.
+    let login = a.login(&email, PASSWORD).await.unwrap();
+    let fresh = login.tokens.unwrap().access_token;
+    a.verify(&fresh).await.unwrap();
+    b.verify(&fresh).await.unwrap();
 }

@@ -240,6 +240,11 @@ impl RedisStore {
         format!("{}revocations", self.prefix)
     }
 
+    /// The data marker: a key without TTL whose absence means Redis lost its data.
+    fn marker_key(&self) -> String {
+        format!("{}data-marker", self.prefix)
+    }
+
     fn throttle_key(&self, key: &str) -> String {
         format!("{}throttle:{}", self.prefix, key)
     }

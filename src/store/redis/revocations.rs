@@ -117,6 +117,33 @@ impl RevocationStore for RedisStore {
         .await
     }
 
+    async fn data_marker(&self) -> Result<Option<String>, StoreError> {
+        let mut get = redis::cmd("GET");
+        get.arg(self.marker_key());
+        self.query(REDIS_TIMEOUT, async move |connection| {
+            get.query_async(connection).await
+        })
+        .await
+    }
+
+    async fn place_data_marker(&self, marker: &str) -> Result<String, StoreError> {
+        // SET NX, no TTL, then read what is there: instances placing at once agree on one.
+        let mut pipe = redis::pipe();
+        pipe.cmd("SET")
+            .arg(self.marker_key())
+            .arg(marker)
+            .arg("NX")
+            .ignore()
+            .cmd("GET")
+            .arg(self.marker_key());
+        let (placed,): (String,) = self
+            .query(REDIS_TIMEOUT, async move |connection| {
+                pipe.query_async(connection).await
+            })
+            .await?;
+        Ok(placed)
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         RedisStore::ping(self).await
     }

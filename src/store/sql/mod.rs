@@ -35,6 +35,13 @@ const USERS_FIRST_PAGE: &str = "SELECT id, email, email_normalized FROM users OR
 const USERS_PAGE_AFTER: &str =
     "SELECT id, email, email_normalized FROM users WHERE id > $1 ORDER BY id LIMIT $2";
 const SET_NORMALIZED_EMAIL: &str = "UPDATE users SET email_normalized = $2 WHERE id = $1";
+const FACT: &str = "SELECT value FROM facts WHERE name = $1";
+const CREATE_FACT: &str =
+    "INSERT INTO facts (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING";
+const SWAP_FACT: &str = "UPDATE facts SET value = $3 WHERE name = $1 AND value = $2";
+/// What a SQL revocation store answers as its data marker: its revocations live in the user
+/// database, which does not lose them on its own.
+const DURABLE_MARKER: &str = "sql";
 const MAINTENANCE_DONE: &str = "SELECT 1 FROM maintenance WHERE name = $1";
 const RECORD_MAINTENANCE: &str = "INSERT INTO maintenance (name, done_at_ms) VALUES ($1, $2) \
      ON CONFLICT (name) DO NOTHING";
@@ -203,6 +210,40 @@ impl UserStore for SqlStore {
         })
     }
 
+    async fn fact(&self, name: &str) -> Result<Option<String>, StoreError> {
+        run!(self, |db, dialect| {
+            sqlx::query_scalar(FACT).bind(name).fetch_optional(db).await
+        })
+    }
+
+    async fn replace_fact(
+        &self,
+        name: &str,
+        expected: Option<&str>,
+        value: &str,
+    ) -> Result<bool, StoreError> {
+        run!(self, |db, dialect| {
+            let done = match expected {
+                None => {
+                    sqlx::query(CREATE_FACT)
+                        .bind(name)
+                        .bind(value)
+                        .execute(db)
+                        .await?
+                }
+                Some(expected) => {
+                    sqlx::query(SWAP_FACT)
+                        .bind(name)
+                        .bind(expected)
+                        .bind(value)
+                        .execute(db)
+                        .await?
+                }
+            };
+            Ok(done.rows_affected() == 1)
+        })
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         run!(self, |db, dialect| sqlx::query(PING)
             .execute(db)
@@ -249,6 +290,14 @@ impl RevocationStore for SqlStore {
             let done = sqlx::query(PURGE_REVOKED).bind(now).execute(db).await?;
             Ok(done.rows_affected())
         })
+    }
+
+    async fn data_marker(&self) -> Result<Option<String>, StoreError> {
+        Ok(Some(DURABLE_MARKER.to_owned()))
+    }
+
+    async fn place_data_marker(&self, _marker: &str) -> Result<String, StoreError> {
+        Ok(DURABLE_MARKER.to_owned())
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
