@@ -14,20 +14,27 @@ use tonic::{
     Status,
     body::Body,
     codegen::http::{Request, Response},
+    transport::server::TcpConnectInfo,
 };
 
 use super::status;
+use crate::server::connections::ActivityRegistry;
 
 /// Applies [`Edge`] to a service.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct EdgeLayer {
     timeout: Duration,
+    connections: ActivityRegistry,
 }
 
 impl EdgeLayer {
-    /// Calls running longer than `timeout` answer DEADLINE_EXCEEDED.
-    pub fn new(timeout: Duration) -> Self {
-        Self { timeout }
+    /// Calls running longer than `timeout` answer DEADLINE_EXCEEDED; each call marks its
+    /// connection busy in `connections` while it runs (for the idle timeout).
+    pub fn new(timeout: Duration, connections: ActivityRegistry) -> Self {
+        Self {
+            timeout,
+            connections,
+        }
     }
 }
 
@@ -38,6 +45,7 @@ impl<S> tower::Layer<S> for EdgeLayer {
         Edge {
             inner,
             timeout: self.timeout,
+            connections: self.connections.clone(),
         }
     }
 }
@@ -47,6 +55,7 @@ impl<S> tower::Layer<S> for EdgeLayer {
 pub struct Edge<S> {
     inner: S,
     timeout: Duration,
+    connections: ActivityRegistry,
 }
 
 impl<S, B> tower::Service<Request<B>> for Edge<S>
@@ -63,9 +72,15 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
+        let peer = request
+            .extensions()
+            .get::<TcpConnectInfo>()
+            .and_then(|info| info.remote_addr);
+        let in_flight = self.connections.call_started(peer);
         let call = self.inner.call(request);
         let timeout = self.timeout;
         Box::pin(async move {
+            let _in_flight = in_flight;
             match tokio::time::timeout(timeout, call).await {
                 Ok(Ok(response)) => Ok(rewrite(response)),
                 Ok(Err(error)) => Err(error),

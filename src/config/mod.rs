@@ -58,6 +58,13 @@ pub const DEFAULT_SOURCE_WINDOW: &str = "15m";
 pub const DEFAULT_REQUEST_TIMEOUT: &str = "10s";
 /// HTTP/2 streams one connection may have open at once.
 pub const DEFAULT_MAX_CONCURRENT_STREAMS: &str = "1024";
+/// Connections open at once; past it new ones are closed at once (each costs a descriptor, a
+/// task and HTTP/2 buffers).
+pub const DEFAULT_MAX_CONNECTIONS: &str = "10000";
+/// Time a new connection has to send the HTTP/2 preface.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: &str = "10s";
+/// Time a connection may stay open with no call in flight (clients reconnect transparently).
+pub const DEFAULT_IDLE_TIMEOUT: &str = "5m";
 /// Postgres connections per instance: Login/Register are bounded by argon2, so a few go a long way.
 pub const DEFAULT_DATABASE_MAX_CONNECTIONS: &str = "16";
 /// Password hashes that may wait for a hashing thread before requests are shed.
@@ -285,6 +292,18 @@ pub struct Config {
     /// proto files; `false` hides the API's shape from whoever can reach the port.
     #[arg(long, env = "AUTHD_REFLECTION", value_name = "AUTHD_REFLECTION", default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub reflection: bool,
+
+    /// Connections open at once; past it, new connections are closed as soon as accepted.
+    #[arg(long, env = "AUTHD_MAX_CONNECTIONS", value_name = "AUTHD_MAX_CONNECTIONS", default_value = DEFAULT_MAX_CONNECTIONS)]
+    pub max_connections: NonZeroUsize,
+
+    /// Time a new connection has to send the HTTP/2 preface, from 100ms to 10s.
+    #[arg(long, env = "AUTHD_HANDSHAKE_TIMEOUT", value_name = "AUTHD_HANDSHAKE_TIMEOUT", default_value = DEFAULT_HANDSHAKE_TIMEOUT, value_parser = duration_between(Duration::from_millis(100), Duration::from_secs(10)))]
+    pub handshake_timeout: Duration,
+
+    /// Time a connection may stay open with no call in flight, at least 1s.
+    #[arg(long, env = "AUTHD_IDLE_TIMEOUT", value_name = "AUTHD_IDLE_TIMEOUT", default_value = DEFAULT_IDLE_TIMEOUT, value_parser = duration_at_least(Duration::from_secs(1)))]
+    pub idle_timeout: Duration,
 
     /// Log format.
     #[arg(

@@ -70,6 +70,8 @@ pub struct ServerLimits {
     pub request_timeout: Duration,
     /// HTTP/2 streams one connection may have open at once.
     pub max_concurrent_streams: u32,
+    /// Connections: how many at once, and how long without a preface or a call.
+    pub connections: crate::server::connections::ConnectionLimits,
 }
 
 /// The whole configuration, typed and checked.
@@ -174,6 +176,11 @@ impl Config {
             server: ServerLimits {
                 request_timeout: self.request_timeout,
                 max_concurrent_streams: self.max_concurrent_streams.get(),
+                connections: crate::server::connections::ConnectionLimits {
+                    max_connections: self.max_connections.get(),
+                    handshake_timeout: self.handshake_timeout,
+                    idle_timeout: self.idle_timeout,
+                },
             },
             reflection: self.reflection,
             log_format: self.log_format,

@@ -273,8 +273,9 @@ async fn a_redis_that_comes_back_evicting_after_a_reconnect_is_not_serving() {
             .contains("OK")
     );
     redis.cli(&["client", "kill", "type", "normal"]);
-    // ... notices the policy on reconnecting, and says NOT_SERVING.
-    let not_serving = eventually(Duration::from_secs(10), || async {
+    // ... notices the policy on reconnecting (or at its next periodic look), and says
+    // NOT_SERVING.
+    let not_serving = eventually(Duration::from_secs(15), || async {
         health_of(&app).await == Some(ServingStatus::NotServing)
     })
     .await;

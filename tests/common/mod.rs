@@ -259,6 +259,19 @@ impl TestApp {
         let server = tokio::spawn(app.run_until_stopped(async move {
             let _ = stopped.await;
         }));
+        let mut connected = Self::try_connect(address).await?;
+        connected.shutdown = Some(shutdown);
+        connected.server = Some(server);
+        Ok(connected)
+    }
+
+    /// Clients on a connection of their own to a server that is already running (this handle
+    /// does not stop it).
+    pub async fn connect(address: SocketAddr) -> Self {
+        Self::try_connect(address).await.expect("connects")
+    }
+
+    async fn try_connect(address: SocketAddr) -> anyhow::Result<Self> {
         let channel = Channel::from_shared(format!("http://{address}"))?
             .timeout(Duration::from_secs(30))
             .connect()
@@ -268,8 +281,8 @@ impl TestApp {
             client: AuthServiceClient::new(channel.clone()),
             health: HealthClient::new(channel.clone()),
             channel,
-            shutdown: Some(shutdown),
-            server: Some(server),
+            shutdown: None,
+            server: None,
         })
     }
 

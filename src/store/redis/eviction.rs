@@ -1,8 +1,9 @@
 //! Whether Redis may evict authd's keys. Revocations carry a TTL, so under any `maxmemory-policy`
 //! but `noeviction` (the `allkeys-*` and `volatile-*` policies) a full Redis silently drops them
 //! and revoked tokens verify again. authd reads the policy of every configured node at start-up
-//! (refusing to start on an evicting one unless AUTHD_REDIS_ALLOW_EVICTION=true) and again after
-//! every reconnect, when health turns NOT_SERVING until the policy is safe again.
+//! (refusing to start on an evicting one unless AUTHD_REDIS_ALLOW_EVICTION=true), and again after
+//! a failed call (the next answer comes over a new connection) and every few seconds (the
+//! connection manager also reconnects by itself): health is NOT_SERVING until it is safe again.
 
 use std::sync::atomic::Ordering;
 
@@ -13,6 +14,8 @@ use crate::store::{StoreError, bounded};
 
 /// The one policy under which Redis never drops a key on its own.
 const SAFE_POLICY: &str = "noeviction";
+/// How often the policy is read again even without a failed call (ms).
+const RECHECK_EVERY_MS: u64 = 5_000;
 
 /// What one node said about its `maxmemory-policy`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,9 +59,17 @@ impl RedisStore {
     /// After a reconnect, reads the policies again: an evicting policy (unless allowed) keeps
     /// this store unhealthy until it is safe.
     pub(super) async fn recheck_eviction_after_reconnect(&self) -> Result<(), StoreError> {
-        if !self.eviction.recheck.load(Ordering::Acquire) {
+        let now_ms = u64::try_from(self.eviction.since.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let due = now_ms.saturating_sub(self.eviction.last_checked_ms.load(Ordering::Acquire))
+            >= RECHECK_EVERY_MS;
+        // Warnings once per reconnect, not at every periodic look.
+        let reconnected = self.eviction.recheck.load(Ordering::Acquire);
+        if !due && !reconnected {
             return Ok(());
         }
+        self.eviction
+            .last_checked_ms
+            .store(now_ms, Ordering::Release);
         for policy in self.eviction_policies().await {
             match policy {
                 EvictionPolicy::Evicting { node, policy } if !self.eviction.allowed => {
@@ -73,14 +84,16 @@ impl RedisStore {
                         cause: anyhow::anyhow!("maxmemory-policy {policy} on {node} evicts keys"),
                     });
                 }
-                EvictionPolicy::Evicting { node, policy } => tracing::warn!(
+                EvictionPolicy::Evicting { node, policy } if reconnected => tracing::warn!(
                     %node,
                     policy,
                     "Redis evicts keys (AUTHD_REDIS_ALLOW_EVICTION=true): revoked tokens may \
                      verify again when it is full"
                 ),
-                EvictionPolicy::Unknown { node, reason } => warn_unknown(&node, &reason),
-                EvictionPolicy::Safe => {}
+                EvictionPolicy::Unknown { node, reason } if reconnected => {
+                    warn_unknown(&node, &reason)
+                }
+                _ => {}
             }
         }
         self.eviction.recheck.store(false, Ordering::Release);

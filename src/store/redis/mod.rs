@@ -142,10 +142,15 @@ pub struct RedisStore {
     eviction: Arc<EvictionCheck>,
 }
 
-/// Whether an evicting policy is accepted, and whether a reconnect calls for a new look.
+/// Whether an evicting policy is accepted, and when to look again.
 struct EvictionCheck {
     allowed: bool,
+    /// Set when a call failed: the next answer comes from a new connection, look then.
     recheck: AtomicBool,
+    /// When the policy was last read (ms since `since`): reconnects the connection manager
+    /// makes by itself are not seen, so the policy is also read again every so often.
+    last_checked_ms: std::sync::atomic::AtomicU64,
+    since: std::time::Instant,
 }
 
 impl RedisStore {
@@ -204,6 +209,8 @@ impl RedisStore {
             eviction: Arc::new(EvictionCheck {
                 allowed: allow_eviction,
                 recheck: AtomicBool::new(false),
+                last_checked_ms: std::sync::atomic::AtomicU64::new(0),
+                since: std::time::Instant::now(),
             }),
         })
     }

@@ -1,13 +1,17 @@
 //! Serving: `auth.v1.AuthService`, grpc.health.v1 and reflection (v1 and v1alpha) on the bound
 //! listener, with the HTTP/2 limits and the edge layer, until shutdown (SIGTERM/SIGINT or a given
-//! future), then draining in-flight calls. The background tasks run beside it (`tasks.rs`).
+//! future), then draining in-flight calls. `connections.rs` accepts the connections (cap,
+//! handshake and idle timeouts); the background tasks run beside it (`tasks.rs`).
 
 use std::time::Duration;
 
 use anyhow::Context as _;
 use tokio::sync::watch;
-use tonic::transport::{Server, server::TcpIncoming};
+use tonic::transport::Server;
 
+pub mod connections;
+
+use self::connections::ActivityRegistry;
 use crate::{
     api::{self, AuthApi, EdgeLayer},
     pb::{self, auth_service_server::AuthServiceServer},
@@ -72,7 +76,9 @@ impl App {
         .max_decoding_message_size(MAX_REQUEST_BYTES);
 
         tracing::info!(%address, "serving gRPC");
-        let incoming = TcpIncoming::from(self.listener).with_nodelay(Some(true));
+        let registry = ActivityRegistry::default();
+        let incoming =
+            connections::incoming(self.listener, self.limits.connections, registry.clone());
         let served = Server::builder()
             .max_concurrent_streams(self.limits.max_concurrent_streams)
             // Larger flow-control windows: fewer WINDOW_UPDATE frames under many small calls.
@@ -82,7 +88,7 @@ impl App {
             .http2_keepalive_interval(Some(HTTP2_KEEPALIVE_INTERVAL))
             .http2_keepalive_timeout(Some(HTTP2_KEEPALIVE_TIMEOUT))
             .tcp_keepalive(Some(TCP_KEEPALIVE))
-            .layer(EdgeLayer::new(self.limits.request_timeout))
+            .layer(EdgeLayer::new(self.limits.request_timeout, registry))
             .add_service(health_service)
             .add_optional_service(reflection_v1)
             .add_optional_service(reflection_v1alpha)

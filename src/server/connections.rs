@@ -1,0 +1,288 @@
+//! The listener's side of connections: at most AUTHD_MAX_CONNECTIONS open at once (past that, a new
+//! connection is closed as soon as it is accepted), a client that has not sent the HTTP/2 preface
+//! within AUTHD_HANDSHAKE_TIMEOUT is disconnected, and so is one that has had no call in flight for
+//! AUTHD_IDLE_TIMEOUT. Without these, sockets that never speak held a task and a descriptor each
+//! for ever.
+//!
+//! Calls are seen by the edge layer, bytes by the connection: they meet in [`Activity`], one per
+//! connection, found by the peer's address (unique per TCP connection) in a shared registry. Each
+//! connection keeps a timer for its idle deadline, moved on while calls come, and is closed when
+//! it fires with nothing in flight.
+
+use std::{
+    collections::HashMap,
+    io,
+    net::SocketAddr,
+    pin::Pin,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicI64, AtomicUsize, Ordering},
+    },
+    task::{Context, Poll},
+    time::{Duration, Instant},
+};
+
+use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    net::{TcpListener, TcpStream},
+    sync::{OwnedSemaphorePermit, Semaphore, mpsc},
+    time::Sleep,
+};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::server::{Connected, TcpConnectInfo};
+
+/// Length of the HTTP/2 client connection preface (RFC 9113 §3.4).
+const PREFACE_BYTES: usize = 24;
+
+/// The limits, from the settings.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionLimits {
+    /// Connections open at once.
+    pub max_connections: usize,
+    /// Time a new connection has to send the HTTP/2 preface.
+    pub handshake_timeout: Duration,
+    /// Time a connection may stay open without a call in flight.
+    pub idle_timeout: Duration,
+}
+
+/// What one connection is doing, shared by the connection and the calls on it.
+#[derive(Debug)]
+pub struct Activity {
+    /// Calls in flight.
+    calls: AtomicUsize,
+    /// When the last call ended (or the connection opened), in ms since `epoch`.
+    quiet_since_ms: AtomicI64,
+    epoch: Instant,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            calls: AtomicUsize::new(0),
+            quiet_since_ms: AtomicI64::new(0),
+            epoch: Instant::now(),
+        }
+    }
+
+    fn elapsed_ms(&self) -> i64 {
+        i64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(i64::MAX)
+    }
+
+    /// How long the connection has had no call in flight (zero while one is).
+    fn idle_for(&self) -> Duration {
+        if self.calls.load(Ordering::Acquire) > 0 {
+            return Duration::ZERO;
+        }
+        let quiet = self.elapsed_ms() - self.quiet_since_ms.load(Ordering::Acquire);
+        Duration::from_millis(u64::try_from(quiet).unwrap_or(0))
+    }
+}
+
+/// Marks a call in flight on its connection until dropped.
+#[derive(Debug)]
+pub struct CallInFlight(Option<Arc<Activity>>);
+
+impl Drop for CallInFlight {
+    fn drop(&mut self) {
+        if let Some(activity) = self.0.take() {
+            activity
+                .quiet_since_ms
+                .store(activity.elapsed_ms(), Ordering::Release);
+            activity.calls.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+/// The activity of every open connection, by peer address.
+#[derive(Debug, Clone, Default)]
+pub struct ActivityRegistry(Arc<Mutex<HashMap<SocketAddr, Arc<Activity>>>>);
+
+impl ActivityRegistry {
+    /// Marks a call in flight on the connection from `peer` (nothing when unknown).
+    pub fn call_started(&self, peer: Option<SocketAddr>) -> CallInFlight {
+        let activity = peer.and_then(|peer| self.0.lock().ok()?.get(&peer).cloned());
+        if let Some(activity) = &activity {
+            activity.calls.fetch_add(1, Ordering::AcqRel);
+        }
+        CallInFlight(activity)
+    }
+
+    fn register(&self, peer: SocketAddr) -> Arc<Activity> {
+        let activity = Arc::new(Activity::new());
+        if let Ok(mut map) = self.0.lock() {
+            map.insert(peer, activity.clone());
+        }
+        activity
+    }
+
+    fn forget(&self, peer: SocketAddr) {
+        if let Ok(mut map) = self.0.lock() {
+            map.remove(&peer);
+        }
+    }
+}
+
+/// Accepts connections from `listener` within `limits`, as the stream tonic serves. The accept
+/// loop ends when the server stops taking connections (the stream is dropped).
+pub fn incoming(
+    listener: TcpListener,
+    limits: ConnectionLimits,
+    registry: ActivityRegistry,
+) -> ReceiverStream<io::Result<LimitedConnection>> {
+    let (accepted, stream) = mpsc::channel(64);
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    tokio::spawn(async move {
+        let mut refused = 0u64;
+        loop {
+            let connection = tokio::select! {
+                _ = accepted.closed() => return,
+                connection = listener.accept() => connection,
+            };
+            let (stream, peer) = match connection {
+                Ok(connection) => connection,
+                Err(error) => {
+                    // Out of descriptors and the like: back off a moment rather than spin.
+                    tracing::warn!(%error, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let Ok(slot) = slots.clone().try_acquire_owned() else {
+                refused += 1;
+                if refused.is_power_of_two() {
+                    tracing::warn!(
+                        refused,
+                        max = limits.max_connections,
+                        "AUTHD_MAX_CONNECTIONS reached: closing new connections"
+                    );
+                }
+                drop(stream);
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            let activity = registry.register(peer);
+            let connection = LimitedConnection {
+                stream,
+                peer,
+                _slot: slot,
+                registry: registry.clone(),
+                activity,
+                preface_left: PREFACE_BYTES,
+                handshake: Box::pin(tokio::time::sleep(limits.handshake_timeout)),
+                idle: Box::pin(tokio::time::sleep(limits.idle_timeout)),
+                idle_timeout: limits.idle_timeout,
+            };
+            if accepted.send(Ok(connection)).await.is_err() {
+                return;
+            }
+        }
+    });
+    ReceiverStream::new(stream)
+}
+
+/// One accepted connection, holding its slot until closed.
+pub struct LimitedConnection {
+    stream: TcpStream,
+    peer: SocketAddr,
+    _slot: OwnedSemaphorePermit,
+    registry: ActivityRegistry,
+    activity: Arc<Activity>,
+    /// Preface bytes still expected; 0 once the handshake is done.
+    preface_left: usize,
+    handshake: Pin<Box<Sleep>>,
+    /// Fires at the earliest moment the connection could have been idle for `idle_timeout`.
+    idle: Pin<Box<Sleep>>,
+    idle_timeout: Duration,
+}
+
+impl LimitedConnection {
+    /// Whether the connection has been idle for its timeout; re-arms the timer when it fired
+    /// early (a call came or is still running).
+    fn poll_idle(&mut self, cx: &mut Context<'_>) -> bool {
+        while self.idle.as_mut().poll(cx).is_ready() {
+            let idle_for = self.activity.idle_for();
+            if idle_for >= self.idle_timeout && self.activity.calls.load(Ordering::Acquire) == 0 {
+                return true;
+            }
+            let rest = self
+                .idle_timeout
+                .saturating_sub(idle_for)
+                .max(Duration::from_millis(10));
+            self.idle.as_mut().reset(tokio::time::Instant::now() + rest);
+        }
+        false
+    }
+}
+
+impl Drop for LimitedConnection {
+    fn drop(&mut self) {
+        self.registry.forget(self.peer);
+    }
+}
+
+impl Connected for LimitedConnection {
+    type ConnectInfo = TcpConnectInfo;
+
+    fn connect_info(&self) -> TcpConnectInfo {
+        self.stream.connect_info()
+    }
+}
+
+impl AsyncRead for LimitedConnection {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        if this.preface_left > 0 && this.handshake.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "no HTTP/2 preface within AUTHD_HANDSHAKE_TIMEOUT",
+            )));
+        }
+        if this.preface_left == 0 && this.poll_idle(cx) {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "no call within AUTHD_IDLE_TIMEOUT",
+            )));
+        }
+        let before = buf.filled().len();
+        let read = Pin::new(&mut this.stream).poll_read(cx, buf);
+        if read.is_ready() {
+            let received = buf.filled().len() - before;
+            this.preface_left = this.preface_left.saturating_sub(received);
+        }
+        read
+    }
+}
+
+impl AsyncWrite for LimitedConnection {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+}
