@@ -197,7 +197,12 @@ mod tests {
                     prop_assert!(email.as_str().chars().count() <= MAX_EMAIL_CHARS);
                     prop_assert!(!email.as_str().chars().any(char::is_control));
                     prop_assert_eq!(email.as_str(), raw.trim());
-                    prop_assert_eq!(email.normalized(), raw.trim().to_lowercase());
+                    // The identity is NFKC, case-folded, with an ASCII domain, and stable.
+                    let identity = email.normalized();
+                    let again = normalize(identity);
+                    prop_assert_eq!(again.as_deref(), Some(identity));
+                    prop_assert!(identity.rsplit_once('@').is_some_and(|(_, d)| d.is_ascii()));
+                    prop_assert!(identity.chars().count() <= MAX_EMAIL_CHARS);
                 }
             }
 
