@@ -29,6 +29,7 @@ contract_suite! {
         revoking_again_with_an_until_already_past_does_not_lift_the_revocation,
         a_revocation_whose_until_is_already_past_is_not_revoked,
         purge_expired_never_removes_a_live_revocation,
+        a_placed_data_marker_stays_and_the_first_one_wins,
         ping_answers,
     ],
     fresh: {
@@ -211,4 +212,13 @@ async fn purge_expired_never_removes_a_live_revocation(store: &dyn RevocationSto
 
 async fn ping_answers(store: &dyn RevocationStore) {
     store.ping().await.expect("ping");
+}
+
+/// Redis holds the marker it is given (the first one placed wins); a SQL store, which keeps its
+/// revocations in the user database, answers one fixed marker: it never loses them on its own.
+async fn a_placed_data_marker_stays_and_the_first_one_wins(store: &dyn RevocationStore) {
+    let placed = store.place_data_marker("marker-one").await.unwrap();
+    let again = store.place_data_marker("marker-two").await.unwrap();
+    assert_eq!(again, placed, "the first marker placed stays");
+    assert_eq!(store.data_marker().await.unwrap(), Some(placed));
 }

@@ -17,6 +17,10 @@ contract_suite! {
         each_user_is_found_under_its_own_email,
         a_second_insert_of_the_same_normalised_email_is_email_taken,
         of_concurrent_inserts_of_one_email_exactly_one_succeeds,
+        users_page_through_every_user_once_in_id_order,
+        a_normalised_email_can_be_changed_but_not_to_one_that_is_taken,
+        facts_are_created_once_and_swapped_only_from_their_current_value,
+        maintenance_steps_are_recorded_once,
         ping_answers,
     ],
     fresh: { on_postgres => postgres, on_sqlite => sqlite },
@@ -161,4 +165,83 @@ async fn of_concurrent_inserts_of_one_email_exactly_one_succeeds(store: &dyn Use
 
 async fn ping_answers(store: &dyn UserStore) {
     store.ping().await.expect("ping");
+}
+
+async fn users_page_through_every_user_once_in_id_order(store: &dyn UserStore) {
+    let mut inserted = Vec::new();
+    for _ in 0..7 {
+        let user = new_user(&unique_email());
+        store.insert(&user).await.expect("insert");
+        inserted.push(user.id);
+    }
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store.users_page(after, 3).await.expect("users_page");
+        assert!(page.len() <= 3);
+        let Some(last) = page.last() else { break };
+        after = Some(last.id);
+        seen.extend(page.into_iter().map(|stored| stored.id));
+    }
+    let mut sorted = seen.clone();
+    sorted.sort_by_key(|id| id.to_string());
+    sorted.dedup();
+    assert_eq!(sorted.len(), seen.len(), "every user once");
+    for id in &inserted {
+        assert!(seen.contains(id), "{id} missing");
+    }
+}
+
+async fn a_normalised_email_can_be_changed_but_not_to_one_that_is_taken(store: &dyn UserStore) {
+    let first = new_user(&unique_email());
+    let second = new_user(&unique_email());
+    store.insert(&first).await.unwrap();
+    store.insert(&second).await.unwrap();
+    let moved = email(&unique_email());
+    store
+        .set_normalized_email(first.id, moved.normalized())
+        .await
+        .expect("a free identity");
+    let found = store.find_credentials(&moved).await.unwrap().unwrap();
+    assert_eq!(found.id, first.id);
+    let taken = store
+        .set_normalized_email(second.id, moved.normalized())
+        .await
+        .unwrap_err();
+    assert!(matches!(taken, StoreError::EmailTaken), "{taken:?}");
+    let still = store
+        .find_credentials(&second.email)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(still.id, second.id, "a refused change changes nothing");
+}
+
+async fn facts_are_created_once_and_swapped_only_from_their_current_value(store: &dyn UserStore) {
+    let name = format!("contract-{}", Uuid::new_v4().simple());
+    assert_eq!(store.fact(&name).await.unwrap(), None);
+    assert!(store.replace_fact(&name, None, "one").await.unwrap());
+    assert!(
+        !store.replace_fact(&name, None, "other").await.unwrap(),
+        "created once"
+    );
+    assert!(
+        !store
+            .replace_fact(&name, Some("wrong"), "two")
+            .await
+            .unwrap()
+    );
+    assert!(store.replace_fact(&name, Some("one"), "two").await.unwrap());
+    assert_eq!(store.fact(&name).await.unwrap().as_deref(), Some("two"));
+}
+
+async fn maintenance_steps_are_recorded_once(store: &dyn UserStore) {
+    let name = format!("contract-{}", Uuid::new_v4().simple());
+    assert!(!store.maintenance_done(&name).await.unwrap());
+    store.record_maintenance(&name, 1).await.unwrap();
+    store
+        .record_maintenance(&name, 2)
+        .await
+        .expect("recording again is fine");
+    assert!(store.maintenance_done(&name).await.unwrap());
 }
