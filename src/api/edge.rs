@@ -18,7 +18,7 @@ use tonic::{
 };
 
 use super::status;
-use crate::server::connections::ActivityRegistry;
+use crate::server::connections::{ActivityRegistry, CallInFlight};
 
 /// Applies [`Edge`] to a service.
 #[derive(Debug, Clone)]
@@ -80,13 +80,44 @@ where
         let call = self.inner.call(request);
         let timeout = self.timeout;
         Box::pin(async move {
-            let _in_flight = in_flight;
             match tokio::time::timeout(timeout, call).await {
-                Ok(Ok(response)) => Ok(rewrite(response)),
+                // The connection stays busy until the response body ends (a stream may last).
+                Ok(Ok(response)) => Ok(rewrite(response).map(|body| {
+                    Body::new(BusyUntilEnd {
+                        body,
+                        _in_flight: in_flight,
+                    })
+                })),
                 Ok(Err(error)) => Err(error),
                 Err(_) => Ok(status::deadline_exceeded(timeout).into_http()),
             }
         })
+    }
+}
+
+/// A response body that keeps its call marked in flight until it is dropped (after its end).
+struct BusyUntilEnd {
+    body: Body,
+    _in_flight: CallInFlight,
+}
+
+impl http_body::Body for BusyUntilEnd {
+    type Data = <Body as http_body::Body>::Data;
+    type Error = <Body as http_body::Body>::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
     }
 }
 

@@ -61,6 +61,9 @@ pub const DEFAULT_MAX_CONCURRENT_STREAMS: &str = "1024";
 /// Connections open at once; past it new ones are closed at once (each costs a descriptor, a
 /// task and HTTP/2 buffers).
 pub const DEFAULT_MAX_CONNECTIONS: &str = "10000";
+/// Connections open at once from one peer address: one host cannot take every slot. A gateway in
+/// front of authd needs far fewer (HTTP/2 multiplexes its calls).
+pub const DEFAULT_MAX_CONNECTIONS_PER_SOURCE: &str = "256";
 /// Time a new connection has to send the HTTP/2 preface.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: &str = "10s";
 /// Time a connection may stay open with no call in flight (clients reconnect transparently).
@@ -296,6 +299,10 @@ pub struct Config {
     /// Connections open at once; past it, new connections are closed as soon as accepted.
     #[arg(long, env = "AUTHD_MAX_CONNECTIONS", value_name = "AUTHD_MAX_CONNECTIONS", default_value = DEFAULT_MAX_CONNECTIONS)]
     pub max_connections: NonZeroUsize,
+
+    /// Connections open at once from one peer address.
+    #[arg(long, env = "AUTHD_MAX_CONNECTIONS_PER_SOURCE", value_name = "AUTHD_MAX_CONNECTIONS_PER_SOURCE", default_value = DEFAULT_MAX_CONNECTIONS_PER_SOURCE)]
+    pub max_connections_per_source: NonZeroUsize,
 
     /// Time a new connection has to send the HTTP/2 preface, from 100ms to 10s.
     #[arg(long, env = "AUTHD_HANDSHAKE_TIMEOUT", value_name = "AUTHD_HANDSHAKE_TIMEOUT", default_value = DEFAULT_HANDSHAKE_TIMEOUT, value_parser = duration_between(Duration::from_millis(100), Duration::from_secs(10)))]

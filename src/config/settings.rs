@@ -178,6 +178,7 @@ impl Config {
                 max_concurrent_streams: self.max_concurrent_streams.get(),
                 connections: crate::server::connections::ConnectionLimits {
                     max_connections: self.max_connections.get(),
+                    max_connections_per_source: self.max_connections_per_source.get(),
                     handshake_timeout: self.handshake_timeout,
                     idle_timeout: self.idle_timeout,
                 },

@@ -37,6 +37,9 @@ impl Email {
         if trimmed.chars().any(char::is_control) {
             return violation("must not contain control characters");
         }
+        if trimmed.chars().any(is_invisible_filler) {
+            return violation("must not contain invisible characters");
+        }
         // Compatibility forms (full-width letters and @) become the characters they stand for
         // before anything else looks at the address.
         let compatible: String = trimmed.nfkc().collect();
@@ -72,13 +75,55 @@ impl Email {
 /// lowercased. `None` when the domain is not a valid IDNA name.
 fn normalize(address: &str) -> Option<String> {
     let (local, domain) = address.rsplit_once('@')?;
-    let local: String = UniCase::new(local).to_folded_case().nfkc().collect();
-    let domain = if domain.starts_with('[') {
-        domain.to_ascii_lowercase()
+    let local = unquote(local);
+    let local: String = UniCase::new(&local).to_folded_case().nfkc().collect();
+    let domain = if let Some(literal) = domain.strip_prefix('[').and_then(|d| d.strip_suffix(']')) {
+        canonical_address_literal(literal)
     } else {
         idna::domain_to_ascii(domain).ok()?
     };
     Some(format!("{local}@{domain}"))
+}
+
+/// A quoted local part (`"eve"`, `"u\ma"`) as the characters it quotes, so that it is the same
+/// identity as the unquoted form.
+fn unquote(local: &str) -> std::borrow::Cow<'_, str> {
+    let Some(quoted) = local.strip_prefix('"').and_then(|l| l.strip_suffix('"')) else {
+        return local.into();
+    };
+    let mut plain = String::with_capacity(quoted.len());
+    let mut chars = quoted.chars();
+    while let Some(c) = chars.next() {
+        plain.extend(if c == '\\' { chars.next() } else { Some(c) });
+    }
+    plain.into()
+}
+
+/// An address literal in canonical form: `[IPv6:2001:db8:0:0:0:0:0:1]` is `[ipv6:2001:db8::1]`.
+fn canonical_address_literal(literal: &str) -> String {
+    let parsed = match literal.get(..5) {
+        Some(tag) if tag.eq_ignore_ascii_case("ipv6:") => literal[5..]
+            .parse::<std::net::Ipv6Addr>()
+            .ok()
+            .map(|v6| format!("ipv6:{v6}")),
+        _ => literal
+            .parse::<std::net::Ipv4Addr>()
+            .ok()
+            .map(|v4| v4.to_string()),
+    };
+    format!(
+        "[{}]",
+        parsed.unwrap_or_else(|| literal.to_ascii_lowercase())
+    )
+}
+
+/// Characters that render as nothing though they are letters (Hangul fillers, the Mongolian
+/// vowel separator, the Braille blank): a look-alike of another address.
+fn is_invisible_filler(c: char) -> bool {
+    matches!(
+        c,
+        '\u{115F}' | '\u{1160}' | '\u{3164}' | '\u{FFA0}' | '\u{180E}' | '\u{2800}'
+    )
 }
 
 impl std::fmt::Debug for Email {
@@ -143,9 +188,37 @@ mod tests {
     }
 
     #[test]
-    fn address_literals_are_only_lowercased() {
+    fn address_literals_are_in_canonical_form() {
         let literal = Email::parse("root@[192.0.2.1]").unwrap();
         assert_eq!(literal.normalized(), "root@[192.0.2.1]");
+        assert_eq!(
+            Email::parse("x@[IPv6:2001:db8:0:0:0:0:0:1]")
+                .unwrap()
+                .normalized(),
+            Email::parse("x@[ipv6:2001:DB8::1]").unwrap().normalized()
+        );
+    }
+
+    #[test]
+    fn quoted_local_parts_are_the_address_they_quote() {
+        for (quoted, plain) in [
+            ("\"eve\"@example.com", "eve@example.com"),
+            ("\"u\\ma\"@example.com", "uma@example.com"),
+        ] {
+            let (quoted, plain) = (Email::parse(quoted).unwrap(), Email::parse(plain).unwrap());
+            assert_eq!(quoted.normalized(), plain.normalized());
+        }
+    }
+
+    #[test]
+    fn invisible_fillers_are_refused() {
+        for raw in [
+            "al\u{3164}@example.com",
+            "al\u{FFA0}@example.com",
+            "\u{115F}al@example.com",
+        ] {
+            assert!(Email::parse(raw).is_err(), "{raw:?}");
+        }
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! The listener's side of connections: at most AUTHD_MAX_CONNECTIONS open at once (past that, a new
-//! connection is closed as soon as it is accepted), a client that has not sent the HTTP/2 preface
+//! The listener's side of connections: at most AUTHD_MAX_CONNECTIONS open at once, and at most
+//! AUTHD_MAX_CONNECTIONS_PER_SOURCE from one peer address (past either, a new connection is
+//! closed as soon as it is accepted), a client that has not sent the HTTP/2 preface
 //! within AUTHD_HANDSHAKE_TIMEOUT is disconnected, and so is one that has had no call in flight for
 //! AUTHD_IDLE_TIMEOUT. Without these, sockets that never speak held a task and a descriptor each
 //! for ever.
@@ -39,6 +40,8 @@ const PREFACE_BYTES: usize = 24;
 pub struct ConnectionLimits {
     /// Connections open at once.
     pub max_connections: usize,
+    /// Connections open at once from one peer address, so that one host cannot take every slot.
+    pub max_connections_per_source: usize,
     /// Time a new connection has to send the HTTP/2 preface.
     pub handshake_timeout: Duration,
     /// Time a connection may stay open without a call in flight.
@@ -115,9 +118,53 @@ impl ActivityRegistry {
         activity
     }
 
-    fn forget(&self, peer: SocketAddr) {
-        if let Ok(mut map) = self.0.lock() {
+    /// Forgets `activity`'s entry, unless a newer connection from the same address holds it.
+    fn forget(&self, peer: SocketAddr, activity: &Arc<Activity>) {
+        if let Ok(mut map) = self.0.lock()
+            && map
+                .get(&peer)
+                .is_some_and(|held| Arc::ptr_eq(held, activity))
+        {
             map.remove(&peer);
+        }
+    }
+}
+
+/// Open connections per peer address.
+#[derive(Debug, Clone, Default)]
+struct PerSource(Arc<Mutex<HashMap<std::net::IpAddr, usize>>>);
+
+impl PerSource {
+    /// A place for one more connection from `source`, if it has fewer than `max`.
+    fn take(&self, source: std::net::IpAddr, max: usize) -> Option<SourceSlot> {
+        let mut counts = self.0.lock().ok()?;
+        let count = counts.entry(source).or_insert(0);
+        if *count >= max {
+            return None;
+        }
+        *count += 1;
+        Some(SourceSlot {
+            counts: self.clone(),
+            source,
+        })
+    }
+}
+
+/// One connection's place in its source's count, given back when dropped.
+struct SourceSlot {
+    counts: PerSource,
+    source: std::net::IpAddr,
+}
+
+impl Drop for SourceSlot {
+    fn drop(&mut self) {
+        if let Ok(mut counts) = self.counts.0.lock()
+            && let Some(count) = counts.get_mut(&self.source)
+        {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&self.source);
+            }
         }
     }
 }
@@ -131,6 +178,7 @@ pub fn incoming(
 ) -> ReceiverStream<io::Result<LimitedConnection>> {
     let (accepted, stream) = mpsc::channel(64);
     let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let per_source = PerSource::default();
     tokio::spawn(async move {
         let mut refused = 0u64;
         loop {
@@ -146,6 +194,20 @@ pub fn incoming(
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
+            };
+            let Some(source_slot) = per_source.take(peer.ip(), limits.max_connections_per_source)
+            else {
+                refused += 1;
+                if refused.is_power_of_two() {
+                    tracing::warn!(
+                        refused,
+                        peer = %peer.ip(),
+                        max = limits.max_connections_per_source,
+                        "AUTHD_MAX_CONNECTIONS_PER_SOURCE reached: closing new connections"
+                    );
+                }
+                drop(stream);
+                continue;
             };
             let Ok(slot) = slots.clone().try_acquire_owned() else {
                 refused += 1;
@@ -165,6 +227,7 @@ pub fn incoming(
                 stream,
                 peer,
                 _slot: slot,
+                _source_slot: source_slot,
                 registry: registry.clone(),
                 activity,
                 preface_left: PREFACE_BYTES,
@@ -185,6 +248,7 @@ pub struct LimitedConnection {
     stream: TcpStream,
     peer: SocketAddr,
     _slot: OwnedSemaphorePermit,
+    _source_slot: SourceSlot,
     registry: ActivityRegistry,
     activity: Arc<Activity>,
     /// Preface bytes still expected; 0 once the handshake is done.
@@ -216,7 +280,7 @@ impl LimitedConnection {
 
 impl Drop for LimitedConnection {
     fn drop(&mut self) {
-        self.registry.forget(self.peer);
+        self.registry.forget(self.peer, &self.activity);
     }
 }
 

@@ -10,7 +10,7 @@ use std::sync::atomic::Ordering;
 use super::{AuthService, ServiceError};
 use crate::clock::UnixSeconds;
 
-/// The marker last seen in the revocation store.
+/// The marker last seen in the revocation store (followed by the store's scope).
 const MARKER_FACT: &str = "revocation-store-marker";
 /// Every access token issued before this second is refused.
 const CUTOFF_FACT: &str = "revocation-cutoff";
@@ -22,7 +22,13 @@ impl AuthService {
     /// loss raises the cut-off), then loads the cut-off. Run at start-up and every second.
     pub async fn watch_revocation_store(&self) -> Result<(), ServiceError> {
         let users = &self.parts.users;
-        let recorded = users.fact(MARKER_FACT).await?;
+        // One recorded marker per revocation store (a Redis key prefix is a store of its own),
+        // so that instances on two prefixes do not take each other's marker for a loss.
+        let marker_fact = format!(
+            "{MARKER_FACT}:{}",
+            self.parts.revocations.data_marker_scope()
+        );
+        let recorded = users.fact(&marker_fact).await?;
         let current = self.parts.revocations.data_marker().await?;
         match (recorded, current) {
             (Some(recorded), Some(current)) if recorded == current => {}
@@ -37,9 +43,12 @@ impl AuthService {
                             .await?
                     }
                 };
-                users.replace_fact(MARKER_FACT, None, &placed).await?;
+                users.replace_fact(&marker_fact, None, &placed).await?;
             }
-            (Some(recorded), _) => self.revocation_store_lost_its_data(&recorded).await?,
+            (Some(recorded), _) => {
+                self.revocation_store_lost_its_data(&marker_fact, &recorded)
+                    .await?
+            }
         }
         self.load_revocation_cutoff().await
     }
@@ -54,10 +63,18 @@ impl AuthService {
         self.revocation_store_losses.load(Ordering::Relaxed)
     }
 
-    async fn revocation_store_lost_its_data(&self, recorded: &str) -> Result<(), ServiceError> {
-        let now = self.parts.clock.now();
+    async fn revocation_store_lost_its_data(
+        &self,
+        marker_fact: &str,
+        recorded: &str,
+    ) -> Result<(), ServiceError> {
+        // JWT times are whole seconds: a token issued (and revoked) earlier in this very second
+        // must fall before the cut-off too, so it is the next second. Tokens issued from now on
+        // carry the cut-off as `iat` (`start_session`).
+        let cutoff = self.parts.clock.now().saturating_add(1);
         // The cut-off first: there is never a moment with a new marker and no cut-off.
-        self.raise_revocation_cutoff(now).await?;
+        self.raise_revocation_cutoff(cutoff).await?;
+        self.load_revocation_cutoff().await?;
         let placed = self
             .parts
             .revocations
@@ -66,12 +83,12 @@ impl AuthService {
         if self
             .parts
             .users
-            .replace_fact(MARKER_FACT, Some(recorded), &placed)
+            .replace_fact(marker_fact, Some(recorded), &placed)
             .await?
         {
             self.revocation_store_losses.fetch_add(1, Ordering::Relaxed);
             tracing::error!(
-                cutoff = now,
+                cutoff,
                 "the revocation store lost its data (Redis restarted without persistence, or was \
                  flushed): every access token issued before the cut-off is refused from now on; \
                  users sign in again"

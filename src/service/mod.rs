@@ -102,10 +102,14 @@ impl AuthService {
 
     /// Issues an access token for `user_id`, now.
     fn start_session(&self, user_id: UserId) -> Result<Session, ServiceError> {
+        // Never issue a token the revocation cut-off would refuse: within the cut-off's own
+        // second (JWT times are whole seconds), `iat` is the cut-off, a fraction of a second
+        // ahead, well inside the clock leeway.
+        let issued_at = self.parts.clock.now().max(self.revocation_cutoff());
         let token = self
             .parts
             .tokens
-            .issue(user_id, self.parts.clock.now())
+            .issue(user_id, issued_at)
             .map_err(ServiceError::Unexpected)?;
         Ok(Session {
             user_id,

@@ -148,6 +148,10 @@ impl RevocationStore for MirroredRevocations {
         self.redis.place_data_marker(marker).await
     }
 
+    fn data_marker_scope(&self) -> String {
+        self.redis.data_marker_scope()
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         self.redis.ping().await
     }

@@ -149,6 +149,9 @@ pub trait RevocationStore: Send + Sync + 'static {
     async fn data_marker(&self) -> Result<Option<String>, StoreError>;
     /// Puts `marker` in place unless one already is; the marker in place afterwards.
     async fn place_data_marker(&self, marker: &str) -> Result<String, StoreError>;
+    /// What distinguishes this store from others sharing the user database (Redis: the key
+    /// prefix), so that each has its marker recorded apart.
+    fn data_marker_scope(&self) -> String;
     /// Checks that the back end answers.
     async fn ping(&self) -> Result<(), StoreError>;
     /// A short name for logs ("redis", "postgres", "sqlite").

@@ -93,3 +93,45 @@ async fn a_connection_with_no_call_is_closed_after_the_idle_timeout_and_a_busy_o
         "an idle connection is closed after the idle timeout, not before: {closed:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_stream_keeps_its_connection_busy() {
+    use tokio_stream::StreamExt as _;
+    use tonic_health::pb::HealthCheckRequest;
+    let state = TestState::new(Backend::Embedded).await;
+    let app = state.app().arg("--idle-timeout=1s").start().await;
+    let watcher = TestApp::connect(app.address).await;
+    let mut updates = watcher
+        .health
+        .clone()
+        .watch(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .expect("watch starts")
+        .into_inner();
+    // The first update arrives at once; then the stream stays open, with nothing to say, past
+    // the idle timeout: it must not be cut.
+    updates.next().await.unwrap().unwrap();
+    let quiet = tokio::time::timeout(Duration::from_millis(2500), updates.next()).await;
+    assert!(quiet.is_err(), "the stream ended or failed: {quiet:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_source_cannot_take_more_than_its_share_of_connections() {
+    let state = TestState::new(Backend::Embedded).await;
+    let app = state
+        .app()
+        .arg("--max-connections-per-source=2")
+        .start()
+        .await;
+    app.new_user().await;
+    let _held: Vec<_> = futures_connect(app.address, 1).await;
+    let mut refused = TcpStream::connect(app.address).await.unwrap();
+    let closed = closed_within(&mut refused, Duration::from_secs(2)).await;
+    assert!(
+        closed.is_some_and(|after| after < Duration::from_secs(1)),
+        "a third connection from one address must be closed at once: {closed:?}"
+    );
+    app.new_user().await;
+}

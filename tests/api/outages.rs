@@ -341,3 +341,19 @@ async fn a_revocation_store_that_lost_its_data_brings_no_revoked_token_back() {
     a.verify(&fresh).await.unwrap();
     b.verify(&fresh).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_on_two_redis_prefixes_of_one_database_do_not_see_each_other_as_a_loss() {
+    let state = TestState::new(Backend::Postgres).await;
+    let a = state.app().start().await;
+    let b = state
+        .app()
+        .redis_prefix(format!("{}other:", state.redis_prefix))
+        .start()
+        .await;
+    let (_, _, token) = a.new_user().await;
+    // Several watch rounds later, nobody has cut every token off.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    a.verify(&token).await.expect("no cut-off on A");
+    b.verify(&token).await.expect("no cut-off on B");
+}

@@ -143,6 +143,7 @@ impl TestState {
             state: self,
             database_url,
             redis_url,
+            redis_prefix: self.redis_prefix.clone(),
             extra: Vec::new(),
             clock: Arc::new(SystemClock),
         }
@@ -178,6 +179,7 @@ pub struct AppBuilder<'a> {
     state: &'a TestState,
     database_url: Option<String>,
     redis_url: Option<String>,
+    redis_prefix: String,
     extra: Vec<String>,
     clock: Arc<dyn Clock>,
 }
@@ -207,6 +209,12 @@ impl AppBuilder<'_> {
         self
     }
 
+    /// Another Redis key prefix than the state's.
+    pub fn redis_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.redis_prefix = prefix.into();
+        self
+    }
+
     /// Time from `clock` instead of the system clock.
     pub fn clock(mut self, clock: Arc<ManualClock>) -> Self {
         self.clock = clock;
@@ -219,7 +227,7 @@ impl AppBuilder<'_> {
             "authd".to_owned(),
             "--listen-addr=127.0.0.1:0".to_owned(),
             format!("--data-dir={}", self.state.data_dir.path().display()),
-            format!("--redis-key-prefix={}", self.state.redis_prefix),
+            format!("--redis-key-prefix={}", self.redis_prefix),
         ];
         args.extend(
             self.database_url

@@ -73,12 +73,16 @@ impl RedisStore {
         for policy in self.eviction_policies().await {
             match policy {
                 EvictionPolicy::Evicting { node, policy } if !self.eviction.allowed => {
-                    tracing::error!(
-                        %node,
-                        policy,
-                        "Redis evicts keys after a reconnect (maxmemory-policy {policy}): revoked \
-                         tokens could verify again; set maxmemory-policy noeviction"
-                    );
+                    // Look again at every ping until it is safe: health stays NOT_SERVING.
+                    self.eviction.recheck.store(true, Ordering::Release);
+                    if !self.eviction.reported.swap(true, Ordering::AcqRel) {
+                        tracing::error!(
+                            %node,
+                            policy,
+                            "Redis now evicts keys (maxmemory-policy {policy}): revoked tokens \
+                             could verify again; set maxmemory-policy noeviction"
+                        );
+                    }
                     return Err(StoreError::Unavailable {
                         backend: BACKEND,
                         cause: anyhow::anyhow!("maxmemory-policy {policy} on {node} evicts keys"),
@@ -97,6 +101,7 @@ impl RedisStore {
             }
         }
         self.eviction.recheck.store(false, Ordering::Release);
+        self.eviction.reported.store(false, Ordering::Release);
         Ok(())
     }
 }

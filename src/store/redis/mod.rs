@@ -147,6 +147,8 @@ struct EvictionCheck {
     allowed: bool,
     /// Set when a call failed: the next answer comes from a new connection, look then.
     recheck: AtomicBool,
+    /// Whether an evicting policy has been reported (logged once until it is safe again).
+    reported: AtomicBool,
     /// When the policy was last read (ms since `since`): reconnects the connection manager
     /// makes by itself are not seen, so the policy is also read again every so often.
     last_checked_ms: std::sync::atomic::AtomicU64,
@@ -209,6 +211,7 @@ impl RedisStore {
             eviction: Arc::new(EvictionCheck {
                 allowed: allow_eviction,
                 recheck: AtomicBool::new(false),
+                reported: AtomicBool::new(false),
                 last_checked_ms: std::sync::atomic::AtomicU64::new(0),
                 since: std::time::Instant::now(),
             }),

@@ -144,6 +144,10 @@ impl RevocationStore for RedisStore {
         Ok(placed)
     }
 
+    fn data_marker_scope(&self) -> String {
+        format!("redis:{}", self.prefix)
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         RedisStore::ping(self).await
     }

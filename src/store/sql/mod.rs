@@ -300,6 +300,10 @@ impl RevocationStore for SqlStore {
         Ok(DURABLE_MARKER.to_owned())
     }
 
+    fn data_marker_scope(&self) -> String {
+        DURABLE_MARKER.to_owned()
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         UserStore::ping(self).await
     }
