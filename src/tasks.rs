@@ -19,14 +19,11 @@ pub const DATA_LOSS_WATCH_INTERVAL: Duration = Duration::from_secs(1);
 /// raised, every second (`service/data_loss.rs`).
 pub fn watch_revocation_store(
     service: Arc<AuthService>,
-    mut stopped: watch::Receiver<bool>,
+    stopped: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep(DATA_LOSS_WATCH_INTERVAL) => {}
-                _ = stopped.changed() => return,
-            }
+    every(DATA_LOSS_WATCH_INTERVAL, stopped, move || {
+        let service = service.clone();
+        async move {
             if let Err(error) = service.watch_revocation_store().await {
                 // An unreachable back end is reported by health; the watch resumes with it.
                 tracing::debug!(
@@ -40,16 +37,10 @@ pub fn watch_revocation_store(
 
 /// Purges expired revocation entries and forgotten login-failure counts once a minute (a no-op
 /// where Redis expires its own).
-pub fn purge_expired(
-    service: Arc<AuthService>,
-    mut stopped: watch::Receiver<bool>,
-) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep(PURGE_INTERVAL) => {}
-                _ = stopped.changed() => return,
-            }
+pub fn purge_expired(service: Arc<AuthService>, stopped: watch::Receiver<bool>) -> JoinHandle<()> {
+    every(PURGE_INTERVAL, stopped, move || {
+        let service = service.clone();
+        async move {
             log_purge(
                 "expired revocations",
                 service.purge_expired_revocations().await,
@@ -58,6 +49,23 @@ pub fn purge_expired(
                 "forgotten login-failure counts",
                 service.purge_expired_throttle_counts().await,
             );
+        }
+    })
+}
+
+/// Runs `work` every `interval` on a task of its own until `stopped` flips.
+fn every<F, Fut>(interval: Duration, mut stopped: watch::Receiver<bool>, work: F) -> JoinHandle<()>
+where
+    F: Fn() -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send,
+{
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(interval) => {}
+                _ = stopped.changed() => return,
+            }
+            work().await;
         }
     })
 }

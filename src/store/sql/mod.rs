@@ -1,10 +1,12 @@
 //! The SQL store: users, and revocations and throttle counts when no Redis is configured, in
-//! Postgres or SQLite. One implementation for both: the statements are shared, and `run!` runs
+//! Postgres or SQLite. One implementation for both: the statements are shared
+//! (`statements.rs`), and `run!` runs
 //! each on whichever pool this is, with `dialect` naming that database's UUID encoding
 //! (everything that differs lives in `dialect.rs`). Every call is bounded and its sqlx error
 //! classified in one place.
 
 mod dialect;
+mod statements;
 
 pub use dialect::DatabaseLocation;
 
@@ -12,7 +14,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use self::dialect::Pool;
+use self::{dialect::Pool, statements::*};
 use super::{
     Counter, NewUser, RevocationStore, StoreError, StoredCredentials, StoredEmail, ThrottleStore,
     UserStore, bounded,
@@ -26,46 +28,6 @@ use crate::{
 pub const SQL_TIMEOUT: Duration = Duration::from_secs(3);
 
 const BACKEND: &str = "database";
-
-const INSERT_USER: &str = "INSERT INTO users (id, email, email_normalized, username, password_hash) \
-     VALUES ($1, $2, $3, $4, $5)";
-const FIND_CREDENTIALS: &str = "SELECT id, password_hash FROM users WHERE email_normalized = $1";
-const PING: &str = "SELECT 1";
-const USERS_FIRST_PAGE: &str = "SELECT id, email, email_normalized FROM users ORDER BY id LIMIT $1";
-const USERS_PAGE_AFTER: &str =
-    "SELECT id, email, email_normalized FROM users WHERE id > $1 ORDER BY id LIMIT $2";
-const SET_NORMALIZED_EMAIL: &str = "UPDATE users SET email_normalized = $2 WHERE id = $1";
-const FACT: &str = "SELECT value FROM facts WHERE name = $1";
-const CREATE_FACT: &str =
-    "INSERT INTO facts (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING";
-const SWAP_FACT: &str = "UPDATE facts SET value = $3 WHERE name = $1 AND value = $2";
-/// What a SQL revocation store answers as its data marker: its revocations live in the user
-/// database, which does not lose them on its own.
-const DURABLE_MARKER: &str = "sql";
-const MAINTENANCE_DONE: &str = "SELECT 1 FROM maintenance WHERE name = $1";
-const RECORD_MAINTENANCE: &str = "INSERT INTO maintenance (name, done_at_ms) VALUES ($1, $2) \
-     ON CONFLICT (name) DO NOTHING";
-/// Revoking twice keeps the later expiry (a CASE, since Postgres has GREATEST and SQLite MAX).
-const REVOKE: &str = "INSERT INTO revoked_tokens (jti, expires_at) VALUES ($1, $2) \
-     ON CONFLICT (jti) DO UPDATE SET expires_at = CASE \
-       WHEN revoked_tokens.expires_at > excluded.expires_at THEN revoked_tokens.expires_at \
-       ELSE excluded.expires_at END";
-const IS_REVOKED: &str = "SELECT 1 FROM revoked_tokens WHERE jti = $1 AND expires_at >= $2";
-const PURGE_REVOKED: &str = "DELETE FROM revoked_tokens WHERE expires_at < $1";
-const LOAD_COUNTER: &str = "SELECT failures, until_ms, expires_at_ms FROM login_failures \
-     WHERE key = $1 AND expires_at_ms > $2";
-/// Creates the counter, or replaces one that has expired at $5 (a live one stays: 0 rows).
-const CREATE_COUNTER: &str = "INSERT INTO login_failures (key, failures, until_ms, expires_at_ms) \
-     VALUES ($1, $2, $3, $4) \
-     ON CONFLICT (key) DO UPDATE SET failures = excluded.failures, until_ms = excluded.until_ms, \
-       expires_at_ms = excluded.expires_at_ms \
-     WHERE login_failures.expires_at_ms <= $5";
-/// Replaces the counter only if it is still the expected one ($5..$7) and live at $8.
-const SWAP_COUNTER: &str = "UPDATE login_failures SET failures = $2, until_ms = $3, expires_at_ms = $4 \
-     WHERE key = $1 AND failures = $5 AND until_ms = $6 AND expires_at_ms = $7 \
-       AND expires_at_ms > $8";
-const CLEAR_FAILURES: &str = "DELETE FROM login_failures WHERE key = $1";
-const PURGE_FAILURES: &str = "DELETE FROM login_failures WHERE expires_at_ms <= $1";
 
 /// The SQL store; cheap to clone (a pool handle).
 #[derive(Debug, Clone)]
