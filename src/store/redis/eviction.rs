@@ -39,12 +39,23 @@ pub enum EvictionPolicy {
 }
 
 impl RedisStore {
-    /// The `maxmemory-policy` of every configured node, each asked over its own connection.
+    /// The `maxmemory-policy` of every configured node: a single server over the store's own
+    /// connection, each seed of a cluster over a connection of its own (a cluster connection
+    /// would answer from whichever node it picks).
     pub async fn eviction_policies(&self) -> Vec<EvictionPolicy> {
         let mut policies = Vec::new();
         for url in self.nodes.iter() {
             let node = redact_url(url);
-            policies.push(match read_policy(url).await {
+            let policy = if self.is_cluster() {
+                read_policy(url).await
+            } else {
+                self.query(REDIS_TIMEOUT, async |connection| {
+                    config_get_policy().query_async(connection).await
+                })
+                .await
+                .and_then(policy_from_reply)
+            };
+            policies.push(match policy {
                 Ok(policy) if policy == SAFE_POLICY => EvictionPolicy::Safe,
                 Ok(policy) => EvictionPolicy::Evicting { node, policy },
                 Err(error) => EvictionPolicy::Unknown {
@@ -123,17 +134,25 @@ async fn read_policy(url: &str) -> Result<String, StoreError> {
             .get_multiplexed_async_connection()
             .await
             .map_err(redis_error)?;
-        let reply: Vec<String> = redis::cmd("CONFIG")
-            .arg("GET")
-            .arg("maxmemory-policy")
+        let reply = config_get_policy()
             .query_async(&mut connection)
             .await
             .map_err(redis_error)?;
-        reply.get(1).cloned().ok_or_else(|| {
-            StoreError::unexpected(anyhow::anyhow!(
-                "CONFIG GET maxmemory-policy answered nothing"
-            ))
-        })
+        policy_from_reply(reply)
     })
     .await
+}
+
+fn config_get_policy() -> redis::Cmd {
+    let mut command = redis::cmd("CONFIG");
+    command.arg("GET").arg("maxmemory-policy");
+    command
+}
+
+fn policy_from_reply(reply: Vec<String>) -> Result<String, StoreError> {
+    reply.get(1).cloned().ok_or_else(|| {
+        StoreError::unexpected(anyhow::anyhow!(
+            "CONFIG GET maxmemory-policy answered nothing"
+        ))
+    })
 }
