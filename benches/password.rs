@@ -11,7 +11,7 @@ use std::{hint::black_box, time::Duration};
 
 use authd::{
     domain::Password,
-    hashing::{HashingLimits, PasswordHasher},
+    hashing::{HashingLimits, PasswordHasher, PasswordParams},
 };
 use criterion::{Criterion, criterion_group, criterion_main};
 
@@ -23,10 +23,13 @@ fn password_benches(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
         .expect("tokio runtime");
-    let hasher = PasswordHasher::new(HashingLimits {
-        concurrency: 1,
-        queue: 8,
-    })
+    let hasher = PasswordHasher::new(
+        HashingLimits {
+            concurrency: 1,
+            queue: 8,
+        },
+        PasswordParams::default(),
+    )
     .expect("password hasher");
     let password = Password::parse_new("correct horse battery staple").expect("password");
     let stored = runtime

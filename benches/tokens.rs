@@ -10,7 +10,7 @@ use std::{hint::black_box, time::Duration};
 
 use authd::{
     clock::UnixSeconds,
-    domain::{AccessToken, UserId},
+    domain::{AccessToken, SessionId, UserId},
     tokens::{
         DEFAULT_VERIFY_CACHE_ENTRIES as DEFAULT_CAPACITY, SigningKeyMaterial, TokenAuthority,
         VerifiedTokenCache,
@@ -57,7 +57,7 @@ fn authorities() -> [(&'static str, TokenAuthority); 2] {
 
 fn issue(authority: &TokenAuthority) -> AccessToken {
     authority
-        .issue(UserId::generate(), NOW)
+        .issue(UserId::generate(), SessionId::generate(), NOW)
         .expect("issue")
         .token
 }
@@ -81,7 +81,13 @@ fn token_benches(c: &mut Criterion) {
     let mut group = c.benchmark_group("token_issue");
     for (name, authority) in &authorities {
         group.bench_function(BenchmarkId::from_parameter(name), |b| {
-            b.iter(|| authority.issue(black_box(UserId::generate()), black_box(NOW)))
+            b.iter(|| {
+                authority.issue(
+                    black_box(UserId::generate()),
+                    SessionId::generate(),
+                    black_box(NOW),
+                )
+            })
         });
     }
     group.finish();

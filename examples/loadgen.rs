@@ -29,6 +29,9 @@ enum Rpc {
     Register,
     /// 95% Verify, 4% Login, 1% Logout of a fresh token.
     Mixed,
+    /// Each worker refreshes its own session over and over (one rotation chain per worker, so
+    /// `--users` must be at least `--concurrency`).
+    Refresh,
     Health,
 }
 
@@ -70,8 +73,8 @@ const PASSWORD: &str = "loadgen correct horse battery staple";
 /// What the workers share: connections and the prepared users.
 struct Fixture {
     channels: Vec<Channel>,
-    /// (email, token)
-    users: Vec<(String, String)>,
+    /// (email, access token, refresh token)
+    users: Vec<(String, String, String)>,
     run_id: String,
 }
 
@@ -138,6 +141,9 @@ async fn main() -> anyhow::Result<()> {
             fixture.users.len(),
             started.elapsed().as_secs_f64()
         );
+    }
+    if args.rpc == Rpc::Refresh && fixture.users.len() < args.concurrency {
+        anyhow::bail!("--rpc refresh needs --users >= --concurrency (one session per worker)");
     }
     let fixture = Arc::new(fixture);
     println!(
@@ -208,7 +214,7 @@ async fn register_users(
     fixture: &Fixture,
     count: usize,
     concurrency: usize,
-) -> anyhow::Result<Vec<(String, String)>> {
+) -> anyhow::Result<Vec<(String, String, String)>> {
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut workers = Vec::new();
     for worker in 0..concurrency.max(1) {
@@ -239,7 +245,8 @@ async fn register_users(
                         Err(status) => return Err(status),
                     }
                 };
-                users.push((email, response.tokens.unwrap_or_default().access_token));
+                let tokens = response.tokens.unwrap_or_default();
+                users.push((email, tokens.access_token, tokens.refresh_token));
             }
         }));
     }
@@ -265,8 +272,9 @@ async fn run_phase(
         let fixture = fixture.clone();
         flooders.push(tokio::spawn(async move {
             let mut outcome = Outcome::default();
+            let mut refresh = String::new();
             while Instant::now() < deadline {
-                let _ = call(&fixture, Rpc::Login, worker, &mut outcome).await;
+                let _ = call(&fixture, Rpc::Login, worker, &mut outcome, &mut refresh).await;
             }
         }));
     }
@@ -277,9 +285,15 @@ async fn run_phase(
         workers.push(tokio::spawn(async move {
             let mut outcome = Outcome::default();
             let mut iteration = worker;
+            // Refresh: this worker's own rotation chain.
+            let mut refresh = fixture
+                .users
+                .get(worker)
+                .map(|user| user.2.clone())
+                .unwrap_or_default();
             while Instant::now() < deadline {
                 let call_started = Instant::now();
-                if call(&fixture, rpc, iteration, &mut outcome).await {
+                if call(&fixture, rpc, iteration, &mut outcome, &mut refresh).await {
                     outcome.latencies.push(call_started.elapsed());
                 }
                 iteration += concurrency;
@@ -303,8 +317,15 @@ async fn run_phase(
     total
 }
 
-/// One call; true when it succeeded (errors are counted by code).
-async fn call(fixture: &Fixture, rpc: Rpc, iteration: usize, outcome: &mut Outcome) -> bool {
+/// One call; true when it succeeded (errors are counted by code). `refresh` is the calling
+/// worker's current refresh token (Refresh replaces it).
+async fn call(
+    fixture: &Fixture,
+    rpc: Rpc,
+    iteration: usize,
+    outcome: &mut Outcome,
+    refresh: &mut String,
+) -> bool {
     let channel = fixture.channels[iteration % fixture.channels.len()].clone();
     let user = |i: usize| &fixture.users[i % fixture.users.len().max(1)];
     let mut client = AuthServiceClient::new(channel.clone());
@@ -321,6 +342,18 @@ async fn call(fixture: &Fixture, rpc: Rpc, iteration: usize, outcome: &mut Outco
             })
             .await
             .map(drop),
+        Rpc::Refresh => client
+            .refresh(pb::RefreshRequest {
+                refresh_token: refresh.clone(),
+            })
+            .await
+            .map(|response| {
+                *refresh = response
+                    .into_inner()
+                    .tokens
+                    .unwrap_or_default()
+                    .refresh_token;
+            }),
         Rpc::Login => client
             .login(pb::LoginRequest {
                 email: user(iteration).0.clone(),
@@ -367,6 +400,7 @@ async fn call(fixture: &Fixture, rpc: Rpc, iteration: usize, outcome: &mut Outco
                         client
                             .logout(pb::LogoutRequest {
                                 access_token: token,
+                                refresh_token: String::new(),
                             })
                             .await
                             .map(drop)

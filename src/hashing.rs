@@ -1,17 +1,25 @@
-//! Password hashing: argon2id with OWASP's parameters on a dedicated pool of threads — one per
+//! Password hashing: argon2id on a dedicated pool of threads — one per
 //! core by default, SCHED_BATCH at niceness 19 — fed by two bounded queues, verifications (Login)
 //! before new hashes (Register). Past its queue, a request is shed at once (`Overloaded`), so a
 //! flood costs bounded memory, a registration flood cannot take Login's places, and Verify, which
 //! runs on the async workers at normal priority, never waits behind argon2.
 //!
-//! Each hashing thread owns one argon2 memory buffer (19 MiB) for its whole life. Allocating it per
-//! hash, as `Argon2::hash_password` does, costs thousands of page faults per hash and, with glibc,
-//! grows the heap by about 19 MiB per hash (64-byte-aligned allocations of that size are not
-//! reused); the pool's memory is therefore exactly threads × 19 MiB.
+//! New hashes use the configured [`PasswordParams`] (OWASP's m=19 MiB, t=2, p=1 by default), which
+//! must meet one of OWASP's minimums ([`OWASP_MINIMUM_PARAMS`]) and stay within the ceiling below.
+//! A stored hash made with other parameters still verifies; [`PasswordHasher::needs_rehash`] tells
+//! the caller to hash the password again, and [`PasswordHasher::verify_keeping`] hands the password
+//! back for that.
+//!
+//! Each hashing thread owns one argon2 memory buffer (the configured memory, 19 MiB by default) for
+//! its whole life. Allocating it per hash, as `Argon2::hash_password` does, costs thousands of page
+//! faults per hash and, with glibc, grows the heap by about that much per hash (64-byte-aligned
+//! allocations of that size are not reused); the pool's memory is therefore exactly threads × the
+//! configured memory.
 //!
 //! A stored hash is refused before verifying if it is not argon2id or names parameters above the
 //! ceiling: the argon2 crate verifies with whatever parameters the stored string names, so a
-//! tampered row could otherwise make one Login allocate gigabytes.
+//! tampered row could otherwise make one Login allocate gigabytes. The configured parameters must
+//! stay within the same ceiling, so that every hash authd makes it can verify.
 
 use std::sync::Arc;
 
@@ -24,7 +32,7 @@ use tokio::sync::oneshot;
 
 use crate::domain::{Password, PasswordHashString};
 
-/// OWASP Password Storage Cheat Sheet: argon2id, m=19 MiB, t=2, p=1.
+/// Default parameters, OWASP Password Storage Cheat Sheet: argon2id, m=19 MiB, t=2, p=1.
 pub const DEFAULT_M_COST_KIB: u32 = Params::DEFAULT_M_COST;
 /// See [`DEFAULT_M_COST_KIB`].
 pub const DEFAULT_T_COST: u32 = Params::DEFAULT_T_COST;
@@ -36,6 +44,18 @@ pub const MAX_M_COST_KIB: u32 = 64 * 1024;
 pub const MAX_T_COST: u32 = 8;
 /// … and at most 4 lanes.
 pub const MAX_P_COST: u32 = 4;
+/// OWASP Password Storage Cheat Sheet: the argon2id configurations of equal strength it lists as
+/// minimums (p=1 each). Configured parameters must have at least the memory and the iterations of
+/// one of them (and p ≥ 1).
+pub const OWASP_MINIMUM_PARAMS: [PasswordParams; 5] = [
+    PasswordParams::minimum(47_104, 1),
+    PasswordParams::minimum(19_456, 2),
+    PasswordParams::minimum(12_288, 3),
+    PasswordParams::minimum(9_216, 4),
+    PasswordParams::minimum(7_168, 5),
+];
+/// Length of the hash output authd writes, in bytes.
+const OUTPUT_LEN: usize = Params::DEFAULT_OUTPUT_LEN;
 /// Niceness of hashing threads where SCHED_IDLE is not available.
 const HASHING_THREAD_NICENESS: i32 = 19;
 
@@ -65,8 +85,187 @@ pub struct HashingLimits {
     /// Hashing threads (default: one per core).
     pub concurrency: usize,
     /// Hashes that may wait for a thread before new ones are shed (AUTHD_HASH_QUEUE). Each
-    /// waiting request holds a few hundred bytes; only running hashes hold argon2's 19 MiB.
+    /// waiting request holds a few hundred bytes; only running hashes hold argon2's memory.
     pub queue: usize,
+}
+
+/// The argon2id parameters new hashes are made with: at least one of [`OWASP_MINIMUM_PARAMS`], at
+/// most the ceiling for stored hashes. Only [`PasswordParams::new`] makes one, so an out-of-range
+/// configuration cannot reach the hasher.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PasswordParams {
+    memory_kib: u32,
+    iterations: u32,
+    parallelism: u32,
+}
+
+/// One of the three argon2 parameters, to say which one was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PasswordParameter {
+    /// Memory, in KiB (argon2's m).
+    MemoryKib,
+    /// Passes over the memory (argon2's t).
+    Iterations,
+    /// Lanes (argon2's p).
+    Parallelism,
+}
+
+/// Why [`PasswordParams::new`] refused; [`PasswordParamsError::parameter`] names the one to change.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PasswordParamsError {
+    /// Less memory than OWASP asks for with this many iterations.
+    #[error(
+        "{memory_kib} KiB with {iterations} iteration(s) is below OWASP's minimum for argon2id, \
+         {minimum_kib} KiB (OWASP's minimums, p=1: {})",
+        owasp_minimums_listed()
+    )]
+    BelowFloor {
+        /// The memory asked for.
+        memory_kib: u32,
+        /// The iterations asked for.
+        iterations: u32,
+        /// The least memory OWASP accepts with that many iterations.
+        minimum_kib: u32,
+    },
+    /// More than verification accepts for a stored hash.
+    #[error("{value} is above {ceiling}, the most verification accepts for stored hashes")]
+    AboveCeiling {
+        /// Which parameter.
+        parameter: PasswordParameter,
+        /// The value asked for.
+        value: u32,
+        /// The ceiling.
+        ceiling: u32,
+    },
+    /// Zero iterations or lanes.
+    #[error("must be at least 1")]
+    Zero {
+        /// Which parameter.
+        parameter: PasswordParameter,
+    },
+}
+
+impl PasswordParamsError {
+    /// The parameter to change (memory, for a configuration below OWASP's minimums).
+    pub fn parameter(&self) -> PasswordParameter {
+        match self {
+            Self::BelowFloor { .. } => PasswordParameter::MemoryKib,
+            Self::AboveCeiling { parameter, .. } | Self::Zero { parameter } => *parameter,
+        }
+    }
+}
+
+impl PasswordParams {
+    /// OWASP's recommendation: m=19456 KiB, t=2, p=1.
+    pub const DEFAULT: Self = Self {
+        memory_kib: DEFAULT_M_COST_KIB,
+        iterations: DEFAULT_T_COST,
+        parallelism: DEFAULT_P_COST,
+    };
+
+    /// Parameters with at least the memory and iterations of one of [`OWASP_MINIMUM_PARAMS`], at
+    /// least one lane, and none above the ceiling for stored hashes.
+    pub fn new(
+        memory_kib: u32,
+        iterations: u32,
+        parallelism: u32,
+    ) -> Result<Self, PasswordParamsError> {
+        for (parameter, value) in [
+            (PasswordParameter::Iterations, iterations),
+            (PasswordParameter::Parallelism, parallelism),
+        ] {
+            if value == 0 {
+                return Err(PasswordParamsError::Zero { parameter });
+            }
+        }
+        for (parameter, value, ceiling) in [
+            (PasswordParameter::MemoryKib, memory_kib, MAX_M_COST_KIB),
+            (PasswordParameter::Iterations, iterations, MAX_T_COST),
+            (PasswordParameter::Parallelism, parallelism, MAX_P_COST),
+        ] {
+            if value > ceiling {
+                return Err(PasswordParamsError::AboveCeiling {
+                    parameter,
+                    value,
+                    ceiling,
+                });
+            }
+        }
+        // Iterations ≥ 1 here, and OWASP lists t=1, so there is always a minimum.
+        let minimum_kib = OWASP_MINIMUM_PARAMS
+            .iter()
+            .filter(|floor| floor.iterations <= iterations)
+            .map(|floor| floor.memory_kib)
+            .min()
+            .unwrap_or(u32::MAX);
+        if memory_kib < minimum_kib {
+            return Err(PasswordParamsError::BelowFloor {
+                memory_kib,
+                iterations,
+                minimum_kib,
+            });
+        }
+        Ok(Self {
+            memory_kib,
+            iterations,
+            parallelism,
+        })
+    }
+
+    /// One of OWASP's minimums, p=1 (for [`OWASP_MINIMUM_PARAMS`]).
+    const fn minimum(memory_kib: u32, iterations: u32) -> Self {
+        Self {
+            memory_kib,
+            iterations,
+            parallelism: 1,
+        }
+    }
+
+    /// Memory per hash, in KiB (argon2's m).
+    pub const fn memory_kib(&self) -> u32 {
+        self.memory_kib
+    }
+
+    /// Passes over the memory (argon2's t).
+    pub const fn iterations(&self) -> u32 {
+        self.iterations
+    }
+
+    /// Lanes (argon2's p).
+    pub const fn parallelism(&self) -> u32 {
+        self.parallelism
+    }
+
+    /// The argon2 crate's parameters.
+    fn argon2_params(&self) -> Result<Params, HashError> {
+        Params::new(self.memory_kib, self.iterations, self.parallelism, None)
+            .map_err(HashError::unexpected)
+    }
+}
+
+impl Default for PasswordParams {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
+
+impl std::fmt::Display for PasswordParams {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "m={} t={} p={}",
+            self.memory_kib, self.iterations, self.parallelism
+        )
+    }
+}
+
+/// "m=47104 t=1, m=19456 t=2, …", for messages.
+fn owasp_minimums_listed() -> String {
+    OWASP_MINIMUM_PARAMS
+        .iter()
+        .map(|floor| format!("m={} t={}", floor.memory_kib, floor.iterations))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Work for a hashing thread, given that thread's argon2 memory.
@@ -114,6 +313,7 @@ impl ArgonMemory {
 /// when the last clone is dropped.
 #[derive(Clone)]
 pub struct PasswordHasher {
+    /// The configured parameters, for new hashes.
     params: Params,
     /// Verifications (Login): served first by every thread, with a queue of their own.
     verifications: Sender<Job>,
@@ -125,10 +325,9 @@ pub struct PasswordHasher {
 }
 
 impl PasswordHasher {
-    /// Starts the hashing threads.
-    pub fn new(limits: HashingLimits) -> Result<Self, HashError> {
-        let params = Params::new(DEFAULT_M_COST_KIB, DEFAULT_T_COST, DEFAULT_P_COST, None)
-            .map_err(HashError::unexpected)?;
+    /// Starts the hashing threads, each with memory for `params`, the parameters of new hashes.
+    pub fn new(limits: HashingLimits, params: PasswordParams) -> Result<Self, HashError> {
+        let params = params.argon2_params()?;
         let dummy_hash = hash_blocking(
             &params,
             b"authd dummy password for unknown users",
@@ -179,15 +378,48 @@ impl PasswordHasher {
         password: Password,
         stored: Option<PasswordHashString>,
     ) -> Result<bool, HashError> {
+        let (matched, _password) = self.verify_keeping(password, stored).await?;
+        Ok(matched)
+    }
+
+    /// [`verify`](Self::verify), handing the password back with the verdict, for a rehash (see
+    /// [`needs_rehash`](Self::needs_rehash)). The same secret moves to the hashing thread and
+    /// back, never copied; dropped, it is zeroized as always. On an error it is dropped there.
+    pub async fn verify_keeping(
+        &self,
+        password: Password,
+        stored: Option<PasswordHashString>,
+    ) -> Result<(bool, Password), HashError> {
         let user_exists = stored.is_some();
         let dummy = self.dummy_hash.clone();
-        let matched = self
+        let (matched, password) = self
             .run(&self.verifications, move |memory| {
                 let hash = stored.as_ref().unwrap_or(&dummy);
-                verify_blocking(password.expose_bytes(), hash, memory)
+                let matched = verify_blocking(password.expose_bytes(), hash, memory);
+                (matched, password)
             })
-            .await??;
-        Ok(matched && user_exists)
+            .await?;
+        Ok((matched? && user_exists, password))
+    }
+
+    /// Whether `stored` was made otherwise than new hashes are: another algorithm or version, other
+    /// m, t or p, another output length, or a key id or associated data. False for a string that
+    /// does not parse (it cannot have verified either).
+    pub fn needs_rehash(&self, stored: &PasswordHashString) -> bool {
+        let Ok(parsed) = PasswordHash::new(stored.as_str()) else {
+            return false;
+        };
+        let Ok(params) = Params::try_from(&parsed) else {
+            return false;
+        };
+        parsed.algorithm.as_str() != "argon2id"
+            || parsed.version != Some(0x13)
+            || params.m_cost() != self.params.m_cost()
+            || params.t_cost() != self.params.t_cost()
+            || params.p_cost() != self.params.p_cost()
+            || params.output_len() != Some(OUTPUT_LEN)
+            || !params.keyid().is_empty()
+            || !params.data().is_empty()
     }
 
     /// Queues `job` on `queue` for a hashing thread; sheds it at once when the queue is full.
@@ -257,7 +489,7 @@ fn hash_blocking(
 ) -> Result<PasswordHashString, HashError> {
     let unexpected = |e: &dyn std::fmt::Display| HashError::Unexpected(anyhow::anyhow!("{e}"));
     let salt = argon2::password_hash::try_generate_salt().map_err(|e| unexpected(&e))?;
-    let mut output = [0u8; Params::DEFAULT_OUTPUT_LEN];
+    let mut output = [0u8; OUTPUT_LEN];
     memory.hash_into(params, password, &salt, &mut output)?;
     let hash = PasswordHash {
         algorithm: Algorithm::Argon2id.ident(),
@@ -328,10 +560,13 @@ mod tests {
 
     #[tokio::test]
     async fn hashes_are_argon2id_with_owasp_parameters_and_verify() {
-        let hasher = PasswordHasher::new(HashingLimits {
-            concurrency: 2,
-            queue: 8,
-        })
+        let hasher = PasswordHasher::new(
+            HashingLimits {
+                concurrency: 2,
+                queue: 8,
+            },
+            PasswordParams::default(),
+        )
         .unwrap();
         let hash = hasher.hash(password("correct horse")).await.unwrap();
         assert!(
@@ -356,10 +591,13 @@ mod tests {
     #[tokio::test]
     async fn hashes_interoperate_with_the_argon2_crate_own_api() {
         use argon2::password_hash::{PasswordHasher as _, PasswordVerifier as _};
-        let hasher = PasswordHasher::new(HashingLimits {
-            concurrency: 1,
-            queue: 8,
-        })
+        let hasher = PasswordHasher::new(
+            HashingLimits {
+                concurrency: 1,
+                queue: 8,
+            },
+            PasswordParams::default(),
+        )
         .unwrap();
         let ours = hasher.hash(password("correct horse")).await.unwrap();
         let parsed = PasswordHash::new(ours.as_str()).unwrap();
@@ -387,10 +625,13 @@ mod tests {
 
     #[tokio::test]
     async fn unknown_user_never_matches_even_the_dummy_password() {
-        let hasher = PasswordHasher::new(HashingLimits {
-            concurrency: 1,
-            queue: 8,
-        })
+        let hasher = PasswordHasher::new(
+            HashingLimits {
+                concurrency: 1,
+                queue: 8,
+            },
+            PasswordParams::default(),
+        )
         .unwrap();
         let dummy = Password::parse_offered("authd dummy password for unknown users").unwrap();
         assert!(!hasher.verify(dummy, None).await.unwrap());
@@ -398,10 +639,13 @@ mod tests {
 
     #[tokio::test]
     async fn stored_hashes_beyond_the_ceiling_or_not_argon2id_are_refused() {
-        let hasher = PasswordHasher::new(HashingLimits {
-            concurrency: 1,
-            queue: 8,
-        })
+        let hasher = PasswordHasher::new(
+            HashingLimits {
+                concurrency: 1,
+                queue: 8,
+            },
+            PasswordParams::default(),
+        )
         .unwrap();
         let salt = "c29tZXNhbHRzb21lc2FsdA";
         let out = "aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g";
@@ -423,6 +667,150 @@ mod tests {
                 "{stored}: {result:?}"
             );
         }
+    }
+
+    fn one_thread() -> HashingLimits {
+        HashingLimits {
+            concurrency: 1,
+            queue: 8,
+        }
+    }
+
+    #[test]
+    fn each_owasp_minimum_is_accepted_and_anything_below_refused() {
+        assert_eq!(
+            PasswordParams::new(19_456, 2, 1),
+            Ok(PasswordParams::DEFAULT)
+        );
+        for floor in OWASP_MINIMUM_PARAMS {
+            let (m, t) = (floor.memory_kib(), floor.iterations());
+            assert_eq!(PasswordParams::new(m, t, 1), Ok(floor), "{floor}");
+            // More of anything (within the ceiling) is fine too.
+            PasswordParams::new(m + 1024, t + 1, 2).unwrap();
+            let refused = PasswordParams::new(m - 1, t, 1).unwrap_err();
+            assert_eq!(refused.parameter(), PasswordParameter::MemoryKib, "{floor}");
+            assert!(refused.to_string().contains("m=7168 t=5"), "{refused}");
+            let expected = if t == 1 {
+                PasswordParameter::Iterations
+            } else {
+                PasswordParameter::MemoryKib
+            };
+            assert_eq!(
+                PasswordParams::new(m, t - 1, 1).unwrap_err().parameter(),
+                expected,
+                "{floor}"
+            );
+            assert_eq!(
+                PasswordParams::new(m, t, 0).unwrap_err(),
+                PasswordParamsError::Zero {
+                    parameter: PasswordParameter::Parallelism
+                }
+            );
+        }
+        // Beyond t=5, the least memory stays OWASP's last row.
+        PasswordParams::new(7_168, 8, 1).unwrap();
+        assert!(PasswordParams::new(7_167, 8, 1).is_err());
+    }
+
+    #[test]
+    fn parameters_above_the_verification_ceiling_are_refused() {
+        PasswordParams::new(MAX_M_COST_KIB, MAX_T_COST, MAX_P_COST).unwrap();
+        for (params, parameter) in [
+            ((MAX_M_COST_KIB + 1, 2, 1), PasswordParameter::MemoryKib),
+            ((19_456, MAX_T_COST + 1, 1), PasswordParameter::Iterations),
+            ((19_456, 2, MAX_P_COST + 1), PasswordParameter::Parallelism),
+        ] {
+            let refused = PasswordParams::new(params.0, params.1, params.2).unwrap_err();
+            assert!(
+                matches!(refused, PasswordParamsError::AboveCeiling { parameter: p, .. } if p == parameter),
+                "{params:?}: {refused:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn new_hashes_use_the_configured_parameters() {
+        let params = PasswordParams::new(7_168, 5, 2).unwrap();
+        let hasher = PasswordHasher::new(one_thread(), params).unwrap();
+        let hash = hasher.hash(password("correct horse")).await.unwrap();
+        assert!(
+            hash.as_str().starts_with("$argon2id$v=19$m=7168,t=5,p=2$"),
+            "{}",
+            hash.as_str()
+        );
+        assert!(
+            hasher
+                .verify(password("correct horse"), Some(hash))
+                .await
+                .unwrap()
+        );
+    }
+
+    #[tokio::test]
+    async fn only_hashes_made_with_other_parameters_need_a_rehash() {
+        let configured =
+            PasswordHasher::new(one_thread(), PasswordParams::new(7_168, 5, 1).unwrap()).unwrap();
+        let other =
+            PasswordHasher::new(one_thread(), PasswordParams::new(9_216, 4, 1).unwrap()).unwrap();
+        let own = configured.hash(password("correct horse")).await.unwrap();
+        let others = other.hash(password("correct horse")).await.unwrap();
+        assert!(!configured.needs_rehash(&own));
+        assert!(configured.needs_rehash(&others));
+        assert!(other.needs_rehash(&own));
+        let salt = "c29tZXNhbHRzb21lc2FsdA";
+        let out = "aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g";
+        let short = "aGFzaGhhc2hoYXNoaGFzaA";
+        let phc = |s: String| PasswordHashString::from_phc(s);
+        assert!(
+            !configured.needs_rehash(&phc(format!("$argon2id$v=19$m=7168,t=5,p=1${salt}${out}")))
+        );
+        for stale in [
+            format!("$argon2id$v=19$m=7168,t=5,p=1${salt}${short}"),
+            format!("$argon2id$v=16$m=7168,t=5,p=1${salt}${out}"),
+            format!("$argon2id$m=7168,t=5,p=1${salt}${out}"),
+            format!("$argon2i$v=19$m=7168,t=5,p=1${salt}${out}"),
+            format!("$argon2id$v=19$m=7168,t=5,p=2${salt}${out}"),
+        ] {
+            assert!(configured.needs_rehash(&phc(stale.clone())), "{stale}");
+        }
+        for unparsable in ["", "$2b$12$notargon", "$argon2id$v=19$m=lots,t=5,p=1$x$y"] {
+            assert!(
+                !configured.needs_rehash(&phc(unparsable.into())),
+                "{unparsable}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn verify_keeping_hands_the_password_back_with_the_verdict() {
+        let hasher =
+            PasswordHasher::new(one_thread(), PasswordParams::new(7_168, 5, 1).unwrap()).unwrap();
+        let stored = hasher.hash(password("correct horse")).await.unwrap();
+        let (matched, kept) = hasher
+            .verify_keeping(password("correct horse"), Some(stored))
+            .await
+            .unwrap();
+        assert!(matched);
+        assert_eq!(kept.expose_bytes(), b"correct horse");
+        // The kept password rehashes, and the new hash verifies.
+        let rehashed = hasher.hash(kept).await.unwrap();
+        assert!(
+            hasher
+                .verify(password("correct horse"), Some(rehashed.clone()))
+                .await
+                .unwrap()
+        );
+        let (matched, kept) = hasher
+            .verify_keeping(password("wrong horse"), Some(rehashed))
+            .await
+            .unwrap();
+        assert!(!matched);
+        assert_eq!(kept.expose_bytes(), b"wrong horse");
+        let (matched, _) = hasher
+            .verify_keeping(password("correct horse"), None)
+            .await
+            .unwrap();
+        assert!(!matched);
     }
 
     /// A registration hash that holds a one-thread pool's thread until `release` is sent.
@@ -451,10 +839,13 @@ mod tests {
 
     #[tokio::test]
     async fn a_full_queue_sheds_load_at_once() {
-        let hasher = PasswordHasher::new(HashingLimits {
-            concurrency: 1,
-            queue: 1,
-        })
+        let hasher = PasswordHasher::new(
+            HashingLimits {
+                concurrency: 1,
+                queue: 1,
+            },
+            PasswordParams::default(),
+        )
         .unwrap();
         let (release, running) = occupy_the_only_thread(&hasher).await;
         let queued = tokio::spawn({
@@ -479,10 +870,13 @@ mod tests {
 
     #[tokio::test]
     async fn verifications_are_served_before_new_hashes_and_not_shed_by_them() {
-        let hasher = PasswordHasher::new(HashingLimits {
-            concurrency: 1,
-            queue: 1,
-        })
+        let hasher = PasswordHasher::new(
+            HashingLimits {
+                concurrency: 1,
+                queue: 1,
+            },
+            PasswordParams::default(),
+        )
         .unwrap();
         let order = Arc::new(std::sync::Mutex::new(Vec::new()));
         // A registration occupies the only thread, another fills the registration queue.

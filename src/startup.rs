@@ -13,8 +13,8 @@ use crate::{
     hashing::PasswordHasher,
     service::{AuthService, NormalizationReport, Parts},
     store::{
-        EvictionPolicy, MirroredRevocations, RedisStore, RevocationStore, SqlStore, ThrottleStore,
-        UserStore, warn_unknown_eviction_policy,
+        EvictionPolicy, MirroredRevocations, RedisStore, ResidentRevocations, RevocationStore,
+        SessionStore, SqlStore, ThrottleStore, UserStore, warn_unknown_eviction_policy,
     },
     throttle::LoginThrottle,
     tokens::{
@@ -30,12 +30,15 @@ pub struct App {
     pub(crate) trusted_proxies: Vec<ipnet::IpNet>,
     pub(crate) limits: ServerLimits,
     pub(crate) reflection: bool,
+    /// Held while serving: the embedded database is single-process.
+    pub(crate) _database_lock: Option<std::fs::File>,
 }
 
 impl App {
     /// Wires everything from `settings`, reading time from `clock` (the system clock in
     /// production, a settable one in tests).
     pub async fn build(settings: Settings, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
+        let database_lock = lock_database(&settings)?;
         let backends = connect_backends(&settings, clock.clone()).await?;
         tracing::info!(
             users = backends.users.describe(),
@@ -44,7 +47,7 @@ impl App {
             "back ends connected"
         );
         let tokens = token_authority(&settings.signing_key, &settings.tokens, &settings.data_dir)?;
-        let hasher = PasswordHasher::new(settings.hashing)?;
+        let hasher = PasswordHasher::new(settings.hashing, settings.password_params)?;
         tracing::info!(
             threads = settings.hashing.concurrency,
             queue = settings.hashing.queue,
@@ -52,6 +55,8 @@ impl App {
         );
         let service = Arc::new(AuthService::new(Parts {
             users: backends.users,
+            sessions: backends.sessions,
+            session_policy: settings.sessions,
             revocations: backends.revocations,
             throttle: LoginThrottle::new(backends.throttle, settings.throttle),
             hasher,
@@ -78,6 +83,7 @@ impl App {
             trusted_proxies: settings.trusted_proxies,
             limits: settings.server,
             reflection: settings.reflection,
+            _database_lock: database_lock,
         })
     }
 
@@ -114,9 +120,40 @@ fn report_email_normalization(report: Option<NormalizationReport>) {
     }
 }
 
+/// Takes the lock beside an embedded database, so that a second process on the same data
+/// directory refuses to start (the embedded store keeps revocations in memory: two processes
+/// would not see each other's).
+fn lock_database(settings: &Settings) -> anyhow::Result<Option<std::fs::File>> {
+    let Some(path) = settings.database.lock_path() else {
+        return Ok(None);
+    };
+    if settings.database.is_embedded() {
+        create_private_dir(&settings.data_dir)?;
+    }
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("invalid AUTHD_DATA_DIR: cannot open {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(file)),
+        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+            "invalid AUTHD_DATA_DIR: another authd process is using the embedded database ({} is \
+             locked); the embedded store serves one process only: stop the other, give this one \
+             its own AUTHD_DATA_DIR, or use Postgres and Redis to run several instances",
+            path.display()
+        ),
+        Err(std::fs::TryLockError::Error(error)) => Err(anyhow::Error::new(error).context(
+            format!("invalid AUTHD_DATA_DIR: cannot lock {}", path.display()),
+        )),
+    }
+}
+
 /// The connected stores.
 struct Backends {
     users: Arc<dyn UserStore>,
+    sessions: Arc<dyn SessionStore>,
     revocations: Arc<dyn RevocationStore>,
     throttle: Arc<dyn ThrottleStore>,
 }
@@ -133,9 +170,17 @@ async fn connect_backends(settings: &Settings, clock: Arc<dyn Clock>) -> anyhow:
             anyhow::Error::new(e).context("invalid AUTHD_DATABASE_URL: cannot use the database")
         })?;
     let Some(topology) = &settings.redis else {
+        // One process owns an embedded database (it is locked): its revocations can live in
+        // memory, written through. Postgres may be shared by several instances: ask it each time.
+        let revocations: Arc<dyn RevocationStore> = if settings.database.is_embedded() {
+            Arc::new(ResidentRevocations::load(sql.clone(), clock.now()).await?)
+        } else {
+            Arc::new(sql.clone())
+        };
         return Ok(Backends {
             users: Arc::new(sql.clone()),
-            revocations: Arc::new(sql.clone()),
+            sessions: Arc::new(sql.clone()),
+            revocations,
             throttle: Arc::new(sql),
         });
     };
@@ -152,7 +197,8 @@ async fn connect_backends(settings: &Settings, clock: Arc<dyn Clock>) -> anyhow:
         RevocationMode::Cached => Arc::new(MirroredRevocations::start(redis.clone(), clock)),
     };
     Ok(Backends {
-        users: Arc::new(sql),
+        users: Arc::new(sql.clone()),
+        sessions: Arc::new(sql),
         revocations,
         throttle: Arc::new(redis),
     })

@@ -1,5 +1,5 @@
 //! Background work that lives as long as the server, until the `stopped` signal flips: the purge
-//! of expired SQL revocations and forgotten throttle counts (once a minute), and the watch for a
+//! of expired SQL revocations, forgotten throttle counts and long-ended sessions (once a minute), and the watch for a
 //! revocation store that lost its data (every second). (The health
 //! reporter, which feeds grpc.health.v1, lives at the gRPC edge: `api/health.rs`.)
 
@@ -48,6 +48,10 @@ pub fn purge_expired(service: Arc<AuthService>, stopped: watch::Receiver<bool>) 
             log_purge(
                 "forgotten login-failure counts",
                 service.purge_expired_throttle_counts().await,
+            );
+            log_purge(
+                "sessions ended or expired a day ago",
+                service.purge_ended_sessions().await,
             );
         }
     })

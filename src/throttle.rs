@@ -196,7 +196,18 @@ impl LoginThrottle {
         source: Option<IpAddr>,
         now: UnixMillis,
     ) -> Result<LoginAttempt, ThrottleError> {
-        let account = account_key(account);
+        self.begin_for(account.normalized(), source, now).await
+    }
+
+    /// [`begin`](Self::begin) for an account known by its stored, normalised email
+    /// (ChangePassword, DeleteAccount): the same counters as a Login of that email.
+    pub async fn begin_for(
+        &self,
+        normalized_email: &str,
+        source: Option<IpAddr>,
+        now: UnixMillis,
+    ) -> Result<LoginAttempt, ThrottleError> {
+        let account = account_key(normalized_email);
         let source = source.map(source_key);
         let backoff_key = format!("{account}|{}", source.as_deref().unwrap_or("source:none"));
         let backoff = self.reserve(&backoff_key, Limit::Backoff, now).await?;
@@ -266,6 +277,20 @@ impl LoginThrottle {
                 ThrottleError::Throttled(wait) => ThrottleError::RegistrationsThrottled(wait),
                 other => other,
             })
+    }
+
+    /// Forgets an account's counters (DeleteAccount): its window and its back-off from `source`;
+    /// back-offs from other sources expire by themselves.
+    pub async fn forget_account(
+        &self,
+        normalized_email: &str,
+        source: Option<IpAddr>,
+    ) -> Result<(), StoreError> {
+        let account = account_key(normalized_email);
+        let source = source.map(source_key);
+        let backoff_key = format!("{account}|{}", source.as_deref().unwrap_or("source:none"));
+        self.store.clear(&backoff_key).await?;
+        self.store.clear(&account).await
     }
 
     /// Deletes forgotten counters where the store does not expire them itself.
@@ -374,8 +399,8 @@ async fn release_window_place(
     Ok(())
 }
 
-fn account_key(account: &Email) -> String {
-    let digest = Sha256::digest(account.normalized().as_bytes());
+fn account_key(normalized_email: &str) -> String {
+    let digest = Sha256::digest(normalized_email.as_bytes());
     format!("account:{}", URL_SAFE_NO_PAD.encode(&digest[..18]))
 }
 
@@ -473,8 +498,11 @@ mod tests {
     fn keys_hide_emails_and_group_ipv6_by_64() {
         let email = Email::parse("Secret.Person@Example.com").unwrap();
         let same = Email::parse("secret.person@example.com").unwrap();
-        assert_eq!(account_key(&email), account_key(&same));
-        assert!(!account_key(&email).contains("secret"));
+        assert_eq!(
+            account_key(email.normalized()),
+            account_key(same.normalized())
+        );
+        assert!(!account_key(email.normalized()).contains("secret"));
         let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
         let b: IpAddr = "2001:db8:1:2:bbbb::2".parse().unwrap();
         let c: IpAddr = "2001:db8:1:3::1".parse().unwrap();

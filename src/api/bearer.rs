@@ -1,4 +1,4 @@
-//! Finds the access token of a Logout/Verify request: the message field, or, when that is empty,
+//! Finds the access token of a request that carries one (Verify, Logout, LogoutAll, ...): the message field, or, when that is empty,
 //! `authorization: Bearer <token>` metadata (RFC 6750 §2.1): the scheme case-insensitive, then
 //! exactly one space. RFC 6750's grammar (`1*SP`) would allow more; authd picks one form so that a
 //! header is read the same way by authd and by every proxy in front of it. Any other form is not
@@ -15,7 +15,12 @@ pub(super) fn token_from<T>(
     field: impl FnOnce(T) -> String,
 ) -> Option<AccessToken> {
     let (metadata, _, message) = request.into_parts();
-    AccessToken::new(field(message)).or_else(|| {
+    token(&metadata, field(message))
+}
+
+/// The token from `field`, else from the `authorization` header of `metadata`.
+pub(super) fn token(metadata: &tonic::metadata::MetadataMap, field: String) -> Option<AccessToken> {
+    AccessToken::new(field).or_else(|| {
         let header = metadata.get("authorization")?.to_str().ok()?;
         let (scheme, token) = header.trim().split_once(' ')?;
         if !scheme.eq_ignore_ascii_case("bearer") || token.starts_with(char::is_whitespace) {

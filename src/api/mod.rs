@@ -17,9 +17,11 @@ use ipnet::IpNet;
 use tonic::{Request, Response, Status};
 
 use crate::{
-    domain::{Credentials, Registration},
+    clock::UnixMillis,
+    domain::{Credentials, FieldViolation, Password, Registration, SessionId, UserAgent},
     pb::{self, auth_service_server::AuthService as AuthServiceRpc},
-    service::{AuthService, Session},
+    service::{AuthService, Client, Session},
+    store::StoredSession,
     tokens::TokenClaims,
 };
 
@@ -39,6 +41,26 @@ impl AuthApi {
             trusted_proxies: trusted_proxies.into(),
         }
     }
+
+    /// Who is calling: the throttle's source address and the `user-agent`.
+    fn client<T>(&self, request: &Request<T>) -> Client {
+        Client {
+            source: source::source_address(request, &self.trusted_proxies),
+            user_agent: request
+                .metadata()
+                .get("user-agent")
+                .and_then(|value| UserAgent::from_header(value.as_bytes())),
+        }
+    }
+}
+
+/// A password field parsed as `parse` does, its violations renamed to `field`.
+fn password_field(
+    raw: &str,
+    field: &'static str,
+    parse: fn(&str) -> Result<Password, FieldViolation>,
+) -> Result<Password, FieldViolation> {
+    parse(raw).map_err(|violation| FieldViolation { field, ..violation })
 }
 
 #[tonic::async_trait]
@@ -48,14 +70,14 @@ impl AuthServiceRpc for AuthApi {
         &self,
         request: Request<pb::RegisterRequest>,
     ) -> Result<Response<pb::RegisterResponse>, Status> {
-        let source = source::source_address(&request, &self.trusted_proxies);
+        let client = self.client(&request);
         let request = request.into_inner();
         let registration =
             Registration::parse(&request.email, &request.password, &request.username)
                 .map_err(status::invalid_argument)?;
         let session = self
             .service
-            .register(registration, source)
+            .register(registration, &client)
             .await
             .map_err(status::from_service)?;
         Ok(Response::new(pb::RegisterResponse {
@@ -69,13 +91,13 @@ impl AuthServiceRpc for AuthApi {
         &self,
         request: Request<pb::LoginRequest>,
     ) -> Result<Response<pb::LoginResponse>, Status> {
-        let source = source::source_address(&request, &self.trusted_proxies);
+        let client = self.client(&request);
         let request = request.into_inner();
         let credentials = Credentials::parse(&request.email, &request.password)
             .map_err(status::invalid_argument)?;
         let session = self
             .service
-            .login(credentials, source)
+            .login(credentials, &client)
             .await
             .map_err(status::from_service)?;
         Ok(Response::new(pb::LoginResponse {
@@ -89,9 +111,10 @@ impl AuthServiceRpc for AuthApi {
         &self,
         request: Request<pb::LogoutRequest>,
     ) -> Result<Response<pb::LogoutResponse>, Status> {
-        let token = bearer::token_from(request, |message| message.access_token);
+        let (metadata, _, message) = request.into_parts();
+        let token = bearer::token(&metadata, message.access_token);
         self.service
-            .logout(token)
+            .logout(token, &message.refresh_token)
             .await
             .map_err(status::from_service)?;
         Ok(Response::new(pb::LogoutResponse {}))
@@ -110,6 +133,124 @@ impl AuthServiceRpc for AuthApi {
             .map_err(status::from_service)?;
         Ok(Response::new(verify_response(claims)))
     }
+
+    #[tracing::instrument(name = "Refresh", level = "debug", skip_all)]
+    async fn refresh(
+        &self,
+        request: Request<pb::RefreshRequest>,
+    ) -> Result<Response<pb::RefreshResponse>, Status> {
+        let session = self
+            .service
+            .refresh(&request.into_inner().refresh_token)
+            .await
+            .map_err(status::from_service)?;
+        Ok(Response::new(pb::RefreshResponse {
+            user_id: session.user_id.to_string(),
+            tokens: Some(auth_tokens(session)),
+        }))
+    }
+
+    #[tracing::instrument(name = "LogoutAll", level = "debug", skip_all)]
+    async fn logout_all(
+        &self,
+        request: Request<pb::LogoutAllRequest>,
+    ) -> Result<Response<pb::LogoutAllResponse>, Status> {
+        let token = bearer::token_from(request, |message| message.access_token);
+        let sessions_ended = self
+            .service
+            .logout_all(token)
+            .await
+            .map_err(status::from_service)?;
+        Ok(Response::new(pb::LogoutAllResponse { sessions_ended }))
+    }
+
+    #[tracing::instrument(name = "ChangePassword", level = "debug", skip_all)]
+    async fn change_password(
+        &self,
+        request: Request<pb::ChangePasswordRequest>,
+    ) -> Result<Response<pb::ChangePasswordResponse>, Status> {
+        let client = self.client(&request);
+        let (metadata, _, message) = request.into_parts();
+        let current = password_field(
+            &message.current_password,
+            "current_password",
+            Password::parse_offered,
+        );
+        let new = password_field(&message.new_password, "new_password", Password::parse_new);
+        let (current, new) = match (current, new) {
+            (Ok(current), Ok(new)) => (current, new),
+            (current, new) => {
+                let violations = current.err().into_iter().chain(new.err()).collect();
+                return Err(status::invalid_argument(violations));
+            }
+        };
+        let token = bearer::token(&metadata, message.access_token);
+        let session = self
+            .service
+            .change_password(token, current, new, &client)
+            .await
+            .map_err(status::from_service)?;
+        Ok(Response::new(pb::ChangePasswordResponse {
+            user_id: session.user_id.to_string(),
+            tokens: Some(auth_tokens(session)),
+        }))
+    }
+
+    #[tracing::instrument(name = "ListSessions", level = "debug", skip_all)]
+    async fn list_sessions(
+        &self,
+        request: Request<pb::ListSessionsRequest>,
+    ) -> Result<Response<pb::ListSessionsResponse>, Status> {
+        let token = bearer::token_from(request, |message| message.access_token);
+        let (sessions, current) = self
+            .service
+            .list_sessions(token)
+            .await
+            .map_err(status::from_service)?;
+        Ok(Response::new(pb::ListSessionsResponse {
+            sessions: sessions
+                .into_iter()
+                .map(|session| session_message(session, current))
+                .collect(),
+        }))
+    }
+
+    #[tracing::instrument(name = "RevokeSession", level = "debug", skip_all)]
+    async fn revoke_session(
+        &self,
+        request: Request<pb::RevokeSessionRequest>,
+    ) -> Result<Response<pb::RevokeSessionResponse>, Status> {
+        let (metadata, _, message) = request.into_parts();
+        let session_id = SessionId::parse(message.session_id.trim()).ok_or_else(|| {
+            status::invalid_argument(vec![FieldViolation {
+                field: "session_id",
+                description: "must be a session id (UUID)".to_owned(),
+            }])
+        })?;
+        let token = bearer::token(&metadata, message.access_token);
+        self.service
+            .revoke_session(token, session_id)
+            .await
+            .map_err(status::from_service)?;
+        Ok(Response::new(pb::RevokeSessionResponse {}))
+    }
+
+    #[tracing::instrument(name = "DeleteAccount", level = "debug", skip_all)]
+    async fn delete_account(
+        &self,
+        request: Request<pb::DeleteAccountRequest>,
+    ) -> Result<Response<pb::DeleteAccountResponse>, Status> {
+        let client = self.client(&request);
+        let (metadata, _, message) = request.into_parts();
+        let password = Password::parse_offered(&message.password)
+            .map_err(|violation| status::invalid_argument(vec![violation]))?;
+        let token = bearer::token(&metadata, message.access_token);
+        self.service
+            .delete_account(token, password, &client)
+            .await
+            .map_err(status::from_service)?;
+        Ok(Response::new(pb::DeleteAccountResponse {}))
+    }
 }
 
 fn auth_tokens(session: Session) -> pb::AuthTokens {
@@ -117,6 +258,31 @@ fn auth_tokens(session: Session) -> pb::AuthTokens {
         access_token: session.token.token.expose().to_owned(),
         token_type: "Bearer".to_owned(),
         expires_in: session.expires_in,
+        refresh_token: session.refresh_token.expose().to_owned(),
+        refresh_expires_in: session.refresh_expires_in,
+        session_id: session.session_id.to_string(),
+    }
+}
+
+fn timestamp_ms(millis: UnixMillis) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: millis.div_euclid(1000),
+        nanos: i32::try_from(millis.rem_euclid(1000) * 1_000_000).unwrap_or(0),
+    }
+}
+
+fn session_message(session: StoredSession, current: Option<SessionId>) -> pb::Session {
+    pb::Session {
+        session_id: session.id.to_string(),
+        created_at: Some(timestamp_ms(session.created_at)),
+        last_used_at: Some(timestamp_ms(session.last_used_at)),
+        expires_at: Some(timestamp_ms(session.idle_expires_at)),
+        user_agent: session
+            .user_agent
+            .map(|agent| agent.as_str().to_owned())
+            .unwrap_or_default(),
+        source_address: session.source_address.unwrap_or_default(),
+        current: current == Some(session.id),
     }
 }
 
@@ -127,5 +293,9 @@ fn verify_response(claims: TokenClaims) -> pb::VerifyResponse {
         jti: claims.jti.to_string(),
         issued_at: Some(timestamp(claims.issued_at)),
         expires_at: Some(timestamp(claims.expires_at)),
+        session_id: claims
+            .session_id
+            .map(|session| session.to_string())
+            .unwrap_or_default(),
     }
 }

@@ -1,5 +1,6 @@
 //! The one place that picks gRPC codes and google.rpc details:
-//! INVALID_ARGUMENT + BadRequest, UNAUTHENTICATED + ErrorInfo{domain "authd", reason TOKEN_*},
+//! INVALID_ARGUMENT + BadRequest, UNAUTHENTICATED + ErrorInfo{domain "authd", reason TOKEN_* or
+//! REFRESH_TOKEN_*}, NOT_FOUND (RevokeSession),
 //! ALREADY_EXISTS, RESOURCE_EXHAUSTED + RetryInfo, UNAVAILABLE, INTERNAL (bugs only), and, for the
 //! edge layer, what tonic's own transport errors become and DEADLINE_EXCEEDED.
 //!
@@ -63,6 +64,21 @@ pub fn from_service(error: ServiceError) -> Status {
             ErrorDetails::with_error_info("INVALID_CREDENTIALS", ERROR_DOMAIN, HashMap::new()),
         ),
         ServiceError::Token(token_error) => token_status(*token_error),
+        ServiceError::RefreshTokenInvalid => {
+            unauthenticated("REFRESH_TOKEN_INVALID", error.to_string())
+        }
+        ServiceError::RefreshTokenExpired => {
+            unauthenticated("REFRESH_TOKEN_EXPIRED", error.to_string())
+        }
+        ServiceError::RefreshTokenReused => {
+            unauthenticated("REFRESH_TOKEN_REUSED", error.to_string())
+        }
+        ServiceError::SessionNotFound => Status::with_error_details(
+            Code::NotFound,
+            error.to_string(),
+            ErrorDetails::with_error_info("SESSION_NOT_FOUND", ERROR_DOMAIN, HashMap::new()),
+        ),
+        ServiceError::InvalidArgument(violations) => invalid_argument(violations.clone()),
         ServiceError::Throttled { retry_after } => {
             throttled("LOGIN_THROTTLED", "too many failed logins", *retry_after)
         }
@@ -165,6 +181,15 @@ pub fn deadline_exceeded(limit: Duration) -> Status {
 }
 
 /// UNAUTHENTICATED with the token's ErrorInfo reason.
+/// UNAUTHENTICATED with ErrorInfo `reason`.
+fn unauthenticated(reason: &str, message: String) -> Status {
+    Status::with_error_details(
+        Code::Unauthenticated,
+        message,
+        ErrorDetails::with_error_info(reason, ERROR_DOMAIN, HashMap::new()),
+    )
+}
+
 fn token_status(error: TokenError) -> Status {
     let reason = match error {
         TokenError::Missing => "TOKEN_MISSING",

@@ -68,6 +68,14 @@ pub const DEFAULT_MAX_CONNECTIONS_PER_SOURCE: &str = "256";
 pub const DEFAULT_HANDSHAKE_TIMEOUT: &str = "10s";
 /// Time a connection may stay open with no call in flight (clients reconnect transparently).
 pub const DEFAULT_IDLE_TIMEOUT: &str = "5m";
+/// How long an unused refresh token lives (each Refresh starts it again).
+pub const DEFAULT_REFRESH_TOKEN_TTL: &str = "30d";
+/// A session's absolute end, counted from sign-in.
+pub const DEFAULT_SESSION_MAX_AGE: &str = "90d";
+/// How long after a rotation the spent token still rotates instead of ending the session.
+pub const DEFAULT_REFRESH_REUSE_GRACE: &str = "0s";
+/// The longest reuse grace accepted.
+pub const MAX_REFRESH_REUSE_GRACE: Duration = Duration::from_secs(300);
 /// Postgres connections per instance: Login/Register are bounded by argon2, so a few go a long way.
 pub const DEFAULT_DATABASE_MAX_CONNECTIONS: &str = "16";
 /// Password hashes that may wait for a hashing thread before requests are shed.
@@ -269,6 +277,20 @@ pub struct Config {
     #[arg(long, env = "AUTHD_HASH_QUEUE", value_name = "AUTHD_HASH_QUEUE", default_value = DEFAULT_HASH_QUEUE)]
     pub hash_queue: NonZeroUsize,
 
+    /// Argon2id memory per new password hash, in KiB (each hashing thread holds this much). With
+    /// AUTHD_PASSWORD_ITERATIONS it must meet one of OWASP's minimums (m=47104 t=1, m=19456 t=2,
+    /// m=12288 t=3, m=9216 t=4, m=7168 t=5), and be at most 65536 (the ceiling for stored hashes).
+    #[arg(long, env = "AUTHD_PASSWORD_MEMORY_KIB", value_name = "AUTHD_PASSWORD_MEMORY_KIB", default_value_t = crate::hashing::DEFAULT_M_COST_KIB)]
+    pub password_memory_kib: u32,
+
+    /// Argon2id passes of new password hashes, from 1 to 8 (see AUTHD_PASSWORD_MEMORY_KIB).
+    #[arg(long, env = "AUTHD_PASSWORD_ITERATIONS", value_name = "AUTHD_PASSWORD_ITERATIONS", default_value_t = crate::hashing::DEFAULT_T_COST)]
+    pub password_iterations: u32,
+
+    /// Argon2id lanes of new password hashes, from 1 to 4 (a hash still runs on one thread).
+    #[arg(long, env = "AUTHD_PASSWORD_PARALLELISM", value_name = "AUTHD_PASSWORD_PARALLELISM", default_value_t = crate::hashing::DEFAULT_P_COST)]
+    pub password_parallelism: u32,
+
     /// Longest time one call may take, at least 100ms.
     #[arg(long, env = "AUTHD_REQUEST_TIMEOUT", value_name = "AUTHD_REQUEST_TIMEOUT", default_value = DEFAULT_REQUEST_TIMEOUT, value_parser = duration_at_least(MIN_REQUEST_TIMEOUT))]
     pub request_timeout: Duration,
@@ -307,6 +329,20 @@ pub struct Config {
     /// Time a new connection has to send the HTTP/2 preface, from 100ms to 10s.
     #[arg(long, env = "AUTHD_HANDSHAKE_TIMEOUT", value_name = "AUTHD_HANDSHAKE_TIMEOUT", default_value = DEFAULT_HANDSHAKE_TIMEOUT, value_parser = duration_between(Duration::from_millis(100), Duration::from_secs(10)))]
     pub handshake_timeout: Duration,
+
+    /// How long a refresh token may go unused before it expires, at least 1s (each Refresh starts
+    /// it again, never past the session's maximum age).
+    #[arg(long, env = "AUTHD_REFRESH_TOKEN_TTL", value_name = "AUTHD_REFRESH_TOKEN_TTL", default_value = DEFAULT_REFRESH_TOKEN_TTL, value_parser = duration_at_least(Duration::from_secs(1)))]
+    pub refresh_token_ttl: Duration,
+
+    /// A session's absolute lifetime from sign-in, at least 1s.
+    #[arg(long, env = "AUTHD_SESSION_MAX_AGE", value_name = "AUTHD_SESSION_MAX_AGE", default_value = DEFAULT_SESSION_MAX_AGE, value_parser = duration_at_least(Duration::from_secs(1)))]
+    pub session_max_age: Duration,
+
+    /// Within this long of a rotation, presenting the refresh token it spent returns a fresh pair
+    /// instead of ending the session (0s to 5m; 0s: every reuse ends the session).
+    #[arg(long, env = "AUTHD_REFRESH_REUSE_GRACE", value_name = "AUTHD_REFRESH_REUSE_GRACE", default_value = DEFAULT_REFRESH_REUSE_GRACE, value_parser = duration_between(Duration::ZERO, MAX_REFRESH_REUSE_GRACE))]
+    pub refresh_reuse_grace: Duration,
 
     /// Time a connection may stay open with no call in flight, at least 1s.
     #[arg(long, env = "AUTHD_IDLE_TIMEOUT", value_name = "AUTHD_IDLE_TIMEOUT", default_value = DEFAULT_IDLE_TIMEOUT, value_parser = duration_at_least(Duration::from_secs(1)))]

@@ -1,6 +1,7 @@
 //! `Settings`: the configuration as start-up uses it, every value typed and checked. Built once
 //! from the parsed flags by [`Config::settings`], which also checks the rules that join several
-//! flags (a back-off base within its maximum, cached mode only with Redis, an HS256 secret).
+//! flags (a back-off base within its maximum, cached mode only with Redis, an HS256 secret, the
+//! password-hash parameters between OWASP's minimums and the ceiling for stored hashes).
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
@@ -12,7 +13,7 @@ use super::{
     RevocationMode, parse,
 };
 use crate::{
-    hashing::HashingLimits,
+    hashing::{HashingLimits, PasswordParameter, PasswordParams, PasswordParamsError},
     store::{DatabaseLocation, RedisTopology},
     throttle::ThrottlePolicy,
 };
@@ -103,12 +104,16 @@ pub struct Settings {
     pub trusted_proxies: Vec<IpNet>,
     /// Password hashing threads and queue.
     pub hashing: HashingLimits,
+    /// Argon2id parameters of new password hashes.
+    pub password_params: PasswordParams,
     /// Verified tokens remembered (0 disables the cache).
     pub verify_cache_entries: usize,
     /// Listener limits.
     pub server: ServerLimits,
     /// Whether gRPC server reflection is served.
     pub reflection: bool,
+    /// Session lifetimes and the refresh-token reuse grace.
+    pub sessions: crate::service::SessionPolicy,
     /// Log format.
     pub log_format: LogFormat,
 }
@@ -137,6 +142,12 @@ impl Config {
             Some(location) => location,
             None => embedded_database(&self.data_dir)?,
         };
+        let password_params = PasswordParams::new(
+            self.password_memory_kib,
+            self.password_iterations,
+            self.password_parallelism,
+        )
+        .map_err(password_params_error)?;
         let concurrency = match self.hash_concurrency {
             0 => std::thread::available_parallelism().map_or(1, usize::from),
             threads => threads,
@@ -172,6 +183,7 @@ impl Config {
                 concurrency,
                 queue: self.hash_queue.get(),
             },
+            password_params,
             verify_cache_entries: self.verify_cache_entries,
             server: ServerLimits {
                 request_timeout: self.request_timeout,
@@ -184,6 +196,11 @@ impl Config {
                 },
             },
             reflection: self.reflection,
+            sessions: crate::service::SessionPolicy {
+                refresh_token_ttl: self.refresh_token_ttl,
+                max_age: self.session_max_age,
+                reuse_grace: self.refresh_reuse_grace,
+            },
             log_format: self.log_format,
         })
     }
@@ -223,6 +240,16 @@ impl Config {
             }
         }
     }
+}
+
+/// A refused password-hash parameter, named by its variable.
+fn password_params_error(error: PasswordParamsError) -> ConfigError {
+    let setting = match error.parameter() {
+        PasswordParameter::MemoryKib => "AUTHD_PASSWORD_MEMORY_KIB",
+        PasswordParameter::Iterations => "AUTHD_PASSWORD_ITERATIONS",
+        PasswordParameter::Parallelism => "AUTHD_PASSWORD_PARALLELISM",
+    };
+    ConfigError::new(setting, error.to_string())
 }
 
 /// The embedded database in `data_dir`, unless an older authd left it elsewhere: starting on a new
@@ -277,6 +304,88 @@ mod tests {
         assert!(settings.database.is_embedded());
         assert!(settings.redis.is_none());
         assert!(settings.hashing.concurrency >= 1);
+        assert_eq!(settings.password_params, PasswordParams::DEFAULT);
+        assert_eq!(
+            (
+                settings.password_params.memory_kib(),
+                settings.password_params.iterations(),
+                settings.password_params.parallelism()
+            ),
+            (19_456, 2, 1)
+        );
+    }
+
+    #[test]
+    fn password_parameters_come_from_their_flags_or_variables() {
+        let settings = parse(&[
+            "--password-memory-kib",
+            "47104",
+            "--password-iterations",
+            "1",
+            "--password-parallelism",
+            "2",
+        ])
+        .unwrap()
+        .settings()
+        .unwrap();
+        assert_eq!(
+            settings.password_params,
+            PasswordParams::new(47_104, 1, 2).unwrap()
+        );
+        // Setting the variables here would race the other tests: check the flags read them.
+        let command = <Config as clap::CommandFactory>::command();
+        for (id, variable, default) in [
+            ("password_memory_kib", "AUTHD_PASSWORD_MEMORY_KIB", "19456"),
+            ("password_iterations", "AUTHD_PASSWORD_ITERATIONS", "2"),
+            ("password_parallelism", "AUTHD_PASSWORD_PARALLELISM", "1"),
+        ] {
+            let arg = command
+                .get_arguments()
+                .find(|arg| arg.get_id() == id)
+                .unwrap();
+            assert_eq!(arg.get_env(), Some(std::ffi::OsStr::new(variable)));
+            assert_eq!(arg.get_default_values(), [default]);
+        }
+    }
+
+    #[test]
+    fn password_parameters_outside_owasp_minimums_or_the_ceiling_name_their_variable() {
+        for (args, setting) in [
+            (
+                &["--password-memory-kib", "19455"][..],
+                "AUTHD_PASSWORD_MEMORY_KIB",
+            ),
+            (&["--password-iterations", "1"], "AUTHD_PASSWORD_MEMORY_KIB"),
+            (
+                &["--password-memory-kib", "65537"],
+                "AUTHD_PASSWORD_MEMORY_KIB",
+            ),
+            (&["--password-iterations", "0"], "AUTHD_PASSWORD_ITERATIONS"),
+            (&["--password-iterations", "9"], "AUTHD_PASSWORD_ITERATIONS"),
+            (
+                &["--password-parallelism", "0"],
+                "AUTHD_PASSWORD_PARALLELISM",
+            ),
+            (
+                &["--password-parallelism", "5"],
+                "AUTHD_PASSWORD_PARALLELISM",
+            ),
+        ] {
+            let error = parse(args).unwrap().settings().unwrap_err();
+            assert_eq!(error.setting, setting, "{args:?}");
+            assert!(error.to_string().contains(setting), "{args:?}: {error}");
+        }
+        let error = parse(&["--password-memory-kib", "9216"])
+            .unwrap()
+            .settings()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.starts_with("invalid AUTHD_PASSWORD_MEMORY_KIB: 9216 KiB with 2 iteration(s)")
+                && error.contains("19456 KiB")
+                && error.contains("m=47104 t=1"),
+            "{error}"
+        );
     }
 
     #[test]
@@ -291,6 +400,14 @@ mod tests {
             (&["--clock-leeway", "6m"], "AUTHD_CLOCK_LEEWAY"),
             (&["--request-timeout", "50ms"], "AUTHD_REQUEST_TIMEOUT"),
             (&["--hash-queue", "0"], "AUTHD_HASH_QUEUE"),
+            (
+                &["--password-memory-kib", "lots"],
+                "AUTHD_PASSWORD_MEMORY_KIB",
+            ),
+            (
+                &["--password-iterations", "2.5"],
+                "AUTHD_PASSWORD_ITERATIONS",
+            ),
             (&["--jwt-issuer", ""], "AUTHD_JWT_ISSUER"),
         ] {
             let error = parse(args).unwrap_err().to_string();

@@ -6,6 +6,7 @@ mod email;
 mod password;
 mod password_hash;
 mod requests;
+mod session;
 mod token;
 mod user;
 
@@ -13,6 +14,9 @@ pub use email::Email;
 pub use password::{Password, personal_words};
 pub use password_hash::PasswordHashString;
 pub use requests::{Credentials, Registration};
+pub use session::{
+    MAX_USER_AGENT_CHARS, REFRESH_TOKEN_CHARS, RefreshToken, RefreshTokenHash, SessionId, UserAgent,
+};
 pub use token::{AccessToken, Jti};
 pub use user::{UserId, Username};
 

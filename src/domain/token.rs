@@ -53,6 +53,12 @@ impl Jti {
     }
 }
 
+impl From<Uuid> for Jti {
+    fn from(uuid: Uuid) -> Self {
+        Self(uuid)
+    }
+}
+
 impl std::fmt::Display for Jti {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         self.0.fmt(f)

@@ -1,11 +1,14 @@
-//! Accounts: Register (create and sign in) and Login (check the password, throttled).
+//! Accounts: Register (create and sign in), Login (check the password, throttled),
+//! ChangePassword and DeleteAccount (the password checked like Login's). A successful check of a
+//! hash made with other parameters than the configured ones rehashes it, off the response path.
 
-use std::net::IpAddr;
-
-use super::{AuthService, ServiceError, Session};
+use super::{AuthService, Client, ServiceError, Session};
 use crate::{
-    domain::{Credentials, Registration, UserId},
-    store::NewUser,
+    domain::{
+        AccessToken, Credentials, Email, FieldViolation, Password, PasswordHashString,
+        Registration, UserId, personal_words,
+    },
+    store::{NewUser, Revocation, Revoked, StoredUser},
 };
 
 impl AuthService {
@@ -16,10 +19,13 @@ impl AuthService {
     pub async fn register(
         &self,
         registration: Registration,
-        source: Option<IpAddr>,
+        client: &Client,
     ) -> Result<Session, ServiceError> {
         let now = self.parts.clock.now_millis();
-        self.parts.throttle.count_registration(source, now).await?;
+        self.parts
+            .throttle
+            .count_registration(client.source, now)
+            .await?;
         if self
             .parts
             .users
@@ -38,7 +44,7 @@ impl AuthService {
         };
         self.parts.users.insert(&user).await?;
         tracing::info!(user_id = %user.id, "registered");
-        self.start_session(user.id)
+        self.start_session(user.id, client).await
     }
 
     /// Checks an email and password and signs the user in. An unknown email costs the same
@@ -48,33 +54,181 @@ impl AuthService {
     pub async fn login(
         &self,
         credentials: Credentials,
-        source: Option<IpAddr>,
+        client: &Client,
     ) -> Result<Session, ServiceError> {
         let Credentials { email, password } = credentials;
         let now = self.parts.clock.now_millis();
-        let attempt = self.parts.throttle.begin(&email, source, now).await?;
+        let attempt = self
+            .parts
+            .throttle
+            .begin(&email, client.source, now)
+            .await?;
         let stored = self.parts.users.find_credentials(&email).await?;
-        let user_id = stored.as_ref().map(|credentials| credentials.id);
-        let matched = self
+        let (user_id, hash) = match stored {
+            Some(stored) => (Some(stored.id), Some(stored.password_hash)),
+            None => (None, None),
+        };
+        let (matched, password) = self
             .parts
             .hasher
-            .verify(
-                password,
-                stored.map(|credentials| credentials.password_hash),
-            )
+            .verify_keeping(password, hash.clone())
             .await?;
-        match user_id {
-            Some(user_id) if matched => {
+        match (user_id, hash) {
+            (Some(user_id), Some(hash)) if matched => {
                 self.parts.throttle.succeeded(attempt, now).await?;
+                self.rehash_if_outdated(user_id, hash, password);
                 tracing::info!(%user_id, "logged in");
-                self.start_session(user_id)
+                self.start_session(user_id, client).await
             }
             _ => {
                 // The failure was counted when the attempt began.
                 drop(attempt);
-                tracing::info!(?source, "login refused");
+                tracing::info!(source = ?client.source, "login refused");
                 Err(ServiceError::InvalidCredentials)
             }
         }
+    }
+
+    /// Checks `password` for the user of a verified access token, exactly like Login (the same
+    /// throttle counters, the same error); the stored user and the password back.
+    async fn check_password(
+        &self,
+        user_id: UserId,
+        password: Password,
+        client: &Client,
+    ) -> Result<(StoredUser, Password), ServiceError> {
+        let now = self.parts.clock.now_millis();
+        let stored = self.parts.users.find_user(user_id).await?;
+        // The account may have been deleted since the token was checked; the attempt still costs
+        // one hash.
+        let key = stored
+            .as_ref()
+            .map_or("", |user| user.email_normalized.as_str());
+        let attempt = self
+            .parts
+            .throttle
+            .begin_for(key, client.source, now)
+            .await?;
+        let (matched, password) = self
+            .parts
+            .hasher
+            .verify_keeping(
+                password,
+                stored.as_ref().map(|user| user.password_hash.clone()),
+            )
+            .await?;
+        match stored {
+            Some(stored) if matched => {
+                self.parts.throttle.succeeded(attempt, now).await?;
+                Ok((stored, password))
+            }
+            _ => {
+                drop(attempt);
+                tracing::info!(%user_id, source = ?client.source, "password check refused");
+                Err(ServiceError::InvalidCredentials)
+            }
+        }
+    }
+
+    /// Changes the password of the token's user: `current` checked like Login, `new` judged like
+    /// Register's; then every session of the user ends and a new one starts.
+    pub async fn change_password(
+        &self,
+        access_token: Option<AccessToken>,
+        current: Password,
+        new: Password,
+        client: &Client,
+    ) -> Result<Session, ServiceError> {
+        let claims = self.verify(access_token).await?;
+        let user_id = claims.user_id;
+        let (stored, _) = self.check_password(user_id, current, client).await?;
+        if let Ok(email) = Email::parse(&stored.email_normalized) {
+            new.check_strength(&personal_words(&email, None))
+                .map_err(|violation| {
+                    ServiceError::InvalidArgument(vec![FieldViolation {
+                        field: "new_password",
+                        ..violation
+                    }])
+                })?;
+        }
+        let new_hash = self.parts.hasher.hash(new).await?;
+        // Sessions end first: if storing the hash then fails, the old password still works and a
+        // retry can finish.
+        self.end_every_session(user_id).await?;
+        if !self
+            .parts
+            .users
+            .replace_password_hash(user_id, &stored.password_hash, &new_hash)
+            .await?
+        {
+            // Changed (or deleted) meanwhile by another call: this one's password is stale.
+            return Err(ServiceError::InvalidCredentials);
+        }
+        tracing::info!(%user_id, "password changed; every session ended");
+        self.start_session(user_id, client).await
+    }
+
+    /// Deletes the token's user after checking `password` like Login: its row, its sessions and
+    /// its throttle counts; every token of the user is refused from now on.
+    pub async fn delete_account(
+        &self,
+        access_token: Option<AccessToken>,
+        password: Password,
+        client: &Client,
+    ) -> Result<(), ServiceError> {
+        let claims = self.verify(access_token).await?;
+        let user_id = claims.user_id;
+        let (stored, _) = self.check_password(user_id, password, client).await?;
+        let now = self.parts.clock.now_millis();
+        // Every token of the user, whenever issued: the id is never reused.
+        let cutoff = Revocation {
+            user: user_id,
+            what: Revoked::IssuedBefore(user_id, i64::MAX),
+            until: self.last_access_token_until(now),
+        };
+        self.parts
+            .revocations
+            .revoke(&[cutoff], now.div_euclid(1000))
+            .await?;
+        self.parts.users.delete_user(user_id).await?;
+        self.parts
+            .throttle
+            .forget_account(&stored.email_normalized, client.source)
+            .await?;
+        tracing::info!(%user_id, "account deleted");
+        Ok(())
+    }
+
+    /// Rehashes a password whose stored hash has other parameters than the configured ones, on a
+    /// task of its own; the hash is replaced only if it is still the one checked.
+    fn rehash_if_outdated(&self, user_id: UserId, checked: PasswordHashString, password: Password) {
+        if !self.parts.hasher.needs_rehash(&checked) {
+            return;
+        }
+        let hasher = self.parts.hasher.clone();
+        let users = self.parts.users.clone();
+        tokio::spawn(async move {
+            let rehashed = match hasher.hash(password).await {
+                Ok(rehashed) => rehashed,
+                Err(error) => {
+                    tracing::warn!(%user_id, error = %error, "rehash skipped");
+                    return;
+                }
+            };
+            match users
+                .replace_password_hash(user_id, &checked, &rehashed)
+                .await
+            {
+                Ok(true) => {
+                    tracing::info!(%user_id, "password rehashed with the configured parameters")
+                }
+                Ok(false) => {}
+                Err(error) => tracing::warn!(
+                    %user_id,
+                    error = crate::telemetry::error_chain(&error),
+                    "rehash not stored"
+                ),
+            }
+        });
     }
 }

@@ -3,7 +3,10 @@
 
 use std::time::Duration;
 
-use crate::{hashing::HashError, store::StoreError, throttle::ThrottleError, tokens::TokenError};
+use crate::{
+    domain::FieldViolation, hashing::HashError, store::StoreError, throttle::ThrottleError,
+    tokens::TokenError,
+};
 
 /// Everything a use case can answer besides success; `api::status` maps each to a gRPC status.
 #[derive(Debug, thiserror::Error)]
@@ -17,6 +20,21 @@ pub enum ServiceError {
     /// Logout/Verify: the token is not acceptable.
     #[error(transparent)]
     Token(#[from] TokenError),
+    /// Refresh/Logout: the refresh token is malformed, unknown, or of an ended session.
+    #[error("refresh token is invalid")]
+    RefreshTokenInvalid,
+    /// Refresh: unused for too long, or the session reached its maximum age.
+    #[error("refresh token has expired")]
+    RefreshTokenExpired,
+    /// Refresh: a spent refresh token was presented again; the session has ended.
+    #[error("refresh token was already used; the session has ended")]
+    RefreshTokenReused,
+    /// RevokeSession: no such session of the caller.
+    #[error("no such session")]
+    SessionNotFound,
+    /// A field checked only once the user is known (ChangePassword's new password strength).
+    #[error("invalid argument")]
+    InvalidArgument(Vec<FieldViolation>),
     /// Login: the account or source is backing off after failures.
     #[error("too many failed logins; retry later")]
     Throttled {

@@ -1,17 +1,20 @@
 //! The use cases as plain async functions over the stores, the password hasher and the token
-//! authority; no I/O details, no tonic. By concern: `accounts.rs` (register, login), `verify.rs`
-//! (verify, logout), `data_loss.rs` (noticing a revocation store that lost its data),
-//! `maintenance.rs` (one-time steps at start-up); `error.rs` is what they can answer besides
-//! success.
+//! authority; no I/O details, no tonic. By concern: `accounts.rs` (register, login, change
+//! password, delete account), `verify.rs` (verify and the checks every token-bearing call shares),
+//! `sessions.rs` (refresh, logout, logout everywhere, listing and revoking sessions),
+//! `data_loss.rs` (noticing a revocation store that lost its data), `maintenance.rs` (one-time
+//! steps at start-up); `error.rs` is what they can answer besides success.
 
 mod accounts;
 mod data_loss;
 mod error;
 mod maintenance;
+mod sessions;
 mod verify;
 
 pub use error::ServiceError;
 pub use maintenance::NormalizationReport;
+pub use sessions::{Client, SessionPolicy};
 
 use std::sync::{
     Arc,
@@ -20,22 +23,28 @@ use std::sync::{
 
 use crate::{
     clock::Clock,
-    domain::UserId,
+    domain::{RefreshToken, SessionId, UserId},
     hashing::PasswordHasher,
-    store::{RevocationStore, UserStore},
+    store::{RevocationStore, SessionStore, UserStore},
     throttle::LoginThrottle,
     tokens::{IssuedToken, TokenAuthority, VerifiedTokenCache},
 };
 
-/// A signed-in user: who, and the token that proves it.
+/// A signed-in session's tokens: who, which session, and the two tokens.
 #[derive(Debug)]
 pub struct Session {
     /// The user.
     pub user_id: UserId,
-    /// Their new access token.
+    /// The session.
+    pub session_id: SessionId,
+    /// A new access token.
     pub token: IssuedToken,
-    /// The token's lifetime in seconds.
+    /// The access token's lifetime in seconds.
     pub expires_in: i64,
+    /// The session's current refresh token.
+    pub refresh_token: RefreshToken,
+    /// Seconds until the refresh token expires unused.
+    pub refresh_expires_in: i64,
 }
 
 /// The authentication use cases, assembled from their [`Parts`].
@@ -51,6 +60,10 @@ pub struct AuthService {
 pub struct Parts {
     /// Where users live.
     pub users: Arc<dyn UserStore>,
+    /// Where sessions live.
+    pub sessions: Arc<dyn SessionStore>,
+    /// Session lifetimes and the reuse grace.
+    pub session_policy: SessionPolicy,
     /// Where revocations live.
     pub revocations: Arc<dyn RevocationStore>,
     /// Login throttling.
@@ -98,23 +111,5 @@ impl AuthService {
             .throttle
             .purge_expired(self.parts.clock.now_millis())
             .await?)
-    }
-
-    /// Issues an access token for `user_id`, now.
-    fn start_session(&self, user_id: UserId) -> Result<Session, ServiceError> {
-        // Never issue a token the revocation cut-off would refuse: within the cut-off's own
-        // second (JWT times are whole seconds), `iat` is the cut-off, a fraction of a second
-        // ahead, well inside the clock leeway.
-        let issued_at = self.parts.clock.now().max(self.revocation_cutoff());
-        let token = self
-            .parts
-            .tokens
-            .issue(user_id, issued_at)
-            .map_err(ServiceError::Unexpected)?;
-        Ok(Session {
-            user_id,
-            token,
-            expires_in: self.parts.tokens.ttl_seconds(),
-        })
     }
 }

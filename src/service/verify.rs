@@ -1,9 +1,11 @@
-//! Tokens in use: Verify (the hot path: "who is this token?", failing closed) and Logout
-//! (revoke a token until it could no longer be accepted anyway).
+//! Verify, the hot path: "who is this token?", failing closed. Every call that takes an access
+//! token (LogoutAll, ChangePassword, ListSessions, RevokeSession, DeleteAccount) checks it here
+//! too, so each answers an expired, revoked or forged token exactly as Verify does.
 
 use super::{AuthService, ServiceError};
 use crate::{
     domain::AccessToken,
+    store::TokenRef,
     tokens::{TokenClaims, TokenError},
 };
 
@@ -22,30 +24,15 @@ impl AuthService {
         if claims.issued_at < self.revocation_cutoff() {
             return Err(TokenError::Revoked.into());
         }
-        if self.parts.revocations.is_revoked(claims.jti, now).await? {
+        let token = TokenRef {
+            user: claims.user_id,
+            jti: claims.jti,
+            session: claims.session_id,
+            issued_at: claims.issued_at,
+        };
+        if self.parts.revocations.is_revoked(&token, now).await? {
             return Err(TokenError::Revoked.into());
         }
         Ok(claims)
-    }
-
-    /// Revokes a token until it could no longer be accepted anyway. Idempotent: an expired or
-    /// already revoked token is fine; a forged one is not.
-    pub async fn logout(&self, token: Option<AccessToken>) -> Result<(), ServiceError> {
-        let token = token.ok_or(TokenError::Missing)?;
-        let decoded = self.parts.tokens.decode(&token)?;
-        let now = self.parts.clock.now();
-        match self.parts.tokens.check_time(&decoded, now) {
-            Ok(()) => {}
-            Err(TokenError::Expired) => return Ok(()),
-            Err(other) => return Err(other.into()),
-        }
-        let claims = decoded.claims;
-        let until = self.parts.tokens.accepted_until(&claims);
-        self.parts
-            .revocations
-            .revoke(claims.jti, until, now)
-            .await?;
-        tracing::info!(user_id = %claims.user_id, jti = %claims.jti, "logged out");
-        Ok(())
     }
 }

@@ -1,5 +1,6 @@
-//! Cached revocation mode (AUTHD_REVOCATION_MODE=cached): an in-memory mirror of the revoked-jti
-//! set, so that Verify answers without a Redis round trip.
+//! Cached revocation mode (AUTHD_REVOCATION_MODE=cached): an in-memory mirror of the Redis
+//! revocation set (revoked jtis, ended sessions, per-user cut-offs), so that Verify answers
+//! without a Redis round trip.
 //!
 //! The mirror subscribes to the revocation channel, then loads every live revocation from the
 //! index (so nothing published during the load is missed), and from then on applies each
@@ -13,9 +14,8 @@
 //! through this instance are seen at once.
 
 use std::{
-    collections::HashMap,
     sync::{
-        Arc, RwLock,
+        Arc,
         atomic::{AtomicI64, Ordering},
     },
     time::Duration,
@@ -25,11 +25,11 @@ use async_trait::async_trait;
 use tokio::task::JoinHandle;
 use tokio_stream::StreamExt as _;
 
-use super::{RevocationStore, StoreError, redis::RedisStore};
-use crate::{
-    clock::{Clock, UnixSeconds},
-    domain::Jti,
+use super::{
+    Revocation, RevocationStore, RevokedSet, StoreError, TokenRef,
+    redis::{RedisStore, parse_index_member},
 };
+use crate::clock::{Clock, UnixSeconds};
 
 /// How often the mirror publishes its heartbeat.
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_millis(500);
@@ -42,8 +42,8 @@ const RECONNECT_DELAY: Duration = Duration::from_millis(500);
 
 /// What the background task shares with Verify.
 struct MirrorState {
-    /// jti → last second at which it is revoked.
-    revoked: RwLock<HashMap<Jti, UnixSeconds>>,
+    /// What is revoked, until when.
+    revoked: RevokedSet,
     /// Until when (Unix ms) the mirror is known to be current; 0 when it is not.
     current_until: AtomicI64,
 }
@@ -60,7 +60,7 @@ impl MirroredRevocations {
     /// Starts the subscription and heartbeat tasks (stopped when this is dropped).
     pub fn start(redis: RedisStore, clock: Arc<dyn Clock>) -> Self {
         let state = Arc::new(MirrorState {
-            revoked: RwLock::new(HashMap::new()),
+            revoked: RevokedSet::default(),
             current_until: AtomicI64::new(0),
         });
         let heartbeat_id = format!("{:016x}", rand::random::<u64>());
@@ -88,7 +88,7 @@ impl MirroredRevocations {
 
     /// Revocations held in memory.
     pub fn len(&self) -> usize {
-        self.state.revoked.read().map_or(0, |map| map.len())
+        self.state.revoked.len()
     }
 
     /// Whether the mirror holds no revocations.
@@ -107,35 +107,24 @@ impl Drop for MirroredRevocations {
 
 #[async_trait]
 impl RevocationStore for MirroredRevocations {
-    async fn revoke(
-        &self,
-        jti: Jti,
-        until: UnixSeconds,
-        now: UnixSeconds,
-    ) -> Result<(), StoreError> {
-        self.redis.revoke(jti, until, now).await?;
+    async fn revoke(&self, revocations: &[Revocation], now: UnixSeconds) -> Result<(), StoreError> {
+        self.redis.revoke(revocations, now).await?;
         // Read-your-writes on this instance, whatever the subscription is doing.
-        remember(&self.state, jti, until);
+        for revocation in revocations {
+            self.state.revoked.insert(revocation.what, revocation.until);
+        }
         Ok(())
     }
 
-    async fn is_revoked(&self, jti: Jti, now: UnixSeconds) -> Result<bool, StoreError> {
+    async fn is_revoked(&self, token: &TokenRef, now: UnixSeconds) -> Result<bool, StoreError> {
         if self.is_current() {
-            // std RwLock: no await happens while it is held.
-            let revoked = self.state.revoked.read().map_err(|_| poisoned())?;
-            return Ok(revoked.get(&jti).is_some_and(|until| *until >= now));
+            return self.state.revoked.refuses(token, now);
         }
-        self.redis.is_revoked(jti, now).await
+        self.redis.is_revoked(token, now).await
     }
 
     async fn purge_expired(&self, now: UnixSeconds) -> Result<u64, StoreError> {
-        let before = self.len();
-        self.state
-            .revoked
-            .write()
-            .map_err(|_| poisoned())?
-            .retain(|_, until| *until >= now);
-        let purged = before.saturating_sub(self.len());
+        let purged = self.state.revoked.purge(now)?;
         self.redis.purge_expired(now).await?;
         Ok(u64::try_from(purged).unwrap_or(u64::MAX))
     }
@@ -158,17 +147,6 @@ impl RevocationStore for MirroredRevocations {
 
     fn describe(&self) -> &'static str {
         "redis (cached mirror)"
-    }
-}
-
-fn poisoned() -> StoreError {
-    StoreError::unexpected(anyhow::anyhow!("revocation mirror lock poisoned"))
-}
-
-fn remember(state: &MirrorState, jti: Jti, until: UnixSeconds) {
-    if let Ok(mut revoked) = state.revoked.write() {
-        let entry = revoked.entry(jti).or_insert(until);
-        *entry = (*entry).max(until);
     }
 }
 
@@ -203,31 +181,23 @@ async fn follow_once(
     // Page through the index, so that loading a million revocations does not hold a million
     // strings at once.
     let now = clock.now();
-    let mut loaded = HashMap::new();
+    let mut loaded = Vec::new();
     let mut offset = 0;
     loop {
         let page = redis.live_revocations(now, offset, LOAD_PAGE).await?;
         offset += page.len();
         let last_page = page.len() < LOAD_PAGE;
-        for (jti, until) in page {
-            if let Some(jti) = Jti::parse(&jti) {
-                loaded.insert(jti, until);
-            }
-        }
+        loaded.extend(
+            page.into_iter()
+                .filter_map(|(member, until)| Some((parse_index_member(&member)?, until))),
+        );
         if last_page {
             break;
         }
     }
     let count = loaded.len();
-    {
-        let mut revoked = state.revoked.write().map_err(|_| poisoned())?;
-        // Keep what this instance revoked meanwhile.
-        for (jti, until) in revoked.drain() {
-            let entry = loaded.entry(jti).or_insert(until);
-            *entry = (*entry).max(until);
-        }
-        *revoked = loaded;
-    }
+    // Keeps what this instance revoked meanwhile.
+    state.revoked.replace_with(loaded);
     tracing::info!(revocations = count, "revocation mirror loaded");
     let mut synced = false;
     let mut messages = subscription.on_message();
@@ -249,9 +219,9 @@ async fn follow_once(
                 }
             }
             Some(("ping", _)) => {}
-            Some((jti, until)) => {
-                if let (Some(jti), Ok(until)) = (Jti::parse(jti), until.parse()) {
-                    remember(state, jti, until);
+            Some((member, until)) => {
+                if let (Some(what), Ok(until)) = (parse_index_member(member), until.parse()) {
+                    state.revoked.insert(what, until);
                 }
             }
             None => {}

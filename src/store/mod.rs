@@ -1,5 +1,6 @@
-//! Storage back ends behind three small traits: `UserStore` (Postgres or SQLite), and
-//! `RevocationStore` and `ThrottleStore` (Redis, or the user database when no Redis is configured).
+//! Storage back ends behind four small traits: `UserStore` and `SessionStore` (Postgres or
+//! SQLite), and `RevocationStore` and `ThrottleStore` (Redis, or the user database when no Redis is
+//! configured).
 //! The stores have no rules about content: validation happens before, in `domain`; policy in
 //! `service`.
 //!
@@ -7,6 +8,9 @@
 //!   the two dialects sits in `sql/dialect.rs`.
 //! - `redis/`: revocations and throttle counts in Redis or Redis Cluster.
 //! - `mirror.rs`: cached revocation mode, an in-memory mirror of the Redis revocation set.
+//! - `resident.rs`: the embedded default's revocations, held in memory and written through to
+//!   SQLite, so that Verify asks no database.
+//! - `revoked_set.rs`: the in-memory revocation set both of those answer from.
 //!
 //! Every call is bounded by a timeout (`bounded`), and connection-level failures become
 //! `StoreError::Unavailable`, which the API reports as UNAVAILABLE.
@@ -17,16 +21,22 @@ use async_trait::async_trait;
 
 use crate::{
     clock::{UnixMillis, UnixSeconds},
-    domain::{Email, Jti, PasswordHashString, UserId, Username},
+    domain::{
+        Email, Jti, PasswordHashString, RefreshTokenHash, SessionId, UserAgent, UserId, Username,
+    },
 };
 
 pub mod mirror;
 pub mod redis;
+pub mod resident;
+mod revoked_set;
 pub mod sql;
 
 pub use self::{
     mirror::MirroredRevocations,
     redis::{EvictionPolicy, RedisStore, RedisTopology, warn_unknown_eviction_policy},
+    resident::ResidentRevocations,
+    revoked_set::RevokedSet,
     sql::{DatabaseLocation, SqlStore},
 };
 
@@ -80,6 +90,15 @@ pub struct StoredCredentials {
     pub password_hash: PasswordHashString,
 }
 
+/// What ChangePassword and DeleteAccount need to know about a user.
+#[derive(Debug, Clone)]
+pub struct StoredUser {
+    /// The email as stored (normalised form), for the login throttle's account key.
+    pub email_normalized: String,
+    /// The stored argon2id hash.
+    pub password_hash: PasswordHashString,
+}
+
 /// A user's emails as stored, for re-normalisation.
 #[derive(Debug, Clone)]
 pub struct StoredEmail {
@@ -107,6 +126,18 @@ pub trait UserStore: Send + Sync + 'static {
         after: Option<UserId>,
         limit: u32,
     ) -> Result<Vec<StoredEmail>, StoreError>;
+    /// A user's email and hash by id.
+    async fn find_user(&self, id: UserId) -> Result<Option<StoredUser>, StoreError>;
+    /// Replaces a user's hash if it is still `expected` (so a rehash never undoes a concurrent
+    /// password change); whether it did.
+    async fn replace_password_hash(
+        &self,
+        id: UserId,
+        expected: &PasswordHashString,
+        new: &PasswordHashString,
+    ) -> Result<bool, StoreError>;
+    /// Deletes a user and, with it, its sessions; whether it existed.
+    async fn delete_user(&self, id: UserId) -> Result<bool, StoreError>;
     /// Changes a user's normalised email; `EmailTaken` if another user has it.
     async fn set_normalized_email(&self, id: UserId, normalized: &str) -> Result<(), StoreError>;
     /// Whether the one-time maintenance step `name` has been recorded.
@@ -129,19 +160,184 @@ pub trait UserStore: Send + Sync + 'static {
     fn describe(&self) -> &'static str;
 }
 
-/// Where revoked token ids live until the token could no longer be accepted anyway.
+/// A session to insert.
+#[derive(Debug, Clone)]
+pub struct NewSession {
+    /// Its id.
+    pub id: SessionId,
+    /// Whose.
+    pub user_id: UserId,
+    /// The hash of its first refresh token.
+    pub refresh_hash: RefreshTokenHash,
+    /// Now.
+    pub created_at: UnixMillis,
+    /// When the refresh token expires unused.
+    pub idle_expires_at: UnixMillis,
+    /// The session's absolute end.
+    pub expires_at: UnixMillis,
+    /// What started it.
+    pub user_agent: Option<UserAgent>,
+    /// From where (the login throttle's source address).
+    pub source_address: Option<String>,
+}
+
+/// A session as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredSession {
+    /// Its id.
+    pub id: SessionId,
+    /// Whose.
+    pub user_id: UserId,
+    /// The hash of the refresh token spent by the latest rotation.
+    pub previous_hash: Option<RefreshTokenHash>,
+    /// When that rotation happened.
+    pub rotated_at: Option<UnixMillis>,
+    /// When it started.
+    pub created_at: UnixMillis,
+    /// When its refresh token was last used (or when it started).
+    pub last_used_at: UnixMillis,
+    /// When the refresh token expires unused (never after `expires_at`).
+    pub idle_expires_at: UnixMillis,
+    /// The absolute end.
+    pub expires_at: UnixMillis,
+    /// When it was ended; `None` while live.
+    pub ended_at: Option<UnixMillis>,
+    /// What started it.
+    pub user_agent: Option<UserAgent>,
+    /// From where.
+    pub source_address: Option<String>,
+}
+
+impl StoredSession {
+    /// Whether it is neither ended nor expired at `now`.
+    pub fn is_live(&self, now: UnixMillis) -> bool {
+        self.ended_at.is_none() && self.idle_expires_at > now && self.expires_at > now
+    }
+}
+
+/// Where a presented refresh token stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefreshTokenState {
+    /// It is the session's current one.
+    Current,
+    /// It was spent by a rotation.
+    Spent,
+}
+
+/// A rotation: spend `presented`, make `next` current, extend the idle limit to `idle_until`
+/// (never past the session's absolute end).
+#[derive(Debug, Clone, Copy)]
+pub struct Rotation {
+    /// The refresh token presented.
+    pub presented: RefreshTokenHash,
+    /// Its successor.
+    pub next: RefreshTokenHash,
+    /// Now.
+    pub now: UnixMillis,
+    /// The new idle limit, before capping at the absolute end.
+    pub idle_until: UnixMillis,
+}
+
+/// Where sessions live (the user database). Rotation is a compare-and-set on the current refresh
+/// token, so of N concurrent rotations from one token exactly one succeeds.
+#[async_trait]
+pub trait SessionStore: Send + Sync + 'static {
+    /// Inserts a session.
+    async fn create_session(&self, session: &NewSession) -> Result<(), StoreError>;
+    /// If `rotation.presented` is the current refresh token of a session live at `now`: makes
+    /// `next` current, records `presented` as spent (the session's previous one, rotated now)
+    /// and returns the session as it is afterwards. Otherwise `None`, and nothing changes.
+    async fn rotate_refresh_token(
+        &self,
+        rotation: &Rotation,
+    ) -> Result<Option<StoredSession>, StoreError>;
+    /// The reuse grace: if `expected_current` is still the current refresh token of session `id`
+    /// and the session is live, replaces it by `rotation.next` (spending it), keeping
+    /// `rotation.presented` as the previous one and the rotation time as it was.
+    async fn replace_current_refresh_token(
+        &self,
+        id: SessionId,
+        expected_current: RefreshTokenHash,
+        rotation: &Rotation,
+    ) -> Result<Option<StoredSession>, StoreError>;
+    /// The session a refresh token belongs to, its current refresh token's hash, and whether the
+    /// presented one is current or spent; `None` when no session knows it.
+    async fn find_refresh_token(
+        &self,
+        hash: RefreshTokenHash,
+    ) -> Result<Option<(StoredSession, RefreshTokenHash, RefreshTokenState)>, StoreError>;
+    /// A session by id.
+    async fn session(&self, id: SessionId) -> Result<Option<StoredSession>, StoreError>;
+    /// Ends session `id` if it is live and (when given) `user`'s; the session as it was before, or
+    /// `None` when nothing was ended.
+    async fn end_session(
+        &self,
+        id: SessionId,
+        user: Option<UserId>,
+        now: UnixMillis,
+    ) -> Result<Option<StoredSession>, StoreError>;
+    /// Ends every live session of `user`; the sessions as they were before.
+    async fn end_user_sessions(
+        &self,
+        user: UserId,
+        now: UnixMillis,
+    ) -> Result<Vec<StoredSession>, StoreError>;
+    /// `user`'s sessions live at `now`, newest first.
+    async fn live_sessions(
+        &self,
+        user: UserId,
+        now: UnixMillis,
+    ) -> Result<Vec<StoredSession>, StoreError>;
+    /// Deletes sessions ended or expired before `before` (with their spent tokens).
+    async fn purge_sessions(&self, before: UnixMillis) -> Result<u64, StoreError>;
+}
+
+/// What a revocation refuses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Revoked {
+    /// One access token.
+    Token(Jti),
+    /// Every access token issued in a session.
+    Session(SessionId),
+    /// Every access token of a user issued (`iat`) before a second.
+    IssuedBefore(UserId, UnixSeconds),
+}
+
+/// A revocation: whose tokens, what it refuses, and until when (Unix seconds, inclusive) it must
+/// be kept: until the last token it could refuse can no longer be accepted anyway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Revocation {
+    /// The user whose tokens are refused (Redis keeps a user's entries together).
+    pub user: UserId,
+    /// What is refused.
+    pub what: Revoked,
+    /// The last second the entry matters.
+    pub until: UnixSeconds,
+}
+
+/// What Verify asks of a revocation store about one access token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TokenRef {
+    /// `sub`.
+    pub user: UserId,
+    /// `jti`.
+    pub jti: Jti,
+    /// `sid`, if the token has one.
+    pub session: Option<SessionId>,
+    /// `iat`.
+    pub issued_at: UnixSeconds,
+}
+
+/// Where revocations live until the tokens they refuse could no longer be accepted anyway.
+/// Three kinds (`Revoked`), all checked by one `is_revoked`.
 #[async_trait]
 pub trait RevocationStore: Send + Sync + 'static {
-    /// Records that `jti` is revoked until `until` (Unix seconds, inclusive); then the entry may
-    /// vanish. Revoking again keeps the later of the two times.
-    async fn revoke(
-        &self,
-        jti: Jti,
-        until: UnixSeconds,
-        now: UnixSeconds,
-    ) -> Result<(), StoreError>;
-    /// Whether `jti` is revoked at `now`.
-    async fn is_revoked(&self, jti: Jti, now: UnixSeconds) -> Result<bool, StoreError>;
+    /// Records `revocations` (at once where the back end allows); an entry may vanish after its
+    /// `until`. Revoking again keeps the later time (and, for a cut-off, the later second).
+    async fn revoke(&self, revocations: &[Revocation], now: UnixSeconds) -> Result<(), StoreError>;
+    /// Whether any revocation in force at `now` refuses `token`: its jti, its session, or a
+    /// cut-off of its user after its `iat`.
+    async fn is_revoked(&self, token: &TokenRef, now: UnixSeconds) -> Result<bool, StoreError>;
     /// Deletes entries past their time; a no-op where the back end expires them itself.
     async fn purge_expired(&self, now: UnixSeconds) -> Result<u64, StoreError>;
     /// The marker this store holds as long as it keeps its data (Redis: a key without TTL that a

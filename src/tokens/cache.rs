@@ -62,7 +62,7 @@ mod tests {
 
     use super::*;
     use crate::{
-        domain::UserId,
+        domain::{SessionId, UserId},
         tokens::{SigningKeyMaterial, TokenAuthority, TokenError},
     };
 
@@ -80,7 +80,9 @@ mod tests {
     #[test]
     fn a_verified_token_is_decoded_once() {
         let tokens = authority();
-        let issued = tokens.issue(UserId::generate(), 1_000).unwrap();
+        let issued = tokens
+            .issue(UserId::generate(), SessionId::generate(), 1_000)
+            .unwrap();
         let cache = VerifiedTokenCache::new(10);
         let decodes = Cell::new(0);
         for _ in 0..3 {
@@ -107,7 +109,9 @@ mod tests {
             TokenError::Invalid
         );
         assert!(cache.is_empty());
-        let issued = tokens.issue(UserId::generate(), 1_000).unwrap();
+        let issued = tokens
+            .issue(UserId::generate(), SessionId::generate(), 1_000)
+            .unwrap();
         let decoded = cache
             .get_or_decode(&issued.token, |t| tokens.decode(t))
             .unwrap();
@@ -121,7 +125,9 @@ mod tests {
     #[test]
     fn capacity_zero_disables_the_cache() {
         let tokens = authority();
-        let issued = tokens.issue(UserId::generate(), 1_000).unwrap();
+        let issued = tokens
+            .issue(UserId::generate(), SessionId::generate(), 1_000)
+            .unwrap();
         let cache = VerifiedTokenCache::new(0);
         cache
             .get_or_decode(&issued.token, |t| tokens.decode(t))

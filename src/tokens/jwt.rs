@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use super::{IssuedToken, SigningKeyMaterial, TokenClaims, TokenError};
 use crate::{
     clock::UnixSeconds,
-    domain::{AccessToken, Jti, UserId},
+    domain::{AccessToken, Jti, SessionId, UserId},
 };
 
 /// The earliest and latest seconds a google.protobuf.Timestamp can hold (0001-01-01T00:00:00Z and
@@ -38,6 +38,9 @@ struct WireClaims {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     nbf: Option<i64>,
     jti: String,
+    /// The session (OpenID Connect's `sid`); absent in tokens issued before sessions existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sid: Option<String>,
 }
 
 /// Issues and verifies access tokens with one key.
@@ -113,11 +116,17 @@ impl TokenAuthority {
         self.leeway_seconds
     }
 
-    /// Issues a token for `user_id`, valid from `now` for the configured lifetime.
-    pub fn issue(&self, user_id: UserId, now: UnixSeconds) -> Result<IssuedToken, anyhow::Error> {
+    /// Issues a token for `user_id` in `session_id`, valid from `now` for the configured lifetime.
+    pub fn issue(
+        &self,
+        user_id: UserId,
+        session_id: SessionId,
+        now: UnixSeconds,
+    ) -> Result<IssuedToken, anyhow::Error> {
         let claims = TokenClaims {
             user_id,
             jti: Jti::generate(),
+            session_id: Some(session_id),
             issued_at: now,
             expires_at: now + self.ttl_seconds,
         };
@@ -129,6 +138,7 @@ impl TokenAuthority {
             exp: claims.expires_at,
             nbf: None,
             jti: claims.jti.to_string(),
+            sid: Some(session_id.to_string()),
         };
         let jwt = jsonwebtoken::encode(&self.header, &wire, &self.encoding_key)?;
         let token = AccessToken::new(jwt)
@@ -165,6 +175,10 @@ impl TokenAuthority {
         let wire = data.claims;
         let user_id = UserId::parse(&wire.sub).ok_or(TokenError::Invalid)?;
         let jti = Jti::parse(&wire.jti).ok_or(TokenError::Invalid)?;
+        let session_id = match &wire.sid {
+            None => None,
+            Some(sid) => Some(SessionId::parse(sid).ok_or(TokenError::Invalid)?),
+        };
         if !self.plausible_lifetime(wire.iat, wire.exp) {
             return Err(TokenError::Invalid);
         }
@@ -172,6 +186,7 @@ impl TokenAuthority {
             claims: TokenClaims {
                 user_id,
                 jti,
+                session_id,
                 issued_at: wire.iat,
                 expires_at: wire.exp,
             },

@@ -1,5 +1,5 @@
 //! Access tokens: RFC 9068 JWTs (header `typ: at+jwt`, `kid`; claims `iss`, `aud`, `sub`, `iat`,
-//! `exp`, `jti`), signed with Ed25519 (default) or HS256.
+//! `exp`, `jti`, `sid`), signed with Ed25519 (default) or HS256.
 //!
 //! - `keys.rs`: the signing key — loading, generating (0600, atomically), permissions, `kid`s.
 //! - `jwt.rs`: `TokenAuthority`, which issues and verifies with one key; no file I/O.
@@ -17,7 +17,7 @@ pub use keys::{SigningKeyMaterial, load_ed25519_key, load_or_generate_ed25519_ke
 
 use crate::{
     clock::UnixSeconds,
-    domain::{AccessToken, Jti, UserId},
+    domain::{AccessToken, Jti, SessionId, UserId},
 };
 
 /// Why a token is not acceptable; each maps to an ErrorInfo reason.
@@ -32,7 +32,7 @@ pub enum TokenError {
     /// Past `exp` (plus leeway).
     #[error("access token has expired")]
     Expired,
-    /// Revoked by a Logout.
+    /// Revoked: by a Logout, or its session or user ended it.
     #[error("access token has been revoked")]
     Revoked,
 }
@@ -44,6 +44,8 @@ pub struct TokenClaims {
     pub user_id: UserId,
     /// `jti`: the token's unique id.
     pub jti: Jti,
+    /// `sid`: the session it was issued in; `None` for tokens issued before sessions existed.
+    pub session_id: Option<SessionId>,
     /// `iat`.
     pub issued_at: UnixSeconds,
     /// `exp`.

@@ -9,6 +9,7 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use secrecy::SecretString;
 
 use super::*;
+use crate::domain::SessionId;
 use ed25519_dalek::pkcs8::EncodePrivateKey as _;
 use jsonwebtoken::{decode_header, jwk::Jwk};
 use serde_json::{Value, json};
@@ -133,7 +134,10 @@ fn b64_json(value: &Value) -> String {
 
 fn assert_round_trip(fixture: &Fixture) {
     let user_id = UserId::generate();
-    let issued = fixture.authority.issue(user_id, NOW).unwrap();
+    let issued = fixture
+        .authority
+        .issue(user_id, SessionId::generate(), NOW)
+        .unwrap();
     assert_eq!(issued.claims.user_id, user_id);
     assert_eq!(issued.claims.issued_at, NOW);
     assert_eq!(issued.claims.expires_at, NOW + TTL);
@@ -144,7 +148,10 @@ fn assert_round_trip(fixture: &Fixture) {
     assert_eq!(header.typ.as_deref(), Some("at+jwt"));
     assert_eq!(header.kid.as_deref(), Some(fixture.authority.key_id()));
 
-    let again = fixture.authority.issue(user_id, NOW).unwrap();
+    let again = fixture
+        .authority
+        .issue(user_id, SessionId::generate(), NOW)
+        .unwrap();
     assert_ne!(
         again.claims.jti, issued.claims.jti,
         "every token has its own jti"
@@ -209,7 +216,10 @@ fn hs256_kid_names_the_secret_without_revealing_it() {
 #[test]
 fn token_is_accepted_up_to_exp_plus_leeway() {
     for fixture in Fixture::both() {
-        let issued = fixture.authority.issue(UserId::generate(), NOW).unwrap();
+        let issued = fixture
+            .authority
+            .issue(UserId::generate(), SessionId::generate(), NOW)
+            .unwrap();
         let last_second = NOW + TTL + LEEWAY;
         assert_eq!(
             fixture.authority.verify(&issued.token, last_second),
@@ -222,7 +232,10 @@ fn token_is_accepted_up_to_exp_plus_leeway() {
 #[test]
 fn token_past_exp_plus_leeway_is_expired() {
     for fixture in Fixture::both() {
-        let issued = fixture.authority.issue(UserId::generate(), NOW).unwrap();
+        let issued = fixture
+            .authority
+            .issue(UserId::generate(), SessionId::generate(), NOW)
+            .unwrap();
         let too_late = NOW + TTL + LEEWAY + 1;
         assert_eq!(
             fixture.authority.verify(&issued.token, too_late),
@@ -235,7 +248,10 @@ fn token_past_exp_plus_leeway_is_expired() {
 #[test]
 fn accepted_until_is_exp_plus_leeway() {
     let fixture = Fixture::ed25519();
-    let issued = fixture.authority.issue(UserId::generate(), NOW).unwrap();
+    let issued = fixture
+        .authority
+        .issue(UserId::generate(), SessionId::generate(), NOW)
+        .unwrap();
     assert_eq!(
         fixture.authority.accepted_until(&issued.claims),
         NOW + TTL + LEEWAY
@@ -246,7 +262,10 @@ fn accepted_until_is_exp_plus_leeway() {
 fn decode_accepts_an_expired_token() {
     // Logout must be able to revoke a token whatever its age; NOW is long past, too.
     for fixture in Fixture::both() {
-        let issued = fixture.authority.issue(UserId::generate(), NOW).unwrap();
+        let issued = fixture
+            .authority
+            .issue(UserId::generate(), SessionId::generate(), NOW)
+            .unwrap();
         let much_later = NOW + 365 * 24 * 3600;
         assert_eq!(
             fixture.authority.verify(&issued.token, much_later),
@@ -260,11 +279,15 @@ fn decode_accepts_an_expired_token() {
 #[test]
 fn iat_in_the_future_beyond_leeway_is_invalid() {
     for fixture in Fixture::both() {
-        let within = fixture.authority.issue(UserId::generate(), NOW + LEEWAY);
+        let within =
+            fixture
+                .authority
+                .issue(UserId::generate(), SessionId::generate(), NOW + LEEWAY);
         assert!(fixture.verify(&within.unwrap().token).is_ok());
-        let beyond = fixture
-            .authority
-            .issue(UserId::generate(), NOW + LEEWAY + 1);
+        let beyond =
+            fixture
+                .authority
+                .issue(UserId::generate(), SessionId::generate(), NOW + LEEWAY + 1);
         assert_eq!(
             fixture.verify(&beyond.unwrap().token),
             Err(TokenError::Invalid)
@@ -324,7 +347,10 @@ fn a_lifetime_longer_than_the_ttl_plus_leeway_is_invalid_even_with_our_signature
 #[test]
 fn alg_none_is_refused() {
     for fixture in Fixture::both() {
-        let genuine = fixture.authority.issue(UserId::generate(), NOW).unwrap();
+        let genuine = fixture
+            .authority
+            .issue(UserId::generate(), SessionId::generate(), NOW)
+            .unwrap();
         let genuine_signature = genuine.token.expose().rsplit('.').next().unwrap();
         let payload = b64_json(&claims());
         for alg in ["none", "None", "NONE"] {
@@ -391,7 +417,10 @@ fn hs256_token_from_another_secret_is_refused() {
 #[test]
 fn tampered_payload_is_refused() {
     for fixture in Fixture::both() {
-        let genuine = fixture.authority.issue(UserId::generate(), NOW).unwrap();
+        let genuine = fixture
+            .authority
+            .issue(UserId::generate(), SessionId::generate(), NOW)
+            .unwrap();
         let parts: Vec<&str> = genuine.token.expose().split('.').collect();
         let mut claims: Value =
             serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap();
@@ -525,7 +554,10 @@ fn attacker_key_in_jwk_jku_or_x5u_header_is_refused() {
 #[test]
 fn truncated_token_is_refused() {
     for fixture in Fixture::both() {
-        let genuine = fixture.authority.issue(UserId::generate(), NOW).unwrap();
+        let genuine = fixture
+            .authority
+            .issue(UserId::generate(), SessionId::generate(), NOW)
+            .unwrap();
         let raw = genuine.token.expose();
         let without_signature = &raw[..raw.rfind('.').unwrap()];
         let cases = [
@@ -545,7 +577,10 @@ fn truncated_token_is_refused() {
 #[test]
 fn token_with_an_extra_segment_is_refused() {
     for fixture in Fixture::both() {
-        let genuine = fixture.authority.issue(UserId::generate(), NOW).unwrap();
+        let genuine = fixture
+            .authority
+            .issue(UserId::generate(), SessionId::generate(), NOW)
+            .unwrap();
         let raw = genuine.token.expose();
         let (header, rest) = raw.split_once('.').unwrap();
         let cases = [
@@ -563,7 +598,10 @@ fn token_with_an_extra_segment_is_refused() {
 #[test]
 fn non_base64_characters_are_refused() {
     for fixture in Fixture::both() {
-        let genuine = fixture.authority.issue(UserId::generate(), NOW).unwrap();
+        let genuine = fixture
+            .authority
+            .issue(UserId::generate(), SessionId::generate(), NOW)
+            .unwrap();
         let raw = genuine.token.expose();
         let segment_starts = [0, raw.find('.').unwrap() + 1, raw.rfind('.').unwrap() + 1];
         for start in segment_starts {
@@ -638,7 +676,10 @@ fn kid_with_path_traversal_or_sql_is_refused() {
 #[test]
 fn padded_base64_is_refused() {
     for fixture in Fixture::both() {
-        let genuine = fixture.authority.issue(UserId::generate(), NOW).unwrap();
+        let genuine = fixture
+            .authority
+            .issue(UserId::generate(), SessionId::generate(), NOW)
+            .unwrap();
         assert!(fixture.verify(&genuine.token).is_ok());
         let parts: Vec<&str> = genuine.token.expose().split('.').collect();
         for segment in 0..3 {
@@ -667,7 +708,10 @@ fn non_canonical_base64_signature_is_refused() {
             .with_decode_padding_mode(DecodePaddingMode::RequireNone),
     );
     for fixture in Fixture::both() {
-        let genuine = fixture.authority.issue(UserId::generate(), NOW).unwrap();
+        let genuine = fixture
+            .authority
+            .issue(UserId::generate(), SessionId::generate(), NOW)
+            .unwrap();
         assert!(fixture.verify(&genuine.token).is_ok());
         let (signed, signature) = genuine.token.expose().rsplit_once('.').unwrap();
         // Ed25519 (86 characters) leaves 4 unused trailing bits, HS256 (43) leaves 2: the

@@ -184,6 +184,7 @@ async fn control_characters_in_every_field_are_refused() {
         let status = client
             .logout(pb::LogoutRequest {
                 access_token: token,
+                refresh_token: String::new(),
             })
             .await
             .unwrap_err();

@@ -174,6 +174,7 @@ async fn logs_never_contain_passwords_or_tokens() {
     client
         .logout(pb::LogoutRequest {
             access_token: token.clone(),
+            refresh_token: String::new(),
         })
         .await
         .unwrap();

@@ -346,6 +346,7 @@ impl TestApp {
             .clone()
             .logout(pb::LogoutRequest {
                 access_token: token.into(),
+                refresh_token: String::new(),
             })
             .await
             .map(|r| r.into_inner())

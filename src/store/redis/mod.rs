@@ -7,6 +7,7 @@ mod revocations;
 mod throttle;
 
 pub use eviction::{EvictionPolicy, warn_unknown as warn_unknown_eviction_policy};
+pub(crate) use revocations::parse_index_member;
 
 use std::{
     fmt,
@@ -25,7 +26,10 @@ use redis::{
 };
 
 use super::{StoreError, bounded};
-use crate::{clock::UnixSeconds, domain::Jti};
+use crate::{
+    clock::UnixSeconds,
+    domain::{Jti, UserId},
+};
 
 const BACKEND: &str = "redis";
 /// Connect and response timeouts: Verify fails closed quickly rather than hang.
@@ -236,8 +240,16 @@ impl RedisStore {
         .await
     }
 
-    fn revoked_key(&self, jti: Jti) -> String {
+    /// Where revocations of a jti were kept before sessions existed: still read for tokens without
+    /// a session, and still written, so that instances of the older version see Logouts.
+    fn legacy_revoked_key(&self, jti: Jti) -> String {
         format!("{}revoked:{}", self.prefix, jti)
+    }
+
+    /// The start of every key of one user's revocations. The hash tag puts them in one Redis
+    /// Cluster slot, so Verify reads all of a token's in one round trip.
+    fn user_keys(&self, user: UserId) -> String {
+        format!("{}{{u:{}}}:", self.prefix, user)
     }
 
     /// The sorted set of revoked jtis scored by `until`: what a mirror loads on (re)connect.
@@ -245,7 +257,8 @@ impl RedisStore {
         format!("{}revoked-index", self.prefix)
     }
 
-    /// The pub/sub channel on which revocations ("<jti> <until>") and heartbeats are announced.
+    /// The pub/sub channel on which revocations ("<member> <until>", the member as in the index)
+    /// and heartbeats ("ping <id>") are announced.
     fn channel(&self) -> String {
         format!("{}revocations", self.prefix)
     }

@@ -40,6 +40,22 @@ impl DatabaseLocation {
         (legacy != path).then_some(legacy)
     }
 
+    /// The lock file that keeps a second process off this SQLite database (beside it, so in
+    /// the data directory for the embedded default); `None` for Postgres and in-memory SQLite.
+    pub fn lock_path(&self) -> Option<std::path::PathBuf> {
+        let Self::Sqlite(options) = self else {
+            return None;
+        };
+        let file = options.get_filename();
+        let name = file.to_str()?;
+        if name.is_empty() || name.starts_with(':') || name.contains("mode=memory") {
+            return None;
+        }
+        let mut lock = file.as_os_str().to_owned();
+        lock.push(".lock");
+        Some(lock.into())
+    }
+
     /// Whether this is the embedded (single-process) database.
     pub fn is_embedded(&self) -> bool {
         matches!(self, Self::Sqlite(_))

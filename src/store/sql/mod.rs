@@ -16,8 +16,8 @@ use async_trait::async_trait;
 
 use self::{dialect::Pool, statements::*};
 use super::{
-    Counter, NewUser, RevocationStore, StoreError, StoredCredentials, StoredEmail, ThrottleStore,
-    UserStore, bounded,
+    Counter, NewUser, Revocation, RevocationStore, Revoked, StoreError, StoredCredentials,
+    StoredEmail, StoredUser, ThrottleStore, TokenRef, UserStore, bounded,
 };
 use crate::{
     clock::{UnixMillis, UnixSeconds},
@@ -74,6 +74,8 @@ macro_rules! run {
         .await
     };
 }
+
+mod sessions;
 
 #[async_trait]
 impl UserStore for SqlStore {
@@ -137,6 +139,46 @@ impl UserStore for SqlStore {
                     normalized,
                 })
                 .collect())
+        })
+    }
+
+    async fn find_user(&self, id: UserId) -> Result<Option<StoredUser>, StoreError> {
+        run!(self, |db, dialect| {
+            let row: Option<(String, String)> = sqlx::query_as(FIND_USER)
+                .bind(dialect::uuid(id.as_uuid()))
+                .fetch_optional(db)
+                .await?;
+            Ok(row.map(|(email_normalized, hash)| StoredUser {
+                email_normalized,
+                password_hash: PasswordHashString::from_phc(hash),
+            }))
+        })
+    }
+
+    async fn replace_password_hash(
+        &self,
+        id: UserId,
+        expected: &PasswordHashString,
+        new: &PasswordHashString,
+    ) -> Result<bool, StoreError> {
+        run!(self, |db, dialect| {
+            let done = sqlx::query(REPLACE_PASSWORD_HASH)
+                .bind(dialect::uuid(id.as_uuid()))
+                .bind(expected.as_str())
+                .bind(new.as_str())
+                .execute(db)
+                .await?;
+            Ok(done.rows_affected() == 1)
+        })
+    }
+
+    async fn delete_user(&self, id: UserId) -> Result<bool, StoreError> {
+        run!(self, |db, dialect| {
+            let done = sqlx::query(DELETE_USER)
+                .bind(dialect::uuid(id.as_uuid()))
+                .execute(db)
+                .await?;
+            Ok(done.rows_affected() == 1)
         })
     }
 
@@ -222,25 +264,45 @@ impl UserStore for SqlStore {
 impl RevocationStore for SqlStore {
     async fn revoke(
         &self,
-        jti: Jti,
-        until: UnixSeconds,
+        revocations: &[Revocation],
         _now: UnixSeconds,
     ) -> Result<(), StoreError> {
         run!(self, |db, dialect| {
-            sqlx::query(REVOKE)
-                .bind(dialect::uuid(jti.as_uuid()))
-                .bind(until)
-                .execute(db)
-                .await
-                .map(drop)
+            // One transaction: a LogoutAll's entries are recorded together or not at all.
+            let mut transaction = db.begin().await?;
+            for revocation in revocations {
+                let until = revocation.until;
+                match revocation.what {
+                    Revoked::Token(jti) => sqlx::query(REVOKE)
+                        .bind(dialect::uuid(jti.as_uuid()))
+                        .bind(until),
+                    Revoked::Session(session) => sqlx::query(REVOKE_SESSION)
+                        .bind(dialect::uuid(session.as_uuid()))
+                        .bind(until),
+                    Revoked::IssuedBefore(user, before) => sqlx::query(REVOKE_ISSUED_BEFORE)
+                        .bind(dialect::uuid(user.as_uuid()))
+                        .bind(before)
+                        .bind(until),
+                }
+                .execute(&mut *transaction)
+                .await?;
+            }
+            transaction.commit().await
         })
     }
 
-    async fn is_revoked(&self, jti: Jti, now: UnixSeconds) -> Result<bool, StoreError> {
+    async fn is_revoked(&self, token: &TokenRef, now: UnixSeconds) -> Result<bool, StoreError> {
         run!(self, |db, dialect| {
-            let found = sqlx::query(IS_REVOKED)
-                .bind(dialect::uuid(jti.as_uuid()))
+            let found = sqlx::query(IS_TOKEN_REVOKED)
+                .bind(dialect::uuid(token.jti.as_uuid()))
+                .bind(
+                    token
+                        .session
+                        .map(|session| dialect::uuid(session.as_uuid())),
+                )
+                .bind(dialect::uuid(token.user.as_uuid()))
                 .bind(now)
+                .bind(token.issued_at)
                 .fetch_optional(db)
                 .await?;
             Ok(found.is_some())
@@ -249,8 +311,15 @@ impl RevocationStore for SqlStore {
 
     async fn purge_expired(&self, now: UnixSeconds) -> Result<u64, StoreError> {
         run!(self, |db, dialect| {
-            let done = sqlx::query(PURGE_REVOKED).bind(now).execute(db).await?;
-            Ok(done.rows_affected())
+            let mut purged = 0;
+            for purge in [PURGE_REVOKED, PURGE_REVOKED_SESSIONS, PURGE_USER_CUTOFFS] {
+                purged += sqlx::query(purge)
+                    .bind(now)
+                    .execute(db)
+                    .await?
+                    .rows_affected();
+            }
+            Ok(purged)
         })
     }
 
@@ -343,6 +412,42 @@ impl ThrottleStore for SqlStore {
 
     fn describe(&self) -> &'static str {
         self.pool.describe()
+    }
+}
+
+impl SqlStore {
+    /// Every revocation in force at `now`, for a store that answers from memory.
+    pub async fn live_revocations(
+        &self,
+        now: UnixSeconds,
+    ) -> Result<Vec<(Revoked, UnixSeconds)>, StoreError> {
+        run!(self, |db, dialect| {
+            let tokens: Vec<(dialect::Uuid, i64)> = sqlx::query_as(LIVE_REVOKED_TOKENS)
+                .bind(now)
+                .fetch_all(db)
+                .await?;
+            let sessions: Vec<(dialect::Uuid, i64)> = sqlx::query_as(LIVE_REVOKED_SESSIONS)
+                .bind(now)
+                .fetch_all(db)
+                .await?;
+            let cutoffs: Vec<(dialect::Uuid, i64, i64)> = sqlx::query_as(LIVE_USER_CUTOFFS)
+                .bind(now)
+                .fetch_all(db)
+                .await?;
+            let tokens = tokens
+                .into_iter()
+                .map(|(jti, until)| (Revoked::Token(Jti::from(dialect::from_db(jti))), until));
+            let sessions = sessions.into_iter().map(|(session, until)| {
+                (Revoked::Session(dialect::from_db(session).into()), until)
+            });
+            let cutoffs = cutoffs.into_iter().map(|(user, before, until)| {
+                (
+                    Revoked::IssuedBefore(dialect::from_db(user).into(), before),
+                    until,
+                )
+            });
+            Ok(tokens.chain(sessions).chain(cutoffs).collect())
+        })
     }
 }
 

@@ -27,8 +27,6 @@ pub(super) const REVOKE: &str = "INSERT INTO revoked_tokens (jti, expires_at) VA
      ON CONFLICT (jti) DO UPDATE SET expires_at = CASE \
        WHEN revoked_tokens.expires_at > excluded.expires_at THEN revoked_tokens.expires_at \
        ELSE excluded.expires_at END";
-pub(super) const IS_REVOKED: &str =
-    "SELECT 1 FROM revoked_tokens WHERE jti = $1 AND expires_at >= $2";
 pub(super) const PURGE_REVOKED: &str = "DELETE FROM revoked_tokens WHERE expires_at < $1";
 pub(super) const LOAD_COUNTER: &str = "SELECT failures, until_ms, expires_at_ms FROM login_failures \
      WHERE key = $1 AND expires_at_ms > $2";
@@ -44,3 +42,121 @@ pub(super) const SWAP_COUNTER: &str = "UPDATE login_failures SET failures = $2, 
        AND expires_at_ms > $8";
 pub(super) const CLEAR_FAILURES: &str = "DELETE FROM login_failures WHERE key = $1";
 pub(super) const PURGE_FAILURES: &str = "DELETE FROM login_failures WHERE expires_at_ms <= $1";
+pub(super) const FIND_USER: &str =
+    "SELECT email_normalized, password_hash FROM users WHERE id = $1";
+pub(super) const REPLACE_PASSWORD_HASH: &str =
+    "UPDATE users SET password_hash = $3 WHERE id = $1 AND password_hash = $2";
+pub(super) const DELETE_USER: &str = "DELETE FROM users WHERE id = $1";
+pub(super) const REVOKE_SESSION: &str = "INSERT INTO revoked_sessions (session_id, expires_at) \
+     VALUES ($1, $2) ON CONFLICT (session_id) DO UPDATE SET expires_at = CASE \
+       WHEN revoked_sessions.expires_at > excluded.expires_at THEN revoked_sessions.expires_at \
+       ELSE excluded.expires_at END";
+/// A user's cut-off keeps the later second and the later expiry.
+pub(super) const REVOKE_ISSUED_BEFORE: &str = "INSERT INTO user_cutoffs (user_id, not_before, expires_at) \
+     VALUES ($1, $2, $3) ON CONFLICT (user_id) DO UPDATE SET \
+       not_before = CASE WHEN user_cutoffs.not_before > excluded.not_before \
+         THEN user_cutoffs.not_before ELSE excluded.not_before END, \
+       expires_at = CASE WHEN user_cutoffs.expires_at > excluded.expires_at \
+         THEN user_cutoffs.expires_at ELSE excluded.expires_at END";
+/// All three kinds in one query: $1 jti, $2 session (NULL matches nothing), $3 user, $4 now,
+/// $5 the token's iat.
+pub(super) const IS_TOKEN_REVOKED: &str = "SELECT 1 FROM revoked_tokens WHERE jti = $1 AND expires_at >= $4 \
+     UNION ALL SELECT 1 FROM revoked_sessions WHERE session_id = $2 AND expires_at >= $4 \
+     UNION ALL SELECT 1 FROM user_cutoffs WHERE user_id = $3 AND expires_at >= $4 \
+       AND not_before > $5 \
+     LIMIT 1";
+pub(super) const PURGE_REVOKED_SESSIONS: &str =
+    "DELETE FROM revoked_sessions WHERE expires_at < $1";
+pub(super) const PURGE_USER_CUTOFFS: &str = "DELETE FROM user_cutoffs WHERE expires_at < $1";
+pub(super) const LIVE_REVOKED_TOKENS: &str =
+    "SELECT jti, expires_at FROM revoked_tokens WHERE expires_at >= $1";
+pub(super) const LIVE_REVOKED_SESSIONS: &str =
+    "SELECT session_id, expires_at FROM revoked_sessions WHERE expires_at >= $1";
+pub(super) const LIVE_USER_CUTOFFS: &str =
+    "SELECT user_id, not_before, expires_at FROM user_cutoffs WHERE expires_at >= $1";
+
+/// The columns of a `StoredSession`, in `SessionRow` order.
+macro_rules! session_columns {
+    () => {
+        "id, user_id, previous_hash, rotated_at_ms, created_at_ms, last_used_at_ms, \
+         idle_expires_at_ms, expires_at_ms, ended_at_ms, user_agent, source_address"
+    };
+}
+
+pub(super) const CREATE_SESSION: &str = "INSERT INTO sessions (id, user_id, refresh_hash, created_at_ms, \
+     last_used_at_ms, idle_expires_at_ms, expires_at_ms, user_agent, source_address) \
+     VALUES ($1, $2, $3, $4, $4, $5, $6, $7, $8)";
+/// The compare-and-set of a rotation: $1 presented, $2 next, $3 now, $4 the new idle limit.
+pub(super) const ROTATE: &str = concat!(
+    "UPDATE sessions SET refresh_hash = $2, previous_hash = $1, rotated_at_ms = $3, \
+       last_used_at_ms = $3, \
+       idle_expires_at_ms = CASE WHEN $4 < expires_at_ms THEN $4 ELSE expires_at_ms END \
+     WHERE refresh_hash = $1 AND ended_at_ms IS NULL AND idle_expires_at_ms > $3 \
+       AND expires_at_ms > $3 \
+     RETURNING ",
+    session_columns!()
+);
+/// Postgres: the rotation and the spent record in one statement.
+pub(super) const ROTATE_AND_SPEND: &str = concat!(
+    "WITH rotated AS (UPDATE sessions SET refresh_hash = $2, previous_hash = $1, \
+       rotated_at_ms = $3, last_used_at_ms = $3, \
+       idle_expires_at_ms = CASE WHEN $4 < expires_at_ms THEN $4 ELSE expires_at_ms END \
+     WHERE refresh_hash = $1 AND ended_at_ms IS NULL AND idle_expires_at_ms > $3 \
+       AND expires_at_ms > $3 \
+     RETURNING ",
+    session_columns!(),
+    "), spent AS (INSERT INTO spent_refresh_tokens (hash, session_id, spent_at_ms) \
+       SELECT $1, id, $3 FROM rotated) \
+     SELECT ",
+    session_columns!(),
+    " FROM rotated"
+);
+/// The grace: $1 session, $2 expected current, $3 next, $4 now, $5 the new idle limit.
+pub(super) const REPLACE_CURRENT: &str = concat!(
+    "UPDATE sessions SET refresh_hash = $3, last_used_at_ms = $4, \
+       idle_expires_at_ms = CASE WHEN $5 < expires_at_ms THEN $5 ELSE expires_at_ms END \
+     WHERE id = $1 AND refresh_hash = $2 AND ended_at_ms IS NULL AND idle_expires_at_ms > $4 \
+       AND expires_at_ms > $4 \
+     RETURNING ",
+    session_columns!()
+);
+pub(super) const SPEND: &str =
+    "INSERT INTO spent_refresh_tokens (hash, session_id, spent_at_ms) VALUES ($1, $2, $3)";
+pub(super) const FIND_CURRENT_REFRESH: &str = concat!(
+    "SELECT refresh_hash, ",
+    session_columns!(),
+    " FROM sessions WHERE refresh_hash = $1"
+);
+pub(super) const FIND_SPENT_REFRESH: &str = concat!(
+    "SELECT s.refresh_hash, s.id, s.user_id, s.previous_hash, s.rotated_at_ms, s.created_at_ms, \
+       s.last_used_at_ms, s.idle_expires_at_ms, s.expires_at_ms, s.ended_at_ms, s.user_agent, \
+       s.source_address \
+     FROM spent_refresh_tokens t JOIN sessions s ON s.id = t.session_id WHERE t.hash = $1"
+);
+pub(super) const SESSION: &str = concat!(
+    "SELECT ",
+    session_columns!(),
+    " FROM sessions WHERE id = $1"
+);
+/// $1 session, $2 user (NULL: any), $3 now.
+pub(super) const END_SESSION: &str = concat!(
+    "UPDATE sessions SET ended_at_ms = $3 \
+     WHERE id = $1 AND ($2 IS NULL OR user_id = $2) AND ended_at_ms IS NULL \
+       AND idle_expires_at_ms > $3 AND expires_at_ms > $3 \
+     RETURNING ",
+    session_columns!()
+);
+pub(super) const END_USER_SESSIONS: &str = concat!(
+    "UPDATE sessions SET ended_at_ms = $2 \
+     WHERE user_id = $1 AND ended_at_ms IS NULL AND idle_expires_at_ms > $2 AND expires_at_ms > $2 \
+     RETURNING ",
+    session_columns!()
+);
+pub(super) const LIVE_SESSIONS: &str = concat!(
+    "SELECT ",
+    session_columns!(),
+    " FROM sessions WHERE user_id = $1 AND ended_at_ms IS NULL AND idle_expires_at_ms > $2 \
+       AND expires_at_ms > $2 ORDER BY created_at_ms DESC, id DESC"
+);
+pub(super) const PURGE_SESSIONS: &str =
+    "DELETE FROM sessions WHERE ended_at_ms < $1 OR idle_expires_at_ms < $1";

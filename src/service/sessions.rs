@@ -1,0 +1,414 @@
+//! Sessions: starting one (Register, Login, ChangePassword), Refresh with rotation and reuse
+//! detection (RFC 9700 §4.14), Logout, LogoutAll, ListSessions and RevokeSession.
+//!
+//! A session lives in the user database; its refresh token is stored as a hash and rotated by a
+//! compare-and-set, so of concurrent Refresh calls with one token exactly one wins and the others
+//! present a spent token: reuse, which ends the session. Ending a session writes a revocation of
+//! its id (every access token issued in it), which Verify checks with the jti and the user's
+//! cut-off in one round trip.
+
+use std::{net::IpAddr, time::Duration};
+
+use super::{AuthService, ServiceError, Session};
+use crate::{
+    clock::{UnixMillis, UnixSeconds},
+    domain::{AccessToken, RefreshToken, SessionId, UserAgent, UserId},
+    store::{NewSession, RefreshTokenState, Revocation, Revoked, Rotation, StoredSession},
+    tokens::{TokenClaims, TokenError},
+};
+
+/// Sessions are purged this long after they ended or expired (kept meanwhile for the logs of an
+/// investigation; a spent token of an ended session is refused either way).
+const ENDED_SESSION_RETENTION_MS: UnixMillis = 24 * 3600 * 1000;
+/// Compare-and-set rounds a Refresh tries before giving up on a session that keeps changing.
+const REFRESH_ROUNDS: usize = 4;
+
+/// Session lifetimes (AUTHD_REFRESH_TOKEN_TTL, AUTHD_SESSION_MAX_AGE) and the reuse grace
+/// (AUTHD_REFRESH_REUSE_GRACE).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionPolicy {
+    /// A refresh token unused this long expires; each Refresh starts it again.
+    pub refresh_token_ttl: Duration,
+    /// A session ends this long after it started, whatever happens.
+    pub max_age: Duration,
+    /// Within this long of a rotation, the token it spent still rotates (a fresh pair) instead of
+    /// counting as reuse; 0 turns the grace off.
+    pub reuse_grace: Duration,
+}
+
+impl Default for SessionPolicy {
+    fn default() -> Self {
+        Self {
+            refresh_token_ttl: Duration::from_secs(30 * 24 * 3600),
+            max_age: Duration::from_secs(90 * 24 * 3600),
+            reuse_grace: Duration::ZERO,
+        }
+    }
+}
+
+/// Who is calling, as far as a new session records it.
+#[derive(Debug, Clone, Default)]
+pub struct Client {
+    /// The address the login throttle counts.
+    pub source: Option<IpAddr>,
+    /// The call's `user-agent`.
+    pub user_agent: Option<UserAgent>,
+}
+
+fn millis(duration: Duration) -> UnixMillis {
+    UnixMillis::try_from(duration.as_millis()).unwrap_or(UnixMillis::MAX)
+}
+
+fn seconds_until(deadline: UnixMillis, now: UnixMillis) -> i64 {
+    deadline.saturating_sub(now).max(0) / 1000
+}
+
+impl AuthService {
+    /// Starts a session for `user_id`: a session row with a fresh refresh token, and an access
+    /// token naming it.
+    pub(super) async fn start_session(
+        &self,
+        user_id: UserId,
+        client: &Client,
+    ) -> Result<Session, ServiceError> {
+        let policy = &self.parts.session_policy;
+        let now = self.parts.clock.now_millis();
+        let expires_at = now.saturating_add(millis(policy.max_age));
+        let refresh_token = RefreshToken::generate();
+        let session = NewSession {
+            id: SessionId::generate(),
+            user_id,
+            refresh_hash: refresh_token.hash(),
+            created_at: now,
+            idle_expires_at: now
+                .saturating_add(millis(policy.refresh_token_ttl))
+                .min(expires_at),
+            expires_at,
+            user_agent: client.user_agent.clone(),
+            source_address: client.source.map(|source| source.to_string()),
+        };
+        self.parts.sessions.create_session(&session).await?;
+        self.session_tokens(
+            user_id,
+            session.id,
+            session.idle_expires_at,
+            refresh_token,
+            now,
+        )
+    }
+
+    /// The tokens of a session whose refresh token is `refresh_token`: a new access token.
+    fn session_tokens(
+        &self,
+        user_id: UserId,
+        session_id: SessionId,
+        refresh_expires_at: UnixMillis,
+        refresh_token: RefreshToken,
+        now: UnixMillis,
+    ) -> Result<Session, ServiceError> {
+        // Never issue a token the revocation cut-off would refuse: within the cut-off's own
+        // second (JWT times are whole seconds), `iat` is the cut-off, a fraction of a second
+        // ahead, well inside the clock leeway.
+        let issued_at = now.div_euclid(1000).max(self.revocation_cutoff());
+        let token = self
+            .parts
+            .tokens
+            .issue(user_id, session_id, issued_at)
+            .map_err(ServiceError::Unexpected)?;
+        Ok(Session {
+            user_id,
+            session_id,
+            token,
+            expires_in: self.parts.tokens.ttl_seconds(),
+            refresh_token,
+            refresh_expires_in: seconds_until(refresh_expires_at, now),
+        })
+    }
+
+    /// Exchanges the current refresh token for a new pair. A spent one (outside the grace) is
+    /// reuse: the session ends and the answer is `RefreshTokenReused`.
+    pub async fn refresh(&self, presented: &str) -> Result<Session, ServiceError> {
+        let presented = RefreshToken::parse(presented).ok_or(ServiceError::RefreshTokenInvalid)?;
+        let sessions = &self.parts.sessions;
+        let policy = &self.parts.session_policy;
+        for _ in 0..REFRESH_ROUNDS {
+            let now = self.parts.clock.now_millis();
+            let next = RefreshToken::generate();
+            let rotation = Rotation {
+                presented: presented.hash(),
+                next: next.hash(),
+                now,
+                idle_until: now.saturating_add(millis(policy.refresh_token_ttl)),
+            };
+            if let Some(session) = sessions.rotate_refresh_token(&rotation).await? {
+                return self.session_tokens(
+                    session.user_id,
+                    session.id,
+                    session.idle_expires_at,
+                    next,
+                    now,
+                );
+            }
+            // Not current (or not live): find out why.
+            let Some((session, current, state)) =
+                sessions.find_refresh_token(rotation.presented).await?
+            else {
+                return Err(ServiceError::RefreshTokenInvalid);
+            };
+            if session.ended_at.is_some() {
+                return Err(ServiceError::RefreshTokenInvalid);
+            }
+            if !session.is_live(now) {
+                return Err(ServiceError::RefreshTokenExpired);
+            }
+            match state {
+                // It became current again between the two reads: impossible (tokens are never
+                // reused), unless it was rotated and the session changed meanwhile; try again.
+                RefreshTokenState::Current => continue,
+                RefreshTokenState::Spent if self.within_grace(&session, &rotation) => {
+                    if let Some(session) = sessions
+                        .replace_current_refresh_token(session.id, current, &rotation)
+                        .await?
+                    {
+                        tracing::info!(session_id = %session.id, "refresh token reused within the grace");
+                        return self.session_tokens(
+                            session.user_id,
+                            session.id,
+                            session.idle_expires_at,
+                            next,
+                            now,
+                        );
+                    }
+                    // The current token changed meanwhile: look again.
+                    continue;
+                }
+                RefreshTokenState::Spent => {
+                    self.end_sessions(session.user_id, std::slice::from_ref(&session), &[])
+                        .await?;
+                    sessions.end_session(session.id, None, now).await?;
+                    tracing::warn!(
+                        user_id = %session.user_id,
+                        session_id = %session.id,
+                        "a spent refresh token was presented again: the session is ended"
+                    );
+                    return Err(ServiceError::RefreshTokenReused);
+                }
+            }
+        }
+        Err(ServiceError::Unexpected(anyhow::anyhow!(
+            "the session kept changing during a Refresh"
+        )))
+    }
+
+    /// Whether `rotation.presented` is the token spent by the session's latest rotation, within
+    /// the reuse grace.
+    fn within_grace(&self, session: &StoredSession, rotation: &Rotation) -> bool {
+        let grace = millis(self.parts.session_policy.reuse_grace);
+        grace > 0
+            && session.previous_hash == Some(rotation.presented)
+            && session
+                .rotated_at
+                .is_some_and(|rotated_at| rotation.now <= rotated_at.saturating_add(grace))
+    }
+
+    /// Ends the session of an access token and/or of a refresh token. Idempotent: an ended
+    /// session, an expired access token or an unknown (well-formed) refresh token is fine; a
+    /// forged access token or a malformed refresh token is not.
+    pub async fn logout(
+        &self,
+        access_token: Option<AccessToken>,
+        refresh_token: &str,
+    ) -> Result<(), ServiceError> {
+        let refresh_token = match refresh_token.trim() {
+            "" => None,
+            raw => Some(RefreshToken::parse(raw).ok_or(ServiceError::RefreshTokenInvalid)?),
+        };
+        if access_token.is_none() && refresh_token.is_none() {
+            return Err(TokenError::Missing.into());
+        }
+        let now = self.parts.clock.now_millis();
+        if let Some(access_token) = access_token {
+            let decoded = self.parts.tokens.decode(&access_token)?;
+            match self.parts.tokens.check_time(&decoded, now.div_euclid(1000)) {
+                Ok(()) => self.logout_access_token(&decoded.claims, now).await?,
+                // An expired token needs no revoking, and ends nothing.
+                Err(TokenError::Expired) => {}
+                Err(other) => return Err(other.into()),
+            }
+        }
+        if let Some(refresh_token) = refresh_token
+            && let Some((session, _, _)) = self
+                .parts
+                .sessions
+                .find_refresh_token(refresh_token.hash())
+                .await?
+        {
+            self.end_sessions(session.user_id, std::slice::from_ref(&session), &[])
+                .await?;
+            self.parts
+                .sessions
+                .end_session(session.id, None, now)
+                .await?;
+            tracing::info!(user_id = %session.user_id, session_id = %session.id, "logged out");
+        }
+        Ok(())
+    }
+
+    async fn logout_access_token(
+        &self,
+        claims: &TokenClaims,
+        now: UnixMillis,
+    ) -> Result<(), ServiceError> {
+        let until = self.parts.tokens.accepted_until(claims);
+        let mut revocations = vec![Revocation {
+            user: claims.user_id,
+            what: Revoked::Token(claims.jti),
+            until,
+        }];
+        if let Some(session_id) = claims.session_id {
+            revocations.push(Revocation {
+                user: claims.user_id,
+                what: Revoked::Session(session_id),
+                until: self.last_access_token_until(now),
+            });
+        }
+        // The revocations first: if the database then fails, the retry finds them in place.
+        self.parts
+            .revocations
+            .revoke(&revocations, now.div_euclid(1000))
+            .await?;
+        if let Some(session_id) = claims.session_id {
+            self.parts
+                .sessions
+                .end_session(session_id, Some(claims.user_id), now)
+                .await?;
+        }
+        tracing::info!(user_id = %claims.user_id, jti = %claims.jti, "logged out");
+        Ok(())
+    }
+
+    /// The last second an access token issued now (or a moment ago, by a Refresh racing the end
+    /// of its session) can be accepted: what a session's revocation must outlive.
+    pub(super) fn last_access_token_until(&self, now: UnixMillis) -> UnixSeconds {
+        now.div_euclid(1000)
+            .max(self.revocation_cutoff())
+            .saturating_add(self.parts.tokens.ttl_seconds())
+            .saturating_add(self.parts.tokens.leeway_seconds())
+            .saturating_add(1)
+    }
+
+    /// Revokes the access tokens of `sessions` (those that may still hold a live access token)
+    /// and records `extra` revocations with them.
+    async fn end_sessions(
+        &self,
+        user: UserId,
+        sessions: &[StoredSession],
+        extra: &[Revocation],
+    ) -> Result<(), ServiceError> {
+        let now = self.parts.clock.now_millis();
+        let until = self.last_access_token_until(now);
+        let window = self.parts.tokens.ttl_seconds() + self.parts.tokens.leeway_seconds() + 2;
+        let mut revocations: Vec<Revocation> = sessions
+            .iter()
+            // A session whose last access token has expired needs no revocation.
+            .filter(|session| session.last_used_at.div_euclid(1000) + window >= now / 1000)
+            .map(|session| Revocation {
+                user,
+                what: Revoked::Session(session.id),
+                until,
+            })
+            .collect();
+        revocations.extend_from_slice(extra);
+        if revocations.is_empty() {
+            return Ok(());
+        }
+        Ok(self
+            .parts
+            .revocations
+            .revoke(&revocations, now.div_euclid(1000))
+            .await?)
+    }
+
+    /// Ends every session of `user` and refuses every access token issued before now; how many
+    /// live sessions ended. Within the current second (JWT `iat` has one-second resolution), the
+    /// sessions' own revocations refuse their tokens, and a session started later is untouched.
+    pub(super) async fn end_every_session(&self, user: UserId) -> Result<u32, ServiceError> {
+        let now = self.parts.clock.now_millis();
+        let cutoff = Revocation {
+            user,
+            what: Revoked::IssuedBefore(user, now.div_euclid(1000)),
+            until: self.last_access_token_until(now),
+        };
+        let before = self.parts.sessions.live_sessions(user, now).await?;
+        self.end_sessions(user, &before, &[cutoff]).await?;
+        let ended = self.parts.sessions.end_user_sessions(user, now).await?;
+        // Sessions started between the two reads.
+        let started_meanwhile: Vec<StoredSession> = ended
+            .iter()
+            .filter(|session| !before.iter().any(|b| b.id == session.id))
+            .cloned()
+            .collect();
+        self.end_sessions(user, &started_meanwhile, &[]).await?;
+        Ok(u32::try_from(ended.len()).unwrap_or(u32::MAX))
+    }
+
+    /// LogoutAll: ends every session of the token's user, on every instance.
+    pub async fn logout_all(&self, access_token: Option<AccessToken>) -> Result<u32, ServiceError> {
+        let claims = self.verify(access_token).await?;
+        let ended = self.end_every_session(claims.user_id).await?;
+        tracing::info!(user_id = %claims.user_id, sessions_ended = ended, "logged out everywhere");
+        Ok(ended)
+    }
+
+    /// The caller's live sessions, newest first, and the caller's own session id.
+    pub async fn list_sessions(
+        &self,
+        access_token: Option<AccessToken>,
+    ) -> Result<(Vec<StoredSession>, Option<SessionId>), ServiceError> {
+        let claims = self.verify(access_token).await?;
+        let now = self.parts.clock.now_millis();
+        let sessions = self
+            .parts
+            .sessions
+            .live_sessions(claims.user_id, now)
+            .await?;
+        Ok((sessions, claims.session_id))
+    }
+
+    /// Ends one of the caller's sessions. A session that is not the caller's and one that does
+    /// not exist get the same answer, `SessionNotFound`.
+    pub async fn revoke_session(
+        &self,
+        access_token: Option<AccessToken>,
+        session_id: SessionId,
+    ) -> Result<(), ServiceError> {
+        let claims = self.verify(access_token).await?;
+        let sessions = &self.parts.sessions;
+        let Some(session) = sessions
+            .session(session_id)
+            .await?
+            .filter(|session| session.user_id == claims.user_id)
+        else {
+            return Err(ServiceError::SessionNotFound);
+        };
+        // Ended already (a retry): its revocation is written again, which is harmless.
+        self.end_sessions(claims.user_id, std::slice::from_ref(&session), &[])
+            .await?;
+        let now = self.parts.clock.now_millis();
+        sessions
+            .end_session(session_id, Some(claims.user_id), now)
+            .await?;
+        tracing::info!(user_id = %claims.user_id, %session_id, "session revoked");
+        Ok(())
+    }
+
+    /// Deletes sessions ended or expired long enough ago.
+    pub async fn purge_ended_sessions(&self) -> Result<u64, ServiceError> {
+        let before = self
+            .parts
+            .clock
+            .now_millis()
+            .saturating_sub(ENDED_SESSION_RETENTION_MS);
+        Ok(self.parts.sessions.purge_sessions(before).await?)
+    }
+}

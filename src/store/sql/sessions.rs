@@ -1,0 +1,276 @@
+//! Sessions in the SQL store. A rotation is one compare-and-set on the current refresh token's
+//! hash; the spent token is recorded beside it (Postgres: in the same statement; SQLite: in the
+//! same transaction), so presenting it again is recognised as reuse.
+
+use async_trait::async_trait;
+
+use super::{BACKEND, Pool, SQL_TIMEOUT, SqlStore, dialect, sql_error, statements::*};
+use crate::{
+    clock::UnixMillis,
+    domain::{RefreshTokenHash, SessionId, UserAgent, UserId},
+    store::{
+        NewSession, RefreshTokenState, Rotation, SessionStore, StoreError, StoredSession, bounded,
+    },
+};
+
+/// A `StoredSession` as read, with the UUID encoding of the database `U`.
+type SessionRow<U> = (
+    U,
+    U,
+    Option<Vec<u8>>,
+    Option<i64>,
+    i64,
+    i64,
+    i64,
+    i64,
+    Option<i64>,
+    Option<String>,
+    Option<String>,
+);
+
+/// The same, led by the session's current refresh-token hash.
+type RefreshRow<U> = (
+    Vec<u8>,
+    U,
+    U,
+    Option<Vec<u8>>,
+    Option<i64>,
+    i64,
+    i64,
+    i64,
+    i64,
+    Option<i64>,
+    Option<String>,
+    Option<String>,
+);
+
+fn session<U>(row: SessionRow<U>, from_db: fn(U) -> uuid::Uuid) -> StoredSession {
+    let (id, user_id, previous, rotated_at, created, used, idle, expires, ended, agent, source) =
+        row;
+    StoredSession {
+        id: from_db(id).into(),
+        user_id: from_db(user_id).into(),
+        previous_hash: previous.as_deref().and_then(RefreshTokenHash::from_slice),
+        rotated_at,
+        created_at: created,
+        last_used_at: used,
+        idle_expires_at: idle,
+        expires_at: expires,
+        ended_at: ended,
+        user_agent: agent.map(UserAgent::from_stored),
+        source_address: source,
+    }
+}
+
+fn with_current<U>(
+    row: RefreshRow<U>,
+    from_db: fn(U) -> uuid::Uuid,
+) -> Option<(RefreshTokenHash, StoredSession)> {
+    let (current, id, user, previous, rotated, created, used, idle, expires, ended, agent, source) =
+        row;
+    let current = RefreshTokenHash::from_slice(&current)?;
+    let session = session(
+        (
+            id, user, previous, rotated, created, used, idle, expires, ended, agent, source,
+        ),
+        from_db,
+    );
+    Some((current, session))
+}
+
+#[async_trait]
+impl SessionStore for SqlStore {
+    async fn create_session(&self, new: &NewSession) -> Result<(), StoreError> {
+        run!(self, |db, dialect| {
+            sqlx::query(CREATE_SESSION)
+                .bind(dialect::uuid(new.id.as_uuid()))
+                .bind(dialect::uuid(new.user_id.as_uuid()))
+                .bind(&new.refresh_hash.as_bytes()[..])
+                .bind(new.created_at)
+                .bind(new.idle_expires_at)
+                .bind(new.expires_at)
+                .bind(new.user_agent.as_ref().map(UserAgent::as_str))
+                .bind(new.source_address.as_deref())
+                .execute(db)
+                .await
+                .map(drop)
+        })
+    }
+
+    async fn rotate_refresh_token(
+        &self,
+        rotation: &Rotation,
+    ) -> Result<Option<StoredSession>, StoreError> {
+        let presented = &rotation.presented.as_bytes()[..];
+        let next = &rotation.next.as_bytes()[..];
+        bounded(BACKEND, SQL_TIMEOUT, async {
+            let result: Result<_, sqlx::Error> = async {
+                let rotated = match &self.pool {
+                    Pool::Postgres(db) => {
+                        let row: Option<SessionRow<dialect::postgres::Uuid>> =
+                            sqlx::query_as(ROTATE_AND_SPEND)
+                                .bind(presented)
+                                .bind(next)
+                                .bind(rotation.now)
+                                .bind(rotation.idle_until)
+                                .fetch_optional(db)
+                                .await?;
+                        row.map(|row| session(row, dialect::postgres::from_db))
+                    }
+                    Pool::Sqlite(db) => {
+                        let mut transaction = db.begin().await?;
+                        let row: Option<SessionRow<dialect::sqlite::Uuid>> = sqlx::query_as(ROTATE)
+                            .bind(presented)
+                            .bind(next)
+                            .bind(rotation.now)
+                            .bind(rotation.idle_until)
+                            .fetch_optional(&mut *transaction)
+                            .await?;
+                        let rotated = row.map(|row| session(row, dialect::sqlite::from_db));
+                        if let Some(rotated) = &rotated {
+                            sqlx::query(SPEND)
+                                .bind(presented)
+                                .bind(dialect::sqlite::uuid(rotated.id.as_uuid()))
+                                .bind(rotation.now)
+                                .execute(&mut *transaction)
+                                .await?;
+                        }
+                        transaction.commit().await?;
+                        rotated
+                    }
+                };
+                Ok(rotated)
+            }
+            .await;
+            result.map_err(sql_error)
+        })
+        .await
+    }
+
+    async fn replace_current_refresh_token(
+        &self,
+        id: SessionId,
+        expected_current: RefreshTokenHash,
+        rotation: &Rotation,
+    ) -> Result<Option<StoredSession>, StoreError> {
+        let expected = &expected_current.as_bytes()[..];
+        let next = &rotation.next.as_bytes()[..];
+        run!(self, |db, dialect| {
+            let mut transaction = db.begin().await?;
+            let row: Option<SessionRow<dialect::Uuid>> = sqlx::query_as(REPLACE_CURRENT)
+                .bind(dialect::uuid(id.as_uuid()))
+                .bind(expected)
+                .bind(next)
+                .bind(rotation.now)
+                .bind(rotation.idle_until)
+                .fetch_optional(&mut *transaction)
+                .await?;
+            let replaced = row.map(|row| session(row, dialect::from_db));
+            if replaced.is_some() {
+                sqlx::query(SPEND)
+                    .bind(expected)
+                    .bind(dialect::uuid(id.as_uuid()))
+                    .bind(rotation.now)
+                    .execute(&mut *transaction)
+                    .await?;
+            }
+            transaction.commit().await?;
+            Ok(replaced)
+        })
+    }
+
+    async fn find_refresh_token(
+        &self,
+        hash: RefreshTokenHash,
+    ) -> Result<Option<(StoredSession, RefreshTokenHash, RefreshTokenState)>, StoreError> {
+        let hash = &hash.as_bytes()[..];
+        run!(self, |db, dialect| {
+            let current: Option<RefreshRow<dialect::Uuid>> = sqlx::query_as(FIND_CURRENT_REFRESH)
+                .bind(hash)
+                .fetch_optional(db)
+                .await?;
+            if let Some((current, session)) =
+                current.and_then(|row| with_current(row, dialect::from_db))
+            {
+                return Ok(Some((session, current, RefreshTokenState::Current)));
+            }
+            let spent: Option<RefreshRow<dialect::Uuid>> = sqlx::query_as(FIND_SPENT_REFRESH)
+                .bind(hash)
+                .fetch_optional(db)
+                .await?;
+            Ok(spent
+                .and_then(|row| with_current(row, dialect::from_db))
+                .map(|(current, session)| (session, current, RefreshTokenState::Spent)))
+        })
+    }
+
+    async fn session(&self, id: SessionId) -> Result<Option<StoredSession>, StoreError> {
+        run!(self, |db, dialect| {
+            let row: Option<SessionRow<dialect::Uuid>> = sqlx::query_as(SESSION)
+                .bind(dialect::uuid(id.as_uuid()))
+                .fetch_optional(db)
+                .await?;
+            Ok(row.map(|row| session(row, dialect::from_db)))
+        })
+    }
+
+    async fn end_session(
+        &self,
+        id: SessionId,
+        user: Option<UserId>,
+        now: UnixMillis,
+    ) -> Result<Option<StoredSession>, StoreError> {
+        run!(self, |db, dialect| {
+            let row: Option<SessionRow<dialect::Uuid>> = sqlx::query_as(END_SESSION)
+                .bind(dialect::uuid(id.as_uuid()))
+                .bind(user.map(|user| dialect::uuid(user.as_uuid())))
+                .bind(now)
+                .fetch_optional(db)
+                .await?;
+            Ok(row.map(|row| session(row, dialect::from_db)))
+        })
+    }
+
+    async fn end_user_sessions(
+        &self,
+        user: UserId,
+        now: UnixMillis,
+    ) -> Result<Vec<StoredSession>, StoreError> {
+        run!(self, |db, dialect| {
+            let rows: Vec<SessionRow<dialect::Uuid>> = sqlx::query_as(END_USER_SESSIONS)
+                .bind(dialect::uuid(user.as_uuid()))
+                .bind(now)
+                .fetch_all(db)
+                .await?;
+            Ok(rows
+                .into_iter()
+                .map(|row| session(row, dialect::from_db))
+                .collect())
+        })
+    }
+
+    async fn live_sessions(
+        &self,
+        user: UserId,
+        now: UnixMillis,
+    ) -> Result<Vec<StoredSession>, StoreError> {
+        run!(self, |db, dialect| {
+            let rows: Vec<SessionRow<dialect::Uuid>> = sqlx::query_as(LIVE_SESSIONS)
+                .bind(dialect::uuid(user.as_uuid()))
+                .bind(now)
+                .fetch_all(db)
+                .await?;
+            Ok(rows
+                .into_iter()
+                .map(|row| session(row, dialect::from_db))
+                .collect())
+        })
+    }
+
+    async fn purge_sessions(&self, before: UnixMillis) -> Result<u64, StoreError> {
+        run!(self, |db, dialect| {
+            let done = sqlx::query(PURGE_SESSIONS).bind(before).execute(db).await?;
+            Ok(done.rows_affected())
+        })
+    }
+}
