@@ -63,7 +63,9 @@ async fn revocation_lives_until_the_token_expiry_plus_leeway(backend: Backend) {
     );
     assert!(stored_until - unix_now() <= 906);
     if backend == Backend::Postgres {
-        // The cached-mode index expires with its longest entry instead of living forever.
+        // The cached-mode index expires with its longest entry instead of living forever: here
+        // the session's revocation, which outlives the jti's by a second or two (it covers an
+        // access token issued by a Refresh racing the Logout).
         let client = redis::Client::open(redis_url()).unwrap();
         let mut connection = client.get_multiplexed_async_connection().await.unwrap();
         let index = format!("{}revoked-index", state.redis_prefix);
@@ -72,7 +74,10 @@ async fn revocation_lives_until_the_token_expiry_plus_leeway(backend: Backend) {
             .query_async(&mut connection)
             .await
             .unwrap();
-        assert_eq!(index_expiry, stored_until);
+        assert!(
+            (stored_until..=stored_until + 2).contains(&index_expiry),
+            "index expires at {index_expiry}, the jti's revocation at {stored_until}"
+        );
     }
 }
 
