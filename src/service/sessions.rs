@@ -20,8 +20,9 @@ use crate::{
 /// Sessions are purged this long after they ended or expired (kept meanwhile for the logs of an
 /// investigation; a spent token of an ended session is refused either way).
 const ENDED_SESSION_RETENTION_MS: UnixMillis = 24 * 3600 * 1000;
-/// Compare-and-set rounds a Refresh tries before giving up on a session that keeps changing.
-const REFRESH_ROUNDS: usize = 4;
+/// Compare-and-set rounds a Refresh tries before giving up on a session that keeps changing
+/// (within the reuse grace, each of N concurrent calls with one token may lose N − 1 rounds).
+const REFRESH_ROUNDS: usize = 64;
 
 /// Session lifetimes (AUTHD_REFRESH_TOKEN_TTL, AUTHD_SESSION_MAX_AGE) and the reuse grace
 /// (AUTHD_REFRESH_REUSE_GRACE).

@@ -268,15 +268,15 @@ pub trait SessionStore: Send + Sync + 'static {
     ) -> Result<Option<(StoredSession, RefreshTokenHash, RefreshTokenState)>, StoreError>;
     /// A session by id.
     async fn session(&self, id: SessionId) -> Result<Option<StoredSession>, StoreError>;
-    /// Ends session `id` if it is live and (when given) `user`'s; the session as it was before, or
-    /// `None` when nothing was ended.
+    /// Ends session `id` if it is live and (when given) `user`'s; the ended session, or `None`
+    /// when nothing was ended.
     async fn end_session(
         &self,
         id: SessionId,
         user: Option<UserId>,
         now: UnixMillis,
     ) -> Result<Option<StoredSession>, StoreError>;
-    /// Ends every live session of `user`; the sessions as they were before.
+    /// Ends every live session of `user`; the sessions ended.
     async fn end_user_sessions(
         &self,
         user: UserId,
@@ -288,7 +288,9 @@ pub trait SessionStore: Send + Sync + 'static {
         user: UserId,
         now: UnixMillis,
     ) -> Result<Vec<StoredSession>, StoreError>;
-    /// Deletes sessions ended or expired before `before` (with their spent tokens).
+    /// Deletes sessions ended or expired before `before` (with their spent tokens). A session's
+    /// idle limit never passes its absolute end (`create_session` callers and rotations cap it),
+    /// so the idle limit alone tells expiry.
     async fn purge_sessions(&self, before: UnixMillis) -> Result<u64, StoreError>;
 }
 

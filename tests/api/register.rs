@@ -26,6 +26,8 @@ backend_tests!(
     a_taken_email_is_answered_before_any_hashing,
     common_or_personal_passwords_are_refused_with_the_reason,
     thirty_two_concurrent_registrations_of_one_email_have_exactly_one_winner,
+    a_login_rehashes_a_password_stored_with_other_parameters,
+    hashing_parameters_below_the_owasp_minimum_stop_start_up,
 );
 
 async fn register_returns_a_uuid_user_id_and_a_bearer_token(backend: Backend) {
@@ -180,6 +182,56 @@ async fn thirty_two_concurrent_registrations_of_one_email_have_exactly_one_winne
         }
     }
     assert_eq!(ok, 1);
+}
+
+async fn a_login_rehashes_a_password_stored_with_other_parameters(backend: Backend) {
+    let state = TestState::new(backend).await;
+    let old = state.app().arg("--password-iterations=3").start().await;
+    old.register("Rehash@Example.com", PASSWORD).await.unwrap();
+    let stored = stored_password_hash(&state, "rehash@example.com").await;
+    assert!(stored.starts_with("$argon2id$v=19$m=19456,t=3,p=1$"), "{stored}");
+    old.stop().await;
+
+    let app = state.app().start().await;
+    // A wrong password changes nothing.
+    app.login("rehash@example.com", "not the password")
+        .await
+        .unwrap_err();
+    assert_eq!(stored_password_hash(&state, "rehash@example.com").await, stored);
+    app.login("rehash@example.com", PASSWORD).await.unwrap();
+    let rehashed = crate::common::eventually(std::time::Duration::from_secs(5), || async {
+        stored_password_hash(&state, "rehash@example.com")
+            .await
+            .starts_with("$argon2id$v=19$m=19456,t=2,p=1$")
+    })
+    .await;
+    assert!(rehashed, "the hash still has the old parameters");
+    // The rehashed password still signs in, and is not rehashed again.
+    let now = stored_password_hash(&state, "rehash@example.com").await;
+    app.login("rehash@example.com", PASSWORD).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(stored_password_hash(&state, "rehash@example.com").await, now);
+}
+
+async fn hashing_parameters_below_the_owasp_minimum_stop_start_up(backend: Backend) {
+    let state = TestState::new(backend).await;
+    for (args, variable) in [
+        (["--password-iterations=1"], "AUTHD_PASSWORD_MEMORY_KIB"),
+        (["--password-memory-kib=8192"], "AUTHD_PASSWORD_MEMORY_KIB"),
+        (["--password-iterations=9"], "AUTHD_PASSWORD_ITERATIONS"),
+        (["--password-parallelism=0"], "AUTHD_PASSWORD_PARALLELISM"),
+    ] {
+        let error = state.app().args(args).try_start().await.err().expect("refused");
+        assert!(format!("{error:#}").contains(variable), "{args:?}: {error:#}");
+    }
+    // An OWASP equivalent is accepted: m=12288 (12 MiB) with t=3.
+    state
+        .app()
+        .args(["--password-memory-kib=12288", "--password-iterations=3"])
+        .start()
+        .await
+        .stop()
+        .await;
 }
 
 /// Reads `users.password_hash` straight from the back end.

@@ -6,6 +6,7 @@
 //! - Redis: the shared server under a key prefix of its own, `authd-contract:<uuid>:`, whose keys
 //!   are deleted (SCAN MATCH + DEL) when the store is dropped.
 //! - The cached-mode mirror: over a Redis store with a fresh prefix, used only once it is current.
+//! - The embedded default's resident revocations: loaded from a SQL store on a new SQLite file.
 //! - Redis Cluster: a private cluster, started once per test function (it takes seconds) and
 //!   shared by that test's cases, each on its own prefix; its servers are killed, and its data
 //!   discarded, when it is dropped.
@@ -20,9 +21,9 @@ use std::{
 };
 
 use authd::{
-    clock::SystemClock,
+    clock::{Clock as _, SystemClock},
     store::{
-        RevocationStore, UserStore,
+        ResidentRevocations, RevocationStore, UserStore,
         mirror::MirroredRevocations,
         redis::{RedisStore, RedisTopology},
         sql::{DatabaseLocation, SqlStore},
@@ -70,14 +71,93 @@ pub async fn postgres() -> Fresh<SqlStore> {
 /// A SQL store on a new SQLite file in a temporary directory.
 pub async fn sqlite() -> Fresh<SqlStore> {
     let directory = tempfile::tempdir().expect("a temporary directory");
-    let location = DatabaseLocation::sqlite_file(&directory.path().join("authd.sqlite3"));
-    let store = SqlStore::connect(&location, MAX_CONNECTIONS)
+    let store = sqlite_at(&sqlite_file(&directory)).await;
+    Fresh {
+        store,
+        keep: vec![Box::new(SqliteDirectory(directory))],
+    }
+}
+
+/// The database file of a SQLite store in `directory`.
+pub fn sqlite_file(directory: &tempfile::TempDir) -> std::path::PathBuf {
+    directory.path().join("authd.sqlite3")
+}
+
+/// A SQL store on the SQLite file `path`, created (and migrated) if need be; another store on the
+/// same file sees what this one wrote.
+pub async fn sqlite_at(path: &std::path::Path) -> SqlStore {
+    let store = SqlStore::connect(&DatabaseLocation::sqlite_file(path), MAX_CONNECTIONS)
         .await
         .expect("create (and migrate) the SQLite database");
     assert_eq!(UserStore::describe(&store), "sqlite");
+    store
+}
+
+/// The embedded default's resident revocations, loaded from a SQL store on a new SQLite file.
+pub async fn resident() -> Fresh<ResidentRevocations> {
+    let Fresh { store, keep } = sqlite().await;
+    let resident = ResidentRevocations::load(store, SystemClock.now())
+        .await
+        .expect("load the resident revocations");
+    assert_eq!(RevocationStore::describe(&resident), "sqlite (in memory)");
     Fresh {
-        store,
-        keep: vec![Box::new(directory)],
+        store: resident,
+        keep,
+    }
+}
+
+/// The temporary directory of a SQLite store.
+struct SqliteDirectory(tempfile::TempDir);
+
+impl Fresh<SqlStore> {
+    /// Every cell of every row of `table`, as the database holds it: raw bytes (text as UTF-8,
+    /// blobs and UUIDs as stored, integers in the driver's binary form), `None` for NULL. Read on
+    /// a connection of its own, so that the store's code has no say in what is seen.
+    pub async fn raw_cells(&self, table: &str) -> Vec<Option<Vec<u8>>> {
+        use sqlx::Connection as _;
+        // `table` is one of the tests' own constants.
+        let select = || sqlx::AssertSqlSafe(format!("SELECT * FROM {table}"));
+        fn cells<R: sqlx::Row>(rows: &[R]) -> Vec<Option<Vec<u8>>>
+        where
+            for<'r> Option<Vec<u8>>: sqlx::Decode<'r, R::Database>,
+            usize: sqlx::ColumnIndex<R>,
+        {
+            rows.iter()
+                .flat_map(|row| {
+                    (0..row.len()).map(move |index| {
+                        row.try_get_unchecked(index)
+                            .unwrap_or_else(|error| panic!("cell {index}: {error}"))
+                    })
+                })
+                .collect()
+        }
+        if let Some(database) = self.kept::<TestDatabase>() {
+            let mut connection = sqlx::PgConnection::connect(&database.url)
+                .await
+                .expect("connect to the test database");
+            cells(
+                &sqlx::query(select())
+                    .fetch_all(&mut connection)
+                    .await
+                    .expect("read the rows"),
+            )
+        } else {
+            let directory = self
+                .kept::<SqliteDirectory>()
+                .expect("a SQL store keeps its database or its directory");
+            let options = sqlx::sqlite::SqliteConnectOptions::new()
+                .filename(sqlite_file(&directory.0))
+                .read_only(true);
+            let mut connection = sqlx::SqliteConnection::connect_with(&options)
+                .await
+                .expect("open the SQLite file");
+            cells(
+                &sqlx::query(select())
+                    .fetch_all(&mut connection)
+                    .await
+                    .expect("read the rows"),
+            )
+        }
     }
 }
 
@@ -97,7 +177,15 @@ pub async fn redis() -> Fresh<RedisStore> {
 /// The cached-mode mirror over a Redis store with a new prefix, once it answers from memory.
 pub async fn mirror() -> Fresh<MirroredRevocations> {
     let Fresh { store, keep } = redis().await;
-    let mirror = MirroredRevocations::start(store, Arc::new(SystemClock));
+    Fresh {
+        store: current_mirror(store).await,
+        keep,
+    }
+}
+
+/// A cached-mode mirror over `redis` (which other mirrors may share), once it answers from memory.
+pub async fn current_mirror(redis: RedisStore) -> MirroredRevocations {
+    let mirror = MirroredRevocations::start(redis, Arc::new(SystemClock));
     let deadline = Instant::now() + MIRROR_CURRENT_WITHIN;
     while !mirror.is_current() {
         assert!(
@@ -106,10 +194,7 @@ pub async fn mirror() -> Fresh<MirroredRevocations> {
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    Fresh {
-        store: mirror,
-        keep,
-    }
+    mirror
 }
 
 /// Starts a private Redis Cluster (seconds), off the runtime's workers since it blocks.
@@ -127,15 +212,19 @@ pub async fn on_cluster(cluster: &RedisCluster) -> Fresh<RedisStore> {
         .iter()
         .map(|port| format!("redis://127.0.0.1:{port}"))
         .collect();
-    let store = RedisStore::connect(&RedisTopology::Cluster(nodes), &unique_prefix(), false)
+    let prefix = unique_prefix();
+    let store = RedisStore::connect(&RedisTopology::Cluster(nodes), &prefix, false)
         .await
         .expect("connect to the Redis Cluster");
     assert_eq!(RevocationStore::describe(&store), "redis cluster");
     Fresh {
         store,
-        keep: Vec::new(),
+        keep: vec![Box::new(ClusterPrefix(prefix))],
     }
 }
+
+/// The key prefix of a store on a Redis Cluster (its keys go with the cluster).
+struct ClusterPrefix(String);
 
 fn unique_prefix() -> String {
     format!("authd-contract:{}:", Uuid::new_v4().simple())
@@ -294,17 +383,18 @@ pub(crate) use contract_suite;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_keys_under_a_test_prefix_are_deleted_when_its_store_is_dropped() {
     use authd::{
-        clock::Clock as _,
-        domain::Jti,
-        store::{Counter, ThrottleStore},
+        domain::{Jti, UserId},
+        store::{Counter, Revocation, Revoked, ThrottleStore},
     };
 
     let store = redis().await;
     let now = SystemClock.now();
-    store
-        .revoke(Jti::generate(), now + 3600, now)
-        .await
-        .unwrap();
+    let revocation = Revocation {
+        user: UserId::generate(),
+        what: Revoked::Token(Jti::generate()),
+        until: now + 3600,
+    };
+    store.revoke(&[revocation], now).await.unwrap();
     let now_ms = SystemClock.now_millis();
     let counter = Counter {
         count: 1,
@@ -339,13 +429,19 @@ async fn the_keys_under_a_test_prefix_are_deleted_when_its_store_is_dropped() {
     assert_eq!(count(&mut connection).await, 0, "no key is left behind");
 }
 
+impl<S> Fresh<S> {
+    /// What this store keeps of type `T`, if anything.
+    fn kept<T: 'static>(&self) -> Option<&T> {
+        self.keep.iter().find_map(|kept| kept.downcast_ref::<T>())
+    }
+}
+
 impl Fresh<RedisStore> {
-    /// The key prefix of a store on the shared Redis server.
-    fn redis_prefix(&self) -> String {
-        self.keep
-            .iter()
-            .find_map(|kept| kept.downcast_ref::<RedisPrefix>())
+    /// The key prefix of a Redis store, on the shared server or on a cluster.
+    pub fn redis_prefix(&self) -> String {
+        self.kept::<RedisPrefix>()
             .map(|prefix| prefix.prefix.clone())
-            .expect("a Redis store on the shared server keeps its prefix")
+            .or_else(|| self.kept::<ClusterPrefix>().map(|prefix| prefix.0.clone()))
+            .expect("a Redis store keeps its prefix")
     }
 }
