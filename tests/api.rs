@@ -6,6 +6,7 @@ mod common;
 
 /// One module per feature, in `tests/api/`.
 mod api {
+    mod account;
     mod cached_mode;
     mod connections;
     mod emails;
@@ -16,8 +17,10 @@ mod api {
     mod logout;
     mod outages;
     mod process;
+    mod refresh;
     mod register;
     mod scale_out;
+    mod sessions;
     mod startup;
     mod throttling;
     mod verify;

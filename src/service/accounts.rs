@@ -44,7 +44,7 @@ impl AuthService {
         };
         self.parts.users.insert(&user).await?;
         tracing::info!(user_id = %user.id, "registered");
-        self.start_session(user.id, client).await
+        self.start_session(user.id, client, None).await
     }
 
     /// Checks an email and password and signs the user in. An unknown email costs the same
@@ -76,9 +76,10 @@ impl AuthService {
         match (user_id, hash) {
             (Some(user_id), Some(hash)) if matched => {
                 self.parts.throttle.succeeded(attempt, now).await?;
+                let session = self.start_session(user_id, client, Some(&hash)).await?;
                 self.rehash_if_outdated(user_id, hash, password);
                 tracing::info!(%user_id, "logged in");
-                self.start_session(user_id, client).await
+                Ok(session)
             }
             _ => {
                 // The failure was counted when the attempt began.
@@ -142,19 +143,20 @@ impl AuthService {
         let claims = self.verify(access_token).await?;
         let user_id = claims.user_id;
         let (stored, _) = self.check_password(user_id, current, client).await?;
-        if let Ok(email) = Email::parse(&stored.email_normalized) {
-            new.check_strength(&personal_words(&email, None))
-                .map_err(|violation| {
-                    ServiceError::InvalidArgument(vec![FieldViolation {
-                        field: "new_password",
-                        ..violation
-                    }])
-                })?;
-        }
+        let personal = Email::parse(&stored.email_normalized).ok();
+        let context = personal
+            .as_ref()
+            .map(|email| personal_words(email, None))
+            .unwrap_or_default();
+        new.check_strength(&context).map_err(|violation| {
+            ServiceError::InvalidArgument(vec![FieldViolation {
+                field: "new_password",
+                ..violation
+            }])
+        })?;
         let new_hash = self.parts.hasher.hash(new).await?;
-        // Sessions end first: if storing the hash then fails, the old password still works and a
-        // retry can finish.
-        self.end_every_session(user_id).await?;
+        // The compare-and-set first: of concurrent changes exactly one gets past it, and only
+        // that one ends sessions (a loser ending them would end the winner's new one).
         if !self
             .parts
             .users
@@ -164,8 +166,11 @@ impl AuthService {
             // Changed (or deleted) meanwhile by another call: this one's password is stale.
             return Err(ServiceError::InvalidCredentials);
         }
+        // Every session that exists now ends; a Login that checked the old password can no longer
+        // start one (`start_session` checks the hash it verified).
+        self.end_every_session_retrying(user_id).await?;
         tracing::info!(%user_id, "password changed; every session ended");
-        self.start_session(user_id, client).await
+        self.start_session(user_id, client, Some(&new_hash)).await
     }
 
     /// Deletes the token's user after checking `password` like Login: its row, its sessions and

@@ -12,7 +12,7 @@ use std::{net::IpAddr, time::Duration};
 use super::{AuthService, ServiceError, Session};
 use crate::{
     clock::{UnixMillis, UnixSeconds},
-    domain::{AccessToken, RefreshToken, SessionId, UserAgent, UserId},
+    domain::{AccessToken, PasswordHashString, RefreshToken, SessionId, UserAgent, UserId},
     store::{NewSession, RefreshTokenState, Revocation, Revoked, Rotation, StoredSession},
     tokens::{TokenClaims, TokenError},
 };
@@ -66,11 +66,14 @@ fn seconds_until(deadline: UnixMillis, now: UnixMillis) -> i64 {
 
 impl AuthService {
     /// Starts a session for `user_id`: a session row with a fresh refresh token, and an access
-    /// token naming it.
+    /// token naming it. With `checked_hash` (Login, ChangePassword), only while the user's stored
+    /// hash is still that one: a sign-in that checked the old password cannot start a session
+    /// after a ChangePassword (which would then outlive it), nor one for a deleted user.
     pub(super) async fn start_session(
         &self,
         user_id: UserId,
         client: &Client,
+        checked_hash: Option<&PasswordHashString>,
     ) -> Result<Session, ServiceError> {
         let policy = &self.parts.session_policy;
         let now = self.parts.clock.now_millis();
@@ -88,7 +91,14 @@ impl AuthService {
             user_agent: client.user_agent.clone(),
             source_address: client.source.map(|source| source.to_string()),
         };
-        self.parts.sessions.create_session(&session).await?;
+        if !self
+            .parts
+            .sessions
+            .create_session(&session, checked_hash)
+            .await?
+        {
+            return Err(ServiceError::InvalidCredentials);
+        }
         self.session_tokens(
             user_id,
             session.id,
@@ -156,6 +166,11 @@ impl AuthService {
             else {
                 return Err(ServiceError::RefreshTokenInvalid);
             };
+            if state == RefreshTokenState::Spent && session.ended_at.is_some() {
+                // Reuse after the session ended (typically: concurrent calls with one token, one
+                // of which already ended it): still reuse, with nothing left to end.
+                return Err(ServiceError::RefreshTokenReused);
+            }
             if session.ended_at.is_some() {
                 return Err(ServiceError::RefreshTokenInvalid);
             }
@@ -351,6 +366,33 @@ impl AuthService {
             .collect();
         self.end_sessions(user, &started_meanwhile, &[]).await?;
         Ok(u32::try_from(ended.len()).unwrap_or(u32::MAX))
+    }
+
+    /// [`end_every_session`](Self::end_every_session) after a password change, which cannot be
+    /// undone: a back end that fails for a moment gets two more tries (0.1 s, then 0.3 s later)
+    /// before the caller is told UNAVAILABLE (and can still call LogoutAll: the old sessions'
+    /// tokens work until it succeeds).
+    pub(super) async fn end_every_session_retrying(
+        &self,
+        user: UserId,
+    ) -> Result<u32, ServiceError> {
+        let mut pause = Duration::from_millis(100);
+        for _ in 0..2 {
+            match self.end_every_session(user).await {
+                Err(ServiceError::Unavailable { backend, cause }) => {
+                    tracing::warn!(
+                        %user,
+                        backend,
+                        error = crate::telemetry::error_chain(cause.as_ref()),
+                        "ending the sessions after a password change failed; retrying"
+                    );
+                    tokio::time::sleep(pause).await;
+                    pause *= 3;
+                }
+                done => return done,
+            }
+        }
+        self.end_every_session(user).await
     }
 
     /// LogoutAll: ends every session of the token's user, on every instance.

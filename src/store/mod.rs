@@ -242,8 +242,13 @@ pub struct Rotation {
 /// token, so of N concurrent rotations from one token exactly one succeeds.
 #[async_trait]
 pub trait SessionStore: Send + Sync + 'static {
-    /// Inserts a session.
-    async fn create_session(&self, session: &NewSession) -> Result<(), StoreError>;
+    /// Inserts a session; with `password_hash`, only if the user exists and its stored hash is
+    /// still that one (in the same statement). Whether it was inserted.
+    async fn create_session(
+        &self,
+        session: &NewSession,
+        password_hash: Option<&PasswordHashString>,
+    ) -> Result<bool, StoreError>;
     /// If `rotation.presented` is the current refresh token of a session live at `now`: makes
     /// `next` current, records `presented` as spent (the session's previous one, rotated now)
     /// and returns the session as it is afterwards. Otherwise `None`, and nothing changes.

@@ -189,7 +189,10 @@ async fn a_login_rehashes_a_password_stored_with_other_parameters(backend: Backe
     let old = state.app().arg("--password-iterations=3").start().await;
     old.register("Rehash@Example.com", PASSWORD).await.unwrap();
     let stored = stored_password_hash(&state, "rehash@example.com").await;
-    assert!(stored.starts_with("$argon2id$v=19$m=19456,t=3,p=1$"), "{stored}");
+    assert!(
+        stored.starts_with("$argon2id$v=19$m=19456,t=3,p=1$"),
+        "{stored}"
+    );
     old.stop().await;
 
     let app = state.app().start().await;
@@ -197,7 +200,10 @@ async fn a_login_rehashes_a_password_stored_with_other_parameters(backend: Backe
     app.login("rehash@example.com", "not the password")
         .await
         .unwrap_err();
-    assert_eq!(stored_password_hash(&state, "rehash@example.com").await, stored);
+    assert_eq!(
+        stored_password_hash(&state, "rehash@example.com").await,
+        stored
+    );
     app.login("rehash@example.com", PASSWORD).await.unwrap();
     let rehashed = crate::common::eventually(std::time::Duration::from_secs(5), || async {
         stored_password_hash(&state, "rehash@example.com")
@@ -210,7 +216,10 @@ async fn a_login_rehashes_a_password_stored_with_other_parameters(backend: Backe
     let now = stored_password_hash(&state, "rehash@example.com").await;
     app.login("rehash@example.com", PASSWORD).await.unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    assert_eq!(stored_password_hash(&state, "rehash@example.com").await, now);
+    assert_eq!(
+        stored_password_hash(&state, "rehash@example.com").await,
+        now
+    );
 }
 
 async fn hashing_parameters_below_the_owasp_minimum_stop_start_up(backend: Backend) {
@@ -221,8 +230,17 @@ async fn hashing_parameters_below_the_owasp_minimum_stop_start_up(backend: Backe
         (["--password-iterations=9"], "AUTHD_PASSWORD_ITERATIONS"),
         (["--password-parallelism=0"], "AUTHD_PASSWORD_PARALLELISM"),
     ] {
-        let error = state.app().args(args).try_start().await.err().expect("refused");
-        assert!(format!("{error:#}").contains(variable), "{args:?}: {error:#}");
+        let error = state
+            .app()
+            .args(args)
+            .try_start()
+            .await
+            .err()
+            .expect("refused");
+        assert!(
+            format!("{error:#}").contains(variable),
+            "{args:?}: {error:#}"
+        );
     }
     // An OWASP equivalent is accepted: m=12288 (12 MiB) with t=3.
     state

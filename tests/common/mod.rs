@@ -507,3 +507,171 @@ pub async fn exclusive_cpu() -> tokio::sync::MutexGuard<'static, ()> {
     static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
     LOCK.lock().await
 }
+
+/// Sessions (issue 9): one helper per session RPC, taking the token in the request field.
+impl TestApp {
+    pub async fn refresh(&self, refresh_token: &str) -> Result<pb::RefreshResponse, Status> {
+        self.client
+            .clone()
+            .refresh(pb::RefreshRequest {
+                refresh_token: refresh_token.into(),
+            })
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    /// Logout with a refresh token only.
+    pub async fn logout_refresh(&self, refresh_token: &str) -> Result<pb::LogoutResponse, Status> {
+        self.client
+            .clone()
+            .logout(pb::LogoutRequest {
+                access_token: String::new(),
+                refresh_token: refresh_token.into(),
+            })
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    pub async fn logout_all(&self, token: &str) -> Result<pb::LogoutAllResponse, Status> {
+        self.client
+            .clone()
+            .logout_all(pb::LogoutAllRequest {
+                access_token: token.into(),
+            })
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    pub async fn change_password(
+        &self,
+        token: &str,
+        current_password: &str,
+        new_password: &str,
+    ) -> Result<pb::ChangePasswordResponse, Status> {
+        self.client
+            .clone()
+            .change_password(pb::ChangePasswordRequest {
+                access_token: token.into(),
+                current_password: current_password.into(),
+                new_password: new_password.into(),
+            })
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    /// The caller's live sessions, as listed.
+    pub async fn list_sessions(&self, token: &str) -> Result<Vec<pb::Session>, Status> {
+        self.client
+            .clone()
+            .list_sessions(pb::ListSessionsRequest {
+                access_token: token.into(),
+            })
+            .await
+            .map(|r| r.into_inner().sessions)
+    }
+
+    pub async fn revoke_session(
+        &self,
+        token: &str,
+        session_id: &str,
+    ) -> Result<pb::RevokeSessionResponse, Status> {
+        self.client
+            .clone()
+            .revoke_session(pb::RevokeSessionRequest {
+                access_token: token.into(),
+                session_id: session_id.into(),
+            })
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    pub async fn delete_account(
+        &self,
+        token: &str,
+        password: &str,
+    ) -> Result<pb::DeleteAccountResponse, Status> {
+        self.client
+            .clone()
+            .delete_account(pb::DeleteAccountRequest {
+                access_token: token.into(),
+                password: password.into(),
+            })
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    /// Login sending `user-agent` metadata (tonic appends its own "tonic/x.y" to it).
+    pub async fn login_as(
+        &self,
+        email: &str,
+        password: &str,
+        user_agent: &str,
+    ) -> Result<pb::LoginResponse, Status> {
+        let mut request = tonic::Request::new(pb::LoginRequest {
+            email: email.into(),
+            password: password.into(),
+        });
+        request
+            .metadata_mut()
+            .insert("user-agent", user_agent.parse().unwrap());
+        self.client
+            .clone()
+            .login(request)
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    /// Registers a fresh user and returns (email, user id, its first session's tokens).
+    pub async fn new_session_user(&self) -> (String, String, pb::AuthTokens) {
+        let email = format!("user-{}@example.com", Uuid::new_v4().simple());
+        let response = self.register(&email, PASSWORD).await.expect("register");
+        (email, response.user_id, response.tokens.unwrap())
+    }
+
+    /// A new session of `email` (password [`PASSWORD`]).
+    pub async fn new_session(&self, email: &str) -> pb::AuthTokens {
+        self.login(email, PASSWORD)
+            .await
+            .expect("login")
+            .tokens
+            .unwrap()
+    }
+}
+
+impl TestState {
+    /// The embedded SQLite database of this state's data directory, as a sqlx URL.
+    pub fn embedded_database_url(&self) -> String {
+        format!(
+            "sqlite://{}",
+            self.data_dir.path().join("authd.db").display()
+        )
+    }
+}
+
+/// The claims of a JWT, decoded without any check.
+pub fn jwt_claims(token: &str) -> serde_json::Value {
+    use base64::Engine as _;
+    let payload = token.split('.').nth(1).expect("a compact JWT");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .expect("base64url payload");
+    serde_json::from_slice(&bytes).expect("JSON claims")
+}
+
+/// `token` with one character of its signature changed: signed by no one.
+pub fn tampered(token: &str) -> String {
+    let (head, signature) = token.rsplit_once('.').expect("a compact JWT");
+    let mut signature: Vec<char> = signature.chars().collect();
+    let middle = signature.len() / 2;
+    signature[middle] = if signature[middle] == 'A' { 'B' } else { 'A' };
+    format!("{head}.{}", signature.into_iter().collect::<String>())
+}
+
+/// The ErrorInfo reason of a status, or "" when it has none.
+pub fn reason(status: &Status) -> String {
+    status
+        .get_error_details()
+        .error_info()
+        .map(|info| info.reason.clone())
+        .unwrap_or_default()
+}

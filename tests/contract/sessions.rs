@@ -31,6 +31,7 @@ contract_suite! {
         a_created_session_reads_back_as_created,
         an_unknown_session_or_refresh_token_is_none,
         a_session_for_an_unknown_user_is_refused,
+        a_session_guarded_by_a_hash_starts_only_while_the_hash_is_unchanged,
         a_rotation_from_the_current_token_succeeds_once,
         a_rotation_records_the_presented_token_as_spent_and_the_next_as_current,
         rotations_chain_and_every_spent_token_stays_spent,
@@ -123,10 +124,11 @@ async fn start(store: &dyn Store, user: UserId, created_at: UnixMillis) -> NewSe
 }
 
 async fn create(store: &dyn Store, session: NewSession) -> NewSession {
-    store
-        .create_session(&session)
+    let created = store
+        .create_session(&session, None)
         .await
         .unwrap_or_else(|error| panic!("create_session: {error:?}"));
+    assert!(created);
     session
 }
 
@@ -261,10 +263,33 @@ async fn an_unknown_session_or_refresh_token_is_none(store: &dyn Store) {
 async fn a_session_for_an_unknown_user_is_refused(store: &dyn Store) {
     let orphan = new_session(UserId::generate(), T0);
     assert!(
-        store.create_session(&orphan).await.is_err(),
+        store.create_session(&orphan, None).await.is_err(),
         "a session must belong to a user"
     );
     assert_eq!(session(store, orphan.id).await, None);
+    // With a hash to match, an unknown user is no row, not an error.
+    assert!(!store.create_session(&orphan, Some(&phc())).await.unwrap());
+    assert_eq!(session(store, orphan.id).await, None);
+}
+
+async fn a_session_guarded_by_a_hash_starts_only_while_the_hash_is_unchanged(store: &dyn Store) {
+    let hash = phc();
+    let id = user_with_hash(store, &hash).await;
+    let guarded = new_session(id, T0);
+    assert!(store.create_session(&guarded, Some(&hash)).await.unwrap());
+    assert!(session(store, guarded.id).await.is_some());
+    let changed = phc();
+    assert!(
+        store
+            .replace_password_hash(id, &hash, &changed)
+            .await
+            .unwrap()
+    );
+    let stale = new_session(id, T0);
+    assert!(!store.create_session(&stale, Some(&hash)).await.unwrap());
+    assert_eq!(session(store, stale.id).await, None);
+    let fresh = new_session(id, T0);
+    assert!(store.create_session(&fresh, Some(&changed)).await.unwrap());
 }
 
 async fn a_rotation_from_the_current_token_succeeds_once(store: &dyn Store) {

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use super::{BACKEND, Pool, SQL_TIMEOUT, SqlStore, dialect, sql_error, statements::*};
 use crate::{
     clock::UnixMillis,
-    domain::{RefreshTokenHash, SessionId, UserAgent, UserId},
+    domain::{PasswordHashString, RefreshTokenHash, SessionId, UserAgent, UserId},
     store::{
         NewSession, RefreshTokenState, Rotation, SessionStore, StoreError, StoredSession, bounded,
     },
@@ -80,9 +80,17 @@ fn with_current<U>(
 
 #[async_trait]
 impl SessionStore for SqlStore {
-    async fn create_session(&self, new: &NewSession) -> Result<(), StoreError> {
+    async fn create_session(
+        &self,
+        new: &NewSession,
+        password_hash: Option<&PasswordHashString>,
+    ) -> Result<bool, StoreError> {
+        let statement = match password_hash {
+            None => CREATE_SESSION,
+            Some(_) => CREATE_SESSION_IF_PASSWORD,
+        };
         run!(self, |db, dialect| {
-            sqlx::query(CREATE_SESSION)
+            let mut insert = sqlx::query(statement)
                 .bind(dialect::uuid(new.id.as_uuid()))
                 .bind(dialect::uuid(new.user_id.as_uuid()))
                 .bind(&new.refresh_hash.as_bytes()[..])
@@ -90,10 +98,11 @@ impl SessionStore for SqlStore {
                 .bind(new.idle_expires_at)
                 .bind(new.expires_at)
                 .bind(new.user_agent.as_ref().map(UserAgent::as_str))
-                .bind(new.source_address.as_deref())
-                .execute(db)
-                .await
-                .map(drop)
+                .bind(new.source_address.as_deref());
+            if let Some(hash) = password_hash {
+                insert = insert.bind(hash.as_str());
+            }
+            Ok(insert.execute(db).await?.rows_affected() == 1)
         })
     }
 

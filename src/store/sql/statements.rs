@@ -86,6 +86,10 @@ macro_rules! session_columns {
 pub(super) const CREATE_SESSION: &str = "INSERT INTO sessions (id, user_id, refresh_hash, created_at_ms, \
      last_used_at_ms, idle_expires_at_ms, expires_at_ms, user_agent, source_address) \
      VALUES ($1, $2, $3, $4, $4, $5, $6, $7, $8)";
+/// The same, only while the user's hash is still $9.
+pub(super) const CREATE_SESSION_IF_PASSWORD: &str = "INSERT INTO sessions (id, user_id, refresh_hash, \
+     created_at_ms, last_used_at_ms, idle_expires_at_ms, expires_at_ms, user_agent, source_address) \
+     SELECT $1, id, $3, $4, $4, $5, $6, $7, $8 FROM users WHERE id = $2 AND password_hash = $9";
 /// The compare-and-set of a rotation: $1 presented, $2 next, $3 now, $4 the new idle limit.
 pub(super) const ROTATE: &str = concat!(
     "UPDATE sessions SET refresh_hash = $2, previous_hash = $1, rotated_at_ms = $3, \
@@ -127,12 +131,10 @@ pub(super) const FIND_CURRENT_REFRESH: &str = concat!(
     session_columns!(),
     " FROM sessions WHERE refresh_hash = $1"
 );
-pub(super) const FIND_SPENT_REFRESH: &str = concat!(
-    "SELECT s.refresh_hash, s.id, s.user_id, s.previous_hash, s.rotated_at_ms, s.created_at_ms, \
-       s.last_used_at_ms, s.idle_expires_at_ms, s.expires_at_ms, s.ended_at_ms, s.user_agent, \
-       s.source_address \
-     FROM spent_refresh_tokens t JOIN sessions s ON s.id = t.session_id WHERE t.hash = $1"
-);
+pub(super) const FIND_SPENT_REFRESH: &str = "SELECT s.refresh_hash, s.id, s.user_id, s.previous_hash, \
+       s.rotated_at_ms, s.created_at_ms, s.last_used_at_ms, s.idle_expires_at_ms, s.expires_at_ms, \
+       s.ended_at_ms, s.user_agent, s.source_address \
+     FROM spent_refresh_tokens t JOIN sessions s ON s.id = t.session_id WHERE t.hash = $1";
 pub(super) const SESSION: &str = concat!(
     "SELECT ",
     session_columns!(),

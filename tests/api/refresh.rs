@@ -1,0 +1,605 @@
+//! Refresh: rotation with reuse detection (RFC 9700 §4.14), the reuse grace, idle and absolute
+//! expiry, and refresh tokens stored only as hashes.
+
+use std::{sync::Arc, time::Duration};
+
+use authd::{clock::ManualClock, pb};
+use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
+use sha2::{Digest as _, Sha256};
+use tonic::{Code, Status};
+
+use crate::{
+    backend_tests,
+    common::{
+        Backend, Fixture, TestApp, TestState, assert_status, reason, redis_url, spawn_app, unix_now,
+    },
+};
+
+backend_tests!(
+    refresh_returns_a_new_pair_for_the_same_session,
+    reusing_a_spent_refresh_token_ends_the_whole_session,
+    of_sixteen_concurrent_refreshes_with_one_token_one_wins_and_the_session_ends,
+    within_the_grace_concurrent_refreshes_with_one_token_all_get_a_pair,
+    the_grace_covers_only_the_latest_rotation_and_only_for_its_window,
+    unknown_malformed_and_ended_session_refresh_tokens_are_invalid,
+    an_unused_refresh_token_expires_after_the_idle_ttl,
+    refresh_extends_the_idle_limit_but_never_past_the_session_max_age,
+    a_one_second_session_max_age_is_accepted_and_caps_the_first_token,
+    no_table_or_redis_key_holds_a_refresh_token,
+);
+
+/// Asserts that Refresh with `token` fails with UNAUTHENTICATED and `reason`.
+async fn assert_refresh_fails(app: &TestApp, token: &str, reason: &str) {
+    let status = app.refresh(token).await.unwrap_err();
+    assert_status(&status, Code::Unauthenticated, Some(reason));
+}
+
+async fn assert_revoked(app: &TestApp, access_token: &str) {
+    let status = app.verify(access_token).await.unwrap_err();
+    assert_status(&status, Code::Unauthenticated, Some("TOKEN_REVOKED"));
+}
+
+fn sha256(token: &str) -> Vec<u8> {
+    Sha256::digest(token.as_bytes()).to_vec()
+}
+
+/// The stored hash of a session's current refresh token.
+async fn current_refresh_hash(state: &TestState, session_id: &str) -> Vec<u8> {
+    match state.backend {
+        Backend::Postgres => {
+            let pool = sqlx::PgPool::connect(&state.database_url()).await.unwrap();
+            sqlx::query_scalar("SELECT refresh_hash FROM sessions WHERE id::text = $1")
+                .bind(session_id)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+        Backend::Embedded => {
+            let pool = sqlx::SqlitePool::connect(&state.embedded_database_url())
+                .await
+                .unwrap();
+            sqlx::query_scalar("SELECT refresh_hash FROM sessions WHERE id = ?1")
+                .bind(session_id)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    }
+}
+
+async fn refresh_returns_a_new_pair_for_the_same_session(backend: Backend) {
+    let Fixture { app, state: _state } = spawn_app(backend).await;
+    let (_, user_id, first) = app.new_session_user().await;
+    let refreshed = app.refresh(&first.refresh_token).await.unwrap();
+    assert_eq!(refreshed.user_id, user_id);
+    let tokens = refreshed.tokens.unwrap();
+    assert_eq!(tokens.session_id, first.session_id, "the same session");
+    assert_eq!(tokens.token_type, "Bearer");
+    assert_eq!(tokens.expires_in, 900);
+    assert_ne!(tokens.access_token, first.access_token);
+    assert_ne!(
+        tokens.refresh_token, first.refresh_token,
+        "a NEW refresh token"
+    );
+    assert_eq!(tokens.refresh_token.len(), 43);
+    assert!((30 * 86400 - 1..=30 * 86400).contains(&tokens.refresh_expires_in));
+    let verified = app.verify(&tokens.access_token).await.unwrap();
+    assert_eq!(verified.user_id, user_id);
+    assert_eq!(verified.session_id, first.session_id);
+    // The new refresh token is current and rotates in turn.
+    let again = app
+        .refresh(&tokens.refresh_token)
+        .await
+        .unwrap()
+        .tokens
+        .unwrap();
+    assert_eq!(again.session_id, first.session_id);
+    app.verify(&again.access_token).await.unwrap();
+}
+
+async fn reusing_a_spent_refresh_token_ends_the_whole_session(backend: Backend) {
+    let Fixture { app, state: _state } = spawn_app(backend).await;
+    let (email, _, first) = app.new_session_user().await;
+    let other = app.new_session(&email).await;
+    let second = app
+        .refresh(&first.refresh_token)
+        .await
+        .unwrap()
+        .tokens
+        .unwrap();
+    let third = app
+        .refresh(&second.refresh_token)
+        .await
+        .unwrap()
+        .tokens
+        .unwrap();
+
+    // The first refresh token was spent by the first rotation: presenting it again is reuse.
+    assert_refresh_fails(&app, &first.refresh_token, "REFRESH_TOKEN_REUSED").await;
+    // The session has ended: its current refresh token and every access token issued in it.
+    assert_refresh_fails(&app, &third.refresh_token, "REFRESH_TOKEN_INVALID").await;
+    for access_token in [
+        &first.access_token,
+        &second.access_token,
+        &third.access_token,
+    ] {
+        assert_revoked(&app, access_token).await;
+    }
+    // Presenting a spent token of the ended session again is refused (as reuse or as a token of
+    // an ended session: the table leaves it open) and revives nothing.
+    for spent in [&first.refresh_token, &second.refresh_token] {
+        let status = app.refresh(spent).await.unwrap_err();
+        assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+        assert!(
+            ["REFRESH_TOKEN_REUSED", "REFRESH_TOKEN_INVALID"].contains(&reason(&status).as_str()),
+            "{status:?}"
+        );
+    }
+    assert_refresh_fails(&app, &third.refresh_token, "REFRESH_TOKEN_INVALID").await;
+    // Another session of the same user is untouched.
+    app.verify(&other.access_token)
+        .await
+        .expect("other session verifies");
+    let other = app
+        .refresh(&other.refresh_token)
+        .await
+        .unwrap()
+        .tokens
+        .unwrap();
+    app.verify(&other.access_token).await.unwrap();
+}
+
+/// Sixteen Refresh calls with one token, started together.
+async fn sixteen_concurrent_refreshes(
+    app: &TestApp,
+    token: &str,
+) -> Vec<Result<pb::RefreshResponse, Status>> {
+    let barrier = Arc::new(tokio::sync::Barrier::new(16));
+    let calls: Vec<_> = (0..16)
+        .map(|_| {
+            let mut client = app.client.clone();
+            let token = token.to_owned();
+            let barrier = barrier.clone();
+            tokio::spawn(async move {
+                barrier.wait().await;
+                client
+                    .refresh(pb::RefreshRequest {
+                        refresh_token: token,
+                    })
+                    .await
+                    .map(|r| r.into_inner())
+            })
+        })
+        .collect();
+    let mut results = Vec::new();
+    for call in calls {
+        results.push(call.await.unwrap());
+    }
+    results
+}
+
+async fn of_sixteen_concurrent_refreshes_with_one_token_one_wins_and_the_session_ends(
+    backend: Backend,
+) {
+    let Fixture { app, state: _state } = spawn_app(backend).await;
+    let (email, _, first) = app.new_session_user().await;
+    let other = app.new_session(&email).await;
+    let results = sixteen_concurrent_refreshes(&app, &first.refresh_token).await;
+    let (won, lost): (Vec<_>, Vec<_>) = results.into_iter().partition(Result::is_ok);
+    assert_eq!(won.len(), 1, "exactly one OK; the others: {lost:?}");
+    let reasons: Vec<String> = lost
+        .iter()
+        .map(|result| {
+            let status = result.as_ref().unwrap_err();
+            assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+            reason(status)
+        })
+        .collect();
+    assert!(
+        reasons.iter().all(|r| r == "REFRESH_TOKEN_REUSED"),
+        "the 15 others are reuse: {reasons:?}"
+    );
+    // The session has ended, the winner's pair included.
+    let winner = won.into_iter().next().unwrap().unwrap().tokens.unwrap();
+    assert_refresh_fails(&app, &winner.refresh_token, "REFRESH_TOKEN_INVALID").await;
+    assert_revoked(&app, &winner.access_token).await;
+    assert_revoked(&app, &first.access_token).await;
+    app.verify(&other.access_token)
+        .await
+        .expect("other session untouched");
+}
+
+async fn within_the_grace_concurrent_refreshes_with_one_token_all_get_a_pair(backend: Backend) {
+    let state = TestState::new(backend).await;
+    let app = state.app().arg("--refresh-reuse-grace=1m").start().await;
+    let (_, _, first) = app.new_session_user().await;
+    let results = sixteen_concurrent_refreshes(&app, &first.refresh_token).await;
+    let pairs: Vec<pb::AuthTokens> = results
+        .into_iter()
+        .map(|result| {
+            result
+                .expect("every call within the grace gets a pair")
+                .tokens
+                .unwrap()
+        })
+        .collect();
+    for pair in &pairs {
+        assert_eq!(pair.session_id, first.session_id);
+        app.verify(&pair.access_token)
+            .await
+            .expect("nothing was revoked");
+    }
+    // Exactly one of the sixteen refresh tokens is the session's current one …
+    let stored = current_refresh_hash(&state, &first.session_id).await;
+    let current: Vec<&pb::AuthTokens> = pairs
+        .iter()
+        .filter(|pair| sha256(&pair.refresh_token) == stored)
+        .collect();
+    assert_eq!(current.len(), 1, "one current refresh token");
+    // … and the session goes on with it.
+    let next = app
+        .refresh(&current[0].refresh_token)
+        .await
+        .unwrap()
+        .tokens
+        .unwrap();
+    assert_eq!(next.session_id, first.session_id);
+    app.verify(&next.access_token).await.unwrap();
+    app.verify(&first.access_token).await.unwrap();
+}
+
+async fn the_grace_covers_only_the_latest_rotation_and_only_for_its_window(backend: Backend) {
+    let clock = Arc::new(ManualClock::starting_now());
+    let state = TestState::new(backend).await;
+    let app = state
+        .app()
+        .arg("--refresh-reuse-grace=1m")
+        .clock(clock.clone())
+        .start()
+        .await;
+
+    // Within the grace, the token spent by the latest rotation gives a fresh pair, more than once.
+    let (_, _, first) = app.new_session_user().await;
+    let second = app
+        .refresh(&first.refresh_token)
+        .await
+        .unwrap()
+        .tokens
+        .unwrap();
+    clock.advance(Duration::from_secs(30));
+    let retried = app
+        .refresh(&first.refresh_token)
+        .await
+        .unwrap()
+        .tokens
+        .unwrap();
+    assert_eq!(retried.session_id, first.session_id);
+    app.verify(&retried.access_token).await.unwrap();
+    // The grace rotation spent the token that was current.
+    clock.advance(Duration::from_secs(20));
+    let retried_again = app
+        .refresh(&first.refresh_token)
+        .await
+        .unwrap()
+        .tokens
+        .unwrap();
+    // Past the window counted from the regular rotation (grace rotations do not extend it): reuse.
+    clock.advance(Duration::from_secs(10) + Duration::from_millis(1));
+    assert_refresh_fails(&app, &first.refresh_token, "REFRESH_TOKEN_REUSED").await;
+    assert_refresh_fails(&app, &retried_again.refresh_token, "REFRESH_TOKEN_INVALID").await;
+    for access_token in [
+        &first.access_token,
+        &second.access_token,
+        &retried.access_token,
+        &retried_again.access_token,
+    ] {
+        assert_revoked(&app, access_token).await;
+    }
+
+    // A token spent two rotations ago is reuse even within the grace.
+    let (_, _, first) = app.new_session_user().await;
+    let second = app
+        .refresh(&first.refresh_token)
+        .await
+        .unwrap()
+        .tokens
+        .unwrap();
+    let third = app
+        .refresh(&second.refresh_token)
+        .await
+        .unwrap()
+        .tokens
+        .unwrap();
+    assert_refresh_fails(&app, &first.refresh_token, "REFRESH_TOKEN_REUSED").await;
+    assert_refresh_fails(&app, &third.refresh_token, "REFRESH_TOKEN_INVALID").await;
+    assert_revoked(&app, &third.access_token).await;
+
+    // A token spent by a grace rotation is not covered by the grace: reuse.
+    let (_, _, first) = app.new_session_user().await;
+    let second = app
+        .refresh(&first.refresh_token)
+        .await
+        .unwrap()
+        .tokens
+        .unwrap();
+    let retried = app
+        .refresh(&first.refresh_token)
+        .await
+        .unwrap()
+        .tokens
+        .unwrap();
+    assert_refresh_fails(&app, &second.refresh_token, "REFRESH_TOKEN_REUSED").await;
+    assert_refresh_fails(&app, &retried.refresh_token, "REFRESH_TOKEN_INVALID").await;
+    assert_revoked(&app, &retried.access_token).await;
+}
+
+async fn unknown_malformed_and_ended_session_refresh_tokens_are_invalid(backend: Backend) {
+    let Fixture { app, state: _state } = spawn_app(backend).await;
+    let (_, _, tokens) = app.new_session_user().await;
+    let unknown = URL_SAFE_NO_PAD.encode([7u8; 32]);
+    assert_eq!(unknown.len(), 43);
+    let valid = tokens.refresh_token.clone();
+    let malformed = [
+        String::new(),
+        "not a refresh token".to_owned(),
+        valid[..42].to_owned(),
+        format!("{valid}A"),
+        valid
+            .replace(|c: char| c.is_ascii_alphanumeric(), "+")
+            .chars()
+            .take(43)
+            .collect(),
+        format!("{}=", &valid),
+        tokens.access_token.clone(),
+    ];
+    assert_refresh_fails(&app, &unknown, "REFRESH_TOKEN_INVALID").await;
+    for token in &malformed {
+        assert_refresh_fails(&app, token, "REFRESH_TOKEN_INVALID").await;
+    }
+    // None of that touched the session.
+    let tokens = app.refresh(&valid).await.unwrap().tokens.unwrap();
+    // An ended session's current refresh token.
+    app.logout(&tokens.access_token).await.unwrap();
+    assert_refresh_fails(&app, &tokens.refresh_token, "REFRESH_TOKEN_INVALID").await;
+}
+
+async fn an_unused_refresh_token_expires_after_the_idle_ttl(backend: Backend) {
+    let clock = Arc::new(ManualClock::starting_now());
+    let state = TestState::new(backend).await;
+    let app = state
+        .app()
+        .arg("--refresh-token-ttl=1s")
+        .clock(clock.clone())
+        .start()
+        .await;
+    let (email, _, tokens) = app.new_session_user().await;
+    assert_eq!(tokens.refresh_expires_in, 1);
+    // Each Refresh within the idle limit starts it again.
+    let mut current = tokens.refresh_token;
+    for _ in 0..3 {
+        clock.advance(Duration::from_millis(900));
+        let tokens = app.refresh(&current).await.unwrap().tokens.unwrap();
+        assert_eq!(tokens.refresh_expires_in, 1);
+        current = tokens.refresh_token;
+    }
+    let kept = app.new_session(&email).await;
+    clock.advance(Duration::from_secs(1));
+    assert_refresh_fails(&app, &current, "REFRESH_TOKEN_EXPIRED").await;
+    assert_refresh_fails(&app, &current, "REFRESH_TOKEN_EXPIRED").await;
+    assert_refresh_fails(&app, &kept.refresh_token, "REFRESH_TOKEN_EXPIRED").await;
+    // Expired sessions are not listed.
+    let fresh = app.new_session(&email).await;
+    let listed = app.list_sessions(&fresh.access_token).await.unwrap();
+    let ids: Vec<&str> = listed.iter().map(|s| s.session_id.as_str()).collect();
+    assert_eq!(ids, [fresh.session_id.as_str()]);
+}
+
+async fn refresh_extends_the_idle_limit_but_never_past_the_session_max_age(backend: Backend) {
+    let clock = Arc::new(ManualClock::at(unix_now()));
+    let state = TestState::new(backend).await;
+    let app = state
+        .app()
+        .args(["--refresh-token-ttl=10s", "--session-max-age=25s"])
+        .clock(clock.clone())
+        .start()
+        .await;
+    let started = unix_now_of(&clock);
+    let (_, _, tokens) = app.new_session_user().await;
+    assert_eq!(tokens.refresh_expires_in, 10);
+    let mut current = tokens.refresh_token;
+    // t = 8 s, 16 s, 24 s: the idle limit moves on, until it meets the absolute end (t = 25 s).
+    for expected in [10, 9, 1] {
+        clock.advance(Duration::from_secs(8));
+        let tokens = app.refresh(&current).await.unwrap().tokens.unwrap();
+        assert_eq!(tokens.refresh_expires_in, expected);
+        let listed = app.list_sessions(&tokens.access_token).await.unwrap();
+        assert_eq!(listed.len(), 1);
+        let expires_at = listed[0].expires_at.unwrap().seconds;
+        assert_eq!(
+            expires_at,
+            (unix_now_of(&clock) + expected),
+            "session expires_at"
+        );
+        assert!(expires_at <= started + 25);
+        current = tokens.refresh_token;
+    }
+    clock.advance(Duration::from_secs(1));
+    assert_refresh_fails(&app, &current, "REFRESH_TOKEN_EXPIRED").await;
+}
+
+fn unix_now_of(clock: &ManualClock) -> i64 {
+    authd::clock::Clock::now(clock)
+}
+
+async fn a_one_second_session_max_age_is_accepted_and_caps_the_first_token(backend: Backend) {
+    let clock = Arc::new(ManualClock::starting_now());
+    let state = TestState::new(backend).await;
+    let app = state
+        .app()
+        .arg("--session-max-age=1s")
+        .clock(clock.clone())
+        .start()
+        .await;
+    let (_, _, tokens) = app.new_session_user().await;
+    assert_eq!(tokens.refresh_expires_in, 1, "capped by the absolute end");
+    clock.advance(Duration::from_millis(500));
+    let tokens = app
+        .refresh(&tokens.refresh_token)
+        .await
+        .unwrap()
+        .tokens
+        .unwrap();
+    assert_eq!(tokens.refresh_expires_in, 0, "half a second left");
+    clock.advance(Duration::from_millis(500));
+    assert_refresh_fails(&app, &tokens.refresh_token, "REFRESH_TOKEN_EXPIRED").await;
+}
+
+/// Everything that could hold a refresh token: the text of every row of every table (Postgres),
+/// the raw database files (embedded), and every key and value under the state's Redis prefix.
+async fn stored_bytes(state: &TestState) -> Vec<Vec<u8>> {
+    let mut stored = Vec::new();
+    match state.backend {
+        Backend::Postgres => {
+            let pool = sqlx::PgPool::connect(&state.database_url()).await.unwrap();
+            let tables: Vec<String> = sqlx::query_scalar(
+                "SELECT table_name::text FROM information_schema.tables \
+                 WHERE table_schema = 'public'",
+            )
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+            assert!(tables.iter().any(|t| t == "sessions"), "{tables:?}");
+            assert!(tables.iter().any(|t| t == "spent_refresh_tokens"));
+            for table in tables {
+                let rows: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                    r#"SELECT row_to_json(t)::text FROM "{table}" t"#
+                )))
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+                stored.extend(rows.into_iter().map(String::into_bytes));
+            }
+            let client = redis::Client::open(redis_url()).unwrap();
+            let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+            let keys: Vec<Vec<u8>> = redis::cmd("KEYS")
+                .arg(format!("{}*", state.redis_prefix))
+                .query_async(&mut connection)
+                .await
+                .unwrap();
+            for key in keys {
+                let kind: String = redis::cmd("TYPE")
+                    .arg(&key)
+                    .query_async(&mut connection)
+                    .await
+                    .unwrap();
+                let values: Vec<Vec<u8>> = match kind.as_str() {
+                    "string" => vec![
+                        redis::cmd("GET")
+                            .arg(&key)
+                            .query_async(&mut connection)
+                            .await
+                            .unwrap(),
+                    ],
+                    "zset" => redis::cmd("ZRANGE")
+                        .arg(&key)
+                        .arg(0)
+                        .arg(-1)
+                        .query_async(&mut connection)
+                        .await
+                        .unwrap(),
+                    "set" => redis::cmd("SMEMBERS")
+                        .arg(&key)
+                        .query_async(&mut connection)
+                        .await
+                        .unwrap(),
+                    "hash" => redis::cmd("HGETALL")
+                        .arg(&key)
+                        .query_async(&mut connection)
+                        .await
+                        .unwrap(),
+                    "list" => redis::cmd("LRANGE")
+                        .arg(&key)
+                        .arg(0)
+                        .arg(-1)
+                        .query_async(&mut connection)
+                        .await
+                        .unwrap(),
+                    other => panic!("unexpected Redis type {other} of {key:?}"),
+                };
+                stored.push(key);
+                stored.extend(values);
+            }
+        }
+        Backend::Embedded => {
+            for entry in std::fs::read_dir(state.data_dir.path()).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_file() {
+                    stored.push(std::fs::read(&path).unwrap());
+                }
+            }
+        }
+    }
+    stored
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|window| window == needle)
+}
+
+async fn no_table_or_redis_key_holds_a_refresh_token(backend: Backend) {
+    let Fixture { app, state } = spawn_app(backend).await;
+    let (email, _, first) = app.new_session_user().await;
+    let mut issued = vec![first.refresh_token.clone()];
+    // Rotations (spent tokens), a reuse (an ended session), a Logout by refresh token, a live one.
+    let second = app
+        .refresh(&first.refresh_token)
+        .await
+        .unwrap()
+        .tokens
+        .unwrap();
+    issued.push(second.refresh_token.clone());
+    assert_refresh_fails(&app, &first.refresh_token, "REFRESH_TOKEN_REUSED").await;
+    let other = app.new_session(&email).await;
+    issued.push(other.refresh_token.clone());
+    app.logout_refresh(&other.refresh_token).await.unwrap();
+    let live = app.new_session(&email).await;
+    issued.push(live.refresh_token.clone());
+    let live = app
+        .refresh(&live.refresh_token)
+        .await
+        .unwrap()
+        .tokens
+        .unwrap();
+    issued.push(live.refresh_token.clone());
+
+    let stored = stored_bytes(&state).await;
+    assert!(!stored.is_empty());
+    for token in &issued {
+        let raw = URL_SAFE_NO_PAD.decode(token).unwrap();
+        let hex_raw: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+        for blob in &stored {
+            // The token, a 16-character substring of it, or its 32 raw bytes (also as hex).
+            for start in (0..=token.len() - 16).step_by(9) {
+                assert!(
+                    !contains(blob, &token.as_bytes()[start..start + 16]),
+                    "a stored value holds part of a refresh token"
+                );
+            }
+            assert!(
+                !contains(blob, &raw),
+                "a stored value holds a token's raw bytes"
+            );
+            assert!(
+                !contains(blob, hex_raw.as_bytes()),
+                "a stored value holds a token's bytes as hex"
+            );
+        }
+    }
+    // What is stored is the SHA-256 of the current token.
+    assert_eq!(
+        current_refresh_hash(&state, &live.session_id).await,
+        sha256(&live.refresh_token)
+    );
+}
