@@ -120,20 +120,23 @@ fn report_email_normalization(report: Option<NormalizationReport>) {
     }
 }
 
-/// Takes the lock beside an embedded database, so that a second process on the same data
-/// directory refuses to start (the embedded store keeps revocations in memory: two processes
-/// would not see each other's).
+/// Locks the embedded database file itself (an advisory `flock`, which SQLite's own `fcntl`
+/// locks do not interact with on local file systems), so that a second process on the same
+/// database refuses to start, whatever path, symlink or hard link it names it by: the embedded
+/// store keeps revocations in memory, and two processes would not see each other's. The file is
+/// created empty if missing (an empty file is an empty SQLite database).
 fn lock_database(settings: &Settings) -> anyhow::Result<Option<std::fs::File>> {
-    let Some(path) = settings.database.lock_path() else {
+    let Some(path) = settings.database.lock_target() else {
         return Ok(None);
     };
     if settings.database.is_embedded() {
         create_private_dir(&settings.data_dir)?;
     }
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
+    let mut options = std::fs::OpenOptions::new();
+    options.create(true).truncate(false).read(true).write(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let file = options
         .open(&path)
         .with_context(|| format!("invalid AUTHD_DATA_DIR: cannot open {}", path.display()))?;
     match file.try_lock() {

@@ -344,6 +344,12 @@ pub struct Config {
     #[arg(long, env = "AUTHD_REFRESH_REUSE_GRACE", value_name = "AUTHD_REFRESH_REUSE_GRACE", default_value = DEFAULT_REFRESH_REUSE_GRACE, value_parser = duration_between(Duration::ZERO, MAX_REFRESH_REUSE_GRACE))]
     pub refresh_reuse_grace: Duration,
 
+    /// Live sessions one user may have; a sign-in past it ends the user's oldest (so that
+    /// whoever holds a password cannot grow a user's sessions without bound, which would make
+    /// LogoutAll and ListSessions ever larger).
+    #[arg(long, env = "AUTHD_MAX_SESSIONS_PER_USER", value_name = "AUTHD_MAX_SESSIONS_PER_USER", default_value = "100", value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub max_sessions_per_user: u32,
+
     /// Time a connection may stay open with no call in flight, at least 1s.
     #[arg(long, env = "AUTHD_IDLE_TIMEOUT", value_name = "AUTHD_IDLE_TIMEOUT", default_value = DEFAULT_IDLE_TIMEOUT, value_parser = duration_at_least(Duration::from_secs(1)))]
     pub idle_timeout: Duration,

@@ -200,6 +200,7 @@ impl Config {
                 refresh_token_ttl: self.refresh_token_ttl,
                 max_age: self.session_max_age,
                 reuse_grace: self.refresh_reuse_grace,
+                max_per_user: self.max_sessions_per_user,
             },
             log_format: self.log_format,
         })

@@ -142,7 +142,7 @@ impl AuthService {
     ) -> Result<Session, ServiceError> {
         let claims = self.verify(access_token).await?;
         let user_id = claims.user_id;
-        let (stored, _) = self.check_password(user_id, current, client).await?;
+        let (mut stored, mut current) = self.check_password(user_id, current, client).await?;
         let personal = Email::parse(&stored.email_normalized).ok();
         let context = personal
             .as_ref()
@@ -156,15 +156,24 @@ impl AuthService {
         })?;
         let new_hash = self.parts.hasher.hash(new).await?;
         // The compare-and-set first: of concurrent changes exactly one gets past it, and only
-        // that one ends sessions (a loser ending them would end the winner's new one).
-        if !self
-            .parts
-            .users
-            .replace_password_hash(user_id, &stored.password_hash, &new_hash)
-            .await?
-        {
-            // Changed (or deleted) meanwhile by another call: this one's password is stale.
-            return Err(ServiceError::InvalidCredentials);
+        // that one ends sessions (a loser ending them would end the winner's new one). A hash
+        // that changed meanwhile is checked once more: a Login's rehash changes it without
+        // changing the password.
+        for attempt in 0..2 {
+            if self
+                .parts
+                .users
+                .replace_password_hash(user_id, &stored.password_hash, &new_hash)
+                .await?
+            {
+                break;
+            }
+            if attempt == 1 {
+                // Changed again: another ChangePassword won.
+                return Err(ServiceError::InvalidCredentials);
+            }
+            // Changed (or deleted) meanwhile: is the password given still the one stored?
+            (stored, current) = self.check_password(user_id, current, client).await?;
         }
         // Every session that exists now ends; a Login that checked the old password can no longer
         // start one (`start_session` checks the hash it verified).

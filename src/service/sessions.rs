@@ -35,6 +35,8 @@ pub struct SessionPolicy {
     /// Within this long of a rotation, the token it spent still rotates (a fresh pair) instead of
     /// counting as reuse; 0 turns the grace off.
     pub reuse_grace: Duration,
+    /// Live sessions one user may have; a new one past it ends the oldest.
+    pub max_per_user: u32,
 }
 
 impl Default for SessionPolicy {
@@ -43,6 +45,7 @@ impl Default for SessionPolicy {
             refresh_token_ttl: Duration::from_secs(30 * 24 * 3600),
             max_age: Duration::from_secs(90 * 24 * 3600),
             reuse_grace: Duration::ZERO,
+            max_per_user: 100,
         }
     }
 }
@@ -98,6 +101,15 @@ impl AuthService {
             .await?
         {
             return Err(ServiceError::InvalidCredentials);
+        }
+        let evicted = self
+            .parts
+            .sessions
+            .end_sessions_beyond(user_id, policy.max_per_user, now)
+            .await?;
+        if !evicted.is_empty() {
+            self.end_sessions(user_id, &evicted, &[]).await?;
+            tracing::info!(%user_id, ended = evicted.len(), "oldest sessions ended: too many live sessions");
         }
         self.session_tokens(
             user_id,
@@ -168,7 +180,10 @@ impl AuthService {
             };
             if state == RefreshTokenState::Spent && session.ended_at.is_some() {
                 // Reuse after the session ended (typically: concurrent calls with one token, one
-                // of which already ended it): still reuse, with nothing left to end.
+                // of which already ended it): still reuse. Its revocation is written again, in
+                // case the call that ended it could not write it (Redis down).
+                self.end_sessions(session.user_id, std::slice::from_ref(&session), &[])
+                    .await?;
                 return Err(ServiceError::RefreshTokenReused);
             }
             if session.ended_at.is_some() {
@@ -199,9 +214,11 @@ impl AuthService {
                     continue;
                 }
                 RefreshTokenState::Spent => {
+                    // The database first: once the session has ended there, no Refresh of the
+                    // thief's succeeds, even if the revocation below cannot be written now.
+                    sessions.end_session(session.id, None, now).await?;
                     self.end_sessions(session.user_id, std::slice::from_ref(&session), &[])
                         .await?;
-                    sessions.end_session(session.id, None, now).await?;
                     tracing::warn!(
                         user_id = %session.user_id,
                         session_id = %session.id,
@@ -259,11 +276,11 @@ impl AuthService {
                 .find_refresh_token(refresh_token.hash())
                 .await?
         {
-            self.end_sessions(session.user_id, std::slice::from_ref(&session), &[])
-                .await?;
             self.parts
                 .sessions
                 .end_session(session.id, None, now)
+                .await?;
+            self.end_sessions(session.user_id, std::slice::from_ref(&session), &[])
                 .await?;
             tracing::info!(user_id = %session.user_id, session_id = %session.id, "logged out");
         }
@@ -355,7 +372,14 @@ impl AuthService {
             what: Revoked::IssuedBefore(user, now.div_euclid(1000)),
             until: self.last_access_token_until(now),
         };
-        let before = self.parts.sessions.live_sessions(user, now).await?;
+        // Every session that may hold an access token issued this second, expired ones included
+        // (a session past its end may have refreshed a moment before it).
+        let window = self.parts.tokens.ttl_seconds() + self.parts.tokens.leeway_seconds() + 2;
+        let before = self
+            .parts
+            .sessions
+            .sessions_used_since(user, now.saturating_sub(window.saturating_mul(1000)))
+            .await?;
         self.end_sessions(user, &before, &[cutoff]).await?;
         let ended = self.parts.sessions.end_user_sessions(user, now).await?;
         // Sessions started between the two reads.

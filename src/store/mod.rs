@@ -287,6 +287,20 @@ pub trait SessionStore: Send + Sync + 'static {
         user: UserId,
         now: UnixMillis,
     ) -> Result<Vec<StoredSession>, StoreError>;
+    /// `user`'s sessions (ended, expired or live) whose refresh token was last used at or after
+    /// `since`.
+    async fn sessions_used_since(
+        &self,
+        user: UserId,
+        since: UnixMillis,
+    ) -> Result<Vec<StoredSession>, StoreError>;
+    /// Ends `user`'s live sessions beyond the newest `keep`; the sessions ended.
+    async fn end_sessions_beyond(
+        &self,
+        user: UserId,
+        keep: u32,
+        now: UnixMillis,
+    ) -> Result<Vec<StoredSession>, StoreError>;
     /// `user`'s sessions live at `now`, newest first.
     async fn live_sessions(
         &self,

@@ -603,3 +603,47 @@ async fn no_table_or_redis_key_holds_a_refresh_token(backend: Backend) {
         sha256(&live.refresh_token)
     );
 }
+
+/// An outside attack found that with Redis unreachable, presenting a spent token ended nothing
+/// (the revocation was written first and failed), so the thief kept rotating.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reuse_while_redis_is_down_still_ends_the_session_in_the_database() {
+    let state = TestState::new(Backend::Postgres).await;
+    let proxy = crate::common::Proxy::start(crate::common::host_port(&redis_url())).await;
+    let app = state
+        .app()
+        .redis_url(Some(&proxy.url(&redis_url())))
+        .start()
+        .await;
+    let (_, _, owner) = app.new_session_user().await;
+    let thief = app
+        .refresh(&owner.refresh_token)
+        .await
+        .unwrap()
+        .tokens
+        .unwrap();
+    proxy.cut();
+    let status = app.refresh(&owner.refresh_token).await.unwrap_err();
+    assert_status(&status, Code::Unavailable, Some("BACKEND_UNAVAILABLE"));
+    proxy.restore();
+    // The session ended in the database: the thief's current token no longer rotates...
+    let status = app.refresh(&thief.refresh_token).await.unwrap_err();
+    assert_status(
+        &status,
+        Code::Unauthenticated,
+        Some("REFRESH_TOKEN_INVALID"),
+    );
+    // ... and presenting the spent one again (once Redis answers again) writes the revocation
+    // the outage kept out.
+    let mut status = app.refresh(&owner.refresh_token).await.unwrap_err();
+    for _ in 0..50 {
+        if status.code() != Code::Unavailable {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        status = app.refresh(&owner.refresh_token).await.unwrap_err();
+    }
+    assert_status(&status, Code::Unauthenticated, Some("REFRESH_TOKEN_REUSED"));
+    let status = app.verify(&thief.access_token).await.unwrap_err();
+    assert_status(&status, Code::Unauthenticated, Some("TOKEN_REVOKED"));
+}

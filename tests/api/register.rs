@@ -28,6 +28,7 @@ backend_tests!(
     thirty_two_concurrent_registrations_of_one_email_have_exactly_one_winner,
     a_login_rehashes_a_password_stored_with_other_parameters,
     hashing_parameters_below_the_owasp_minimum_stop_start_up,
+    a_change_password_racing_a_rehash_succeeds,
 );
 
 async fn register_returns_a_uuid_user_id_and_a_bearer_token(backend: Backend) {
@@ -220,6 +221,36 @@ async fn a_login_rehashes_a_password_stored_with_other_parameters(backend: Backe
         stored_password_hash(&state, "rehash@example.com").await,
         now
     );
+}
+
+/// An outside attack found that a ChangePassword right after a Login whose rehash won the
+/// compare-and-set answered "invalid email or password" for the right password.
+async fn a_change_password_racing_a_rehash_succeeds(backend: Backend) {
+    let state = TestState::new(backend).await;
+    let old = state.app().arg("--password-iterations=3").start().await;
+    let emails: Vec<String> = (0..3).map(|i| format!("race{i}@example.com")).collect();
+    for email in &emails {
+        old.register(email, PASSWORD).await.unwrap();
+    }
+    old.stop().await;
+    let app = state.app().start().await;
+    for (i, email) in emails.iter().enumerate() {
+        let login = app.login(email, PASSWORD).await.unwrap();
+        // The rehash runs on its own task now; the change comes at once, or a moment later.
+        tokio::time::sleep(std::time::Duration::from_millis(20 * i as u64)).await;
+        let mut client = app.client.clone();
+        let changed = client
+            .change_password(authd::pb::ChangePasswordRequest {
+                access_token: login.tokens.unwrap().access_token,
+                current_password: PASSWORD.into(),
+                new_password: "an entirely new passphrase".into(),
+            })
+            .await;
+        assert!(changed.is_ok(), "{email}: {changed:?}");
+        app.login(email, "an entirely new passphrase")
+            .await
+            .unwrap();
+    }
 }
 
 async fn hashing_parameters_below_the_owasp_minimum_stop_start_up(backend: Backend) {

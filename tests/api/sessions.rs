@@ -30,7 +30,60 @@ backend_tests!(
     every_token_taking_rpc_checks_the_access_token_like_verify,
     list_sessions_records_the_source_the_throttle_sees_behind_a_trusted_proxy,
     session_revocations_and_cut_offs_expire_with_the_last_token_they_refuse,
+    a_sign_in_past_the_per_user_session_limit_ends_the_oldest,
+    logout_all_refuses_a_token_of_a_session_that_expired_earlier_in_the_same_second,
 );
+
+/// An outside attack found that LogoutAll skipped sessions past their end, so an access token a
+/// session issued a moment before its end, in the LogoutAll's own second, survived.
+async fn logout_all_refuses_a_token_of_a_session_that_expired_earlier_in_the_same_second(
+    backend: Backend,
+) {
+    let state = TestState::new(backend).await;
+    let clock = Arc::new(ManualClock::starting_now());
+    let second = unix_now() + 10;
+    clock.set_millis(second * 1000 - 500);
+    let app = state
+        .app()
+        .clock(clock.clone())
+        .arg("--session-max-age=1s")
+        .start()
+        .await;
+    let (_, _, first) = app.new_session_user().await;
+    clock.set_millis(second * 1000 + 200);
+    let last = app
+        .refresh(&first.refresh_token)
+        .await
+        .unwrap()
+        .tokens
+        .unwrap();
+    // The session ends at second + 0.5; the LogoutAll comes at second + 0.7.
+    clock.set_millis(second * 1000 + 700);
+    app.verify(&last.access_token).await.unwrap();
+    let ended = app.logout_all(&last.access_token).await.unwrap();
+    assert_eq!(ended.sessions_ended, 0, "the session had already expired");
+    assert_revoked(&app, &last.access_token).await;
+}
+
+async fn a_sign_in_past_the_per_user_session_limit_ends_the_oldest(backend: Backend) {
+    let state = TestState::new(backend).await;
+    let app = state.app().arg("--max-sessions-per-user=2").start().await;
+    let (email, _, first) = app.new_session_user().await;
+    let second = app.new_session(&email).await;
+    let first = assert_session_works(&app, &first).await;
+    let third = app.new_session(&email).await;
+    // The oldest ended, with its access tokens; the two newest live on.
+    assert_refresh_invalid(&app, &first.refresh_token).await;
+    assert_revoked(&app, &first.access_token).await;
+    let listed = app.list_sessions(&third.access_token).await.unwrap();
+    let ids: Vec<&str> = listed.iter().map(|s| s.session_id.as_str()).collect();
+    assert_eq!(ids, [third.session_id.as_str(), second.session_id.as_str()]);
+    assert_session_works(&app, &second).await;
+    assert_session_works(&app, &third).await;
+    // Another user's sessions are not counted.
+    let (_, _, other) = app.new_session_user().await;
+    assert_session_works(&app, &other).await;
+}
 
 async fn assert_revoked(app: &TestApp, access_token: &str) {
     let status = app.verify(access_token).await.unwrap_err();
@@ -725,6 +778,21 @@ async fn a_second_app_on_an_embedded_data_dir_in_use_refuses_to_start() {
         error.contains("another authd process is using the embedded database"),
         "{error}"
     );
+    // Naming the same file another way changes nothing: a symlink, a hard link, a directory
+    // whose name looks like an in-memory database URL.
+    let db = state.data_dir.path().join("authd.db");
+    let symlink = state.data_dir.path().join("alias.db");
+    std::os::unix::fs::symlink(&db, &symlink).unwrap();
+    let hard_link = state.data_dir.path().join("hard.db");
+    std::fs::hard_link(&db, &hard_link).unwrap();
+    for other in [&symlink, &hard_link] {
+        let url = format!("sqlite://{}", other.display());
+        let error = match state.app().database_url(Some(&url)).try_start().await {
+            Ok(_) => panic!("a second app started on {url}"),
+            Err(error) => format!("{error:#}"),
+        };
+        assert!(error.contains("another authd process"), "{url}: {error}");
+    }
     // The first is unaffected, and once it stops a new one starts.
     first.new_session(&email).await;
     first.stop().await;

@@ -48,6 +48,7 @@ contract_suite! {
         an_expired_session_is_not_ended,
         ending_a_users_sessions_ends_only_its_live_ones_and_returns_them,
         live_sessions_are_newest_first_without_ended_or_expired_ones,
+        sessions_beyond_the_newest_few_are_ended_oldest_first,
         purging_deletes_ended_and_expired_sessions_with_their_spent_tokens,
         deleting_a_user_deletes_its_sessions_and_their_tokens,
         a_user_is_found_by_id_with_its_email_and_hash,
@@ -956,4 +957,32 @@ mod storage_rule {
     async fn on_sqlite_no_row_holds_a_refresh_token() {
         no_row_holds_a_refresh_token(backends::sqlite().await).await;
     }
+}
+
+async fn sessions_beyond_the_newest_few_are_ended_oldest_first(store: &dyn Store) {
+    let user = self::user(store).await;
+    let other = self::user(store).await;
+    let oldest = start(store, user, T0).await;
+    let middle = start(store, user, T0 + 1).await;
+    let newest = start(store, user, T0 + 2).await;
+    let others = start(store, other, T0).await;
+    let ended = store.end_sessions_beyond(user, 2, T0 + 3).await.unwrap();
+    assert_eq!(ended.iter().map(|s| s.id).collect::<Vec<_>>(), [oldest.id]);
+    assert_eq!(live(store, user, T0 + 3).await, [newest.id, middle.id]);
+    // Within the limit: nothing more ends; another user's sessions are not counted.
+    assert!(
+        store
+            .end_sessions_beyond(user, 2, T0 + 3)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .end_sessions_beyond(other, 1, T0 + 3)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(session(store, others.id).await.unwrap().ended_at.is_none());
 }

@@ -40,20 +40,18 @@ impl DatabaseLocation {
         (legacy != path).then_some(legacy)
     }
 
-    /// The lock file that keeps a second process off this SQLite database (beside it, so in
-    /// the data directory for the embedded default); `None` for Postgres and in-memory SQLite.
-    pub fn lock_path(&self) -> Option<std::path::PathBuf> {
+    /// The SQLite database file whose lock keeps a second process off it (the embedded store
+    /// serves one process); `None` for Postgres and in-memory SQLite.
+    pub fn lock_target(&self) -> Option<std::path::PathBuf> {
         let Self::Sqlite(options) = self else {
             return None;
         };
         let file = options.get_filename();
-        let name = file.to_str()?;
-        if name.is_empty() || name.starts_with(':') || name.contains("mode=memory") {
+        let name = file.to_string_lossy();
+        if name.is_empty() || name == ":memory:" || name.starts_with("file::memory:") {
             return None;
         }
-        let mut lock = file.as_os_str().to_owned();
-        lock.push(".lock");
-        Some(lock.into())
+        Some(file.to_path_buf())
     }
 
     /// Whether this is the embedded (single-process) database.

@@ -258,6 +258,44 @@ impl SessionStore for SqlStore {
         })
     }
 
+    async fn sessions_used_since(
+        &self,
+        user: UserId,
+        since: UnixMillis,
+    ) -> Result<Vec<StoredSession>, StoreError> {
+        run!(self, |db, dialect| {
+            let rows: Vec<SessionRow<dialect::Uuid>> = sqlx::query_as(SESSIONS_USED_SINCE)
+                .bind(dialect::uuid(user.as_uuid()))
+                .bind(since)
+                .fetch_all(db)
+                .await?;
+            Ok(rows
+                .into_iter()
+                .map(|row| session(row, dialect::from_db))
+                .collect())
+        })
+    }
+
+    async fn end_sessions_beyond(
+        &self,
+        user: UserId,
+        keep: u32,
+        now: UnixMillis,
+    ) -> Result<Vec<StoredSession>, StoreError> {
+        run!(self, |db, dialect| {
+            let rows: Vec<SessionRow<dialect::Uuid>> = sqlx::query_as(END_SESSIONS_BEYOND)
+                .bind(dialect::uuid(user.as_uuid()))
+                .bind(i64::from(keep))
+                .bind(now)
+                .fetch_all(db)
+                .await?;
+            Ok(rows
+                .into_iter()
+                .map(|row| session(row, dialect::from_db))
+                .collect())
+        })
+    }
+
     async fn live_sessions(
         &self,
         user: UserId,

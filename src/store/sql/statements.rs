@@ -154,6 +154,20 @@ pub(super) const END_USER_SESSIONS: &str = concat!(
      RETURNING ",
     session_columns!()
 );
+pub(super) const SESSIONS_USED_SINCE: &str = concat!(
+    "SELECT ",
+    session_columns!(),
+    " FROM sessions WHERE user_id = $1 AND last_used_at_ms >= $2"
+);
+/// $1 user, $2 how many to keep, $3 now.
+pub(super) const END_SESSIONS_BEYOND: &str = concat!(
+    "UPDATE sessions SET ended_at_ms = $3 WHERE id IN (SELECT id FROM sessions \
+       WHERE user_id = $1 AND ended_at_ms IS NULL AND idle_expires_at_ms > $3 \
+         AND expires_at_ms > $3 \
+       ORDER BY created_at_ms DESC, id DESC LIMIT 1000000000 OFFSET $2) \
+     RETURNING ",
+    session_columns!()
+);
 pub(super) const LIVE_SESSIONS: &str = concat!(
     "SELECT ",
     session_columns!(),
