@@ -1,16 +1,20 @@
-//! Sessions: `SessionId` (a UUID, the access token's `sid` claim), `RefreshToken` (the opaque
-//! secret that Refresh spends, never printed or stored) and its `RefreshTokenHash` (what is
-//! stored and looked up), and `UserAgent` (what started a session, cut to a printable length).
+//! Sessions: `SessionId` (a UUID, the access token's `sid` claim), `RefreshToken` (what Refresh
+//! spends: the session's id, which is no secret, followed by 256 secret bits; never printed or
+//! stored) and its `RefreshTokenHash` (what is stored and compared), and `UserAgent` (what
+//! started a session, cut to a printable length). Carrying the session id lets a rotation find
+//! its row by primary key, so that it updates no index.
 
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use rand::RngCore as _;
 use sha2::{Digest as _, Sha256};
 use uuid::Uuid;
 
-/// Random bytes in a refresh token: 256 bits.
-const REFRESH_TOKEN_BYTES: usize = 32;
+/// Secret random bytes in a refresh token: 256 bits.
+const SECRET_BYTES: usize = 32;
+/// A refresh token's bytes: the session id (16), then the secret.
+const REFRESH_TOKEN_BYTES: usize = 16 + SECRET_BYTES;
 /// A refresh token's text: base64url without padding of [`REFRESH_TOKEN_BYTES`].
-pub const REFRESH_TOKEN_CHARS: usize = 43;
+pub const REFRESH_TOKEN_CHARS: usize = 64;
 /// The longest `user-agent` kept for a session, in characters.
 pub const MAX_USER_AGENT_CHARS: usize = 256;
 
@@ -47,36 +51,57 @@ impl std::fmt::Display for SessionId {
     }
 }
 
-/// A refresh token: 256 bits from the OS RNG, base64url. `Debug` hides it.
+/// A refresh token: its session's id and 256 bits from the OS RNG, base64url. `Debug` hides it.
 #[derive(Clone, PartialEq, Eq)]
-pub struct RefreshToken(String);
+pub struct RefreshToken {
+    text: String,
+    session: SessionId,
+}
 
 impl RefreshToken {
-    /// A new token from the operating system's RNG.
-    pub fn generate() -> Self {
+    /// A new token of `session`, its secret from the operating system's RNG.
+    pub fn generate(session: SessionId) -> Self {
         let mut bytes = [0u8; REFRESH_TOKEN_BYTES];
-        rand::rngs::OsRng.fill_bytes(&mut bytes);
-        Self(URL_SAFE_NO_PAD.encode(bytes))
+        bytes[..16].copy_from_slice(session.as_uuid().as_bytes());
+        rand::rngs::OsRng.fill_bytes(&mut bytes[16..]);
+        Self {
+            text: URL_SAFE_NO_PAD.encode(bytes),
+            session,
+        }
     }
 
     /// A token as received; `None` unless it has the exact form this service issues (surrounding
     /// whitespace aside).
     pub fn parse(raw: &str) -> Option<Self> {
         let raw = raw.trim();
+        if raw.len() != REFRESH_TOKEN_CHARS {
+            return None;
+        }
         let decoded = URL_SAFE_NO_PAD.decode(raw).ok()?;
         // Canonical only: one text per token (base64 can hide bits in the last character).
-        (decoded.len() == REFRESH_TOKEN_BYTES && URL_SAFE_NO_PAD.encode(&decoded) == raw)
-            .then(|| Self(raw.to_owned()))
+        if decoded.len() != REFRESH_TOKEN_BYTES || URL_SAFE_NO_PAD.encode(&decoded) != raw {
+            return None;
+        }
+        let session = Uuid::from_slice(&decoded[..16]).ok()?.into();
+        Some(Self {
+            text: raw.to_owned(),
+            session,
+        })
+    }
+
+    /// The session it belongs to (no secret: access tokens carry it as `sid`).
+    pub fn session(&self) -> SessionId {
+        self.session
     }
 
     /// The token, to hand to the client.
     pub fn expose(&self) -> &str {
-        &self.0
+        &self.text
     }
 
-    /// What is stored and looked up instead of the token.
+    /// What is stored and compared instead of the token.
     pub fn hash(&self) -> RefreshTokenHash {
-        RefreshTokenHash(Sha256::digest(self.0.as_bytes()).into())
+        RefreshTokenHash(Sha256::digest(self.text.as_bytes()).into())
     }
 }
 
@@ -100,6 +125,11 @@ impl RefreshTokenHash {
     /// From stored bytes; `None` unless there are 32.
     pub fn from_slice(bytes: &[u8]) -> Option<Self> {
         bytes.try_into().ok().map(Self)
+    }
+
+    /// Lowercase hex, as the list of a session's spent hashes stores it.
+    pub fn to_hex(&self) -> String {
+        self.0.iter().map(|byte| format!("{byte:02x}")).collect()
     }
 }
 
@@ -144,7 +174,9 @@ mod tests {
 
     #[test]
     fn refresh_tokens_are_256_bit_url_safe_and_parse_back() {
-        let token = RefreshToken::generate();
+        let session = SessionId::generate();
+        let token = RefreshToken::generate(session);
+        assert_eq!(token.session(), session);
         assert_eq!(token.expose().len(), REFRESH_TOKEN_CHARS);
         assert!(
             token
@@ -153,13 +185,14 @@ mod tests {
                 .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
         );
         assert_eq!(RefreshToken::parse(token.expose()), Some(token.clone()));
-        assert_ne!(RefreshToken::generate(), token);
+        assert_ne!(RefreshToken::generate(session), token);
+        assert_eq!(RefreshToken::parse(token.expose()).unwrap().session(), session);
         assert!(!format!("{token:?}").contains(token.expose()));
     }
 
     #[test]
     fn malformed_refresh_tokens_do_not_parse() {
-        let token = RefreshToken::generate();
+        let token = RefreshToken::generate(SessionId::generate());
         let text = token.expose();
         assert!(RefreshToken::parse("").is_none());
         assert!(RefreshToken::parse(&text[1..]).is_none());

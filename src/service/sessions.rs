@@ -81,9 +81,10 @@ impl AuthService {
         let policy = &self.parts.session_policy;
         let now = self.parts.clock.now_millis();
         let expires_at = now.saturating_add(millis(policy.max_age));
-        let refresh_token = RefreshToken::generate();
+        let session_id = SessionId::generate();
+        let refresh_token = RefreshToken::generate(session_id);
         let session = NewSession {
-            id: SessionId::generate(),
+            id: session_id,
             user_id,
             refresh_hash: refresh_token.hash(),
             created_at: now,
@@ -156,8 +157,9 @@ impl AuthService {
         let policy = &self.parts.session_policy;
         for _ in 0..REFRESH_ROUNDS {
             let now = self.parts.clock.now_millis();
-            let next = RefreshToken::generate();
+            let next = RefreshToken::generate(presented.session());
             let rotation = Rotation {
+                session: presented.session(),
                 presented: presented.hash(),
                 next: next.hash(),
                 now,
@@ -174,7 +176,9 @@ impl AuthService {
             }
             // Not current (or not live): find out why.
             let Some((session, current, state)) =
-                sessions.find_refresh_token(rotation.presented).await?
+                sessions
+                    .find_refresh_token(rotation.session, rotation.presented)
+                    .await?
             else {
                 return Err(ServiceError::RefreshTokenInvalid);
             };
@@ -273,7 +277,7 @@ impl AuthService {
             && let Some((session, _, _)) = self
                 .parts
                 .sessions
-                .find_refresh_token(refresh_token.hash())
+                .find_refresh_token(refresh_token.session(), refresh_token.hash())
                 .await?
         {
             self.parts

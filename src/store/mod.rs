@@ -224,10 +224,12 @@ pub enum RefreshTokenState {
     Spent,
 }
 
-/// A rotation: spend `presented`, make `next` current, extend the idle limit to `idle_until`
-/// (never past the session's absolute end).
+/// A rotation of session `session`'s refresh token: spend `presented`, make `next` current,
+/// extend the idle limit to `idle_until` (never past the session's absolute end).
 #[derive(Debug, Clone, Copy)]
 pub struct Rotation {
+    /// The session the presented token names.
+    pub session: SessionId,
     /// The refresh token presented.
     pub presented: RefreshTokenHash,
     /// Its successor.
@@ -249,9 +251,9 @@ pub trait SessionStore: Send + Sync + 'static {
         session: &NewSession,
         password_hash: Option<&PasswordHashString>,
     ) -> Result<bool, StoreError>;
-    /// If `rotation.presented` is the current refresh token of a session live at `now`: makes
-    /// `next` current, records `presented` as spent (the session's previous one, rotated now)
-    /// and returns the session as it is afterwards. Otherwise `None`, and nothing changes.
+    /// If `rotation.presented` is the current refresh token of `rotation.session`, live at `now`:
+    /// makes `next` current, records `presented` as spent (the session's previous one, rotated
+    /// now) and returns the session as it is afterwards. Otherwise `None`, and nothing changes.
     async fn rotate_refresh_token(
         &self,
         rotation: &Rotation,
@@ -265,10 +267,11 @@ pub trait SessionStore: Send + Sync + 'static {
         expected_current: RefreshTokenHash,
         rotation: &Rotation,
     ) -> Result<Option<StoredSession>, StoreError>;
-    /// The session a refresh token belongs to, its current refresh token's hash, and whether the
-    /// presented one is current or spent; `None` when no session knows it.
+    /// Session `session`, its current refresh token's hash, and whether `hash` is that one or
+    /// one of its last spent ones; `None` when the session does not exist or knows no such token.
     async fn find_refresh_token(
         &self,
+        session: SessionId,
         hash: RefreshTokenHash,
     ) -> Result<Option<(StoredSession, RefreshTokenHash, RefreshTokenState)>, StoreError>;
     /// A session by id.
@@ -307,7 +310,7 @@ pub trait SessionStore: Send + Sync + 'static {
         user: UserId,
         now: UnixMillis,
     ) -> Result<Vec<StoredSession>, StoreError>;
-    /// Deletes sessions ended or expired before `before` (with their spent tokens). A session's
+    /// Deletes sessions ended or expired before `before`. A session's
     /// idle limit never passes its absolute end (`create_session` callers and rotations cap it),
     /// so the idle limit alone tells expiry.
     async fn purge_sessions(&self, before: UnixMillis) -> Result<u64, StoreError>;

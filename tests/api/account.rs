@@ -173,7 +173,7 @@ async fn change_password_ends_every_session_and_starts_a_new_one(backend: Backen
     assert_eq!(changed.user_id, user_id);
     let fresh = changed.tokens.unwrap();
     assert!(![&first.session_id, &second.session_id].contains(&&fresh.session_id));
-    assert_eq!(fresh.refresh_token.len(), 43);
+    assert_eq!(fresh.refresh_token.len(), 64);
     assert_eq!(
         app.verify(&fresh.access_token).await.unwrap().session_id,
         fresh.session_id

@@ -128,7 +128,7 @@ async fn register_and_login_start_sessions_with_a_refresh_token(backend: Backend
     let logged_in = logged_in.tokens.unwrap();
     for tokens in [&registered, &logged_in] {
         assert_eq!(tokens.token_type, "Bearer");
-        assert_eq!(tokens.refresh_token.len(), 43, "{}", tokens.refresh_token);
+        assert_eq!(tokens.refresh_token.len(), 64, "{}", tokens.refresh_token);
         assert!(
             is_url_safe(&tokens.refresh_token),
             "{}",

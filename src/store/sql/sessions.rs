@@ -1,6 +1,6 @@
-//! Sessions in the SQL store. A rotation is one compare-and-set on the current refresh token's
-//! hash; the spent token is recorded beside it (Postgres: in the same statement; SQLite: in the
-//! same transaction), so presenting it again is recognised as reuse.
+//! Sessions in the SQL store. A rotation is one UPDATE by primary key, a compare-and-set on the
+//! current refresh token's hash that also prepends it to the session's list of spent hashes (so
+//! presenting it again is recognised as reuse); it changes no indexed column.
 
 use async_trait::async_trait;
 
@@ -28,9 +28,10 @@ type SessionRow<U> = (
     Option<String>,
 );
 
-/// The same, led by the session's current refresh-token hash.
+/// The same, led by the session's current refresh-token hash and its spent list.
 type RefreshRow<U> = (
     Vec<u8>,
+    String,
     U,
     U,
     Option<Vec<u8>>,
@@ -65,8 +66,8 @@ fn session<U>(row: SessionRow<U>, from_db: fn(U) -> uuid::Uuid) -> StoredSession
 fn with_current<U>(
     row: RefreshRow<U>,
     from_db: fn(U) -> uuid::Uuid,
-) -> Option<(RefreshTokenHash, StoredSession)> {
-    let (current, id, user, previous, rotated, created, used, idle, expires, ended, agent, source) =
+) -> Option<(RefreshTokenHash, String, StoredSession)> {
+    let (current, spent, id, user, previous, rotated, created, used, idle, expires, ended, agent, source) =
         row;
     let current = RefreshTokenHash::from_slice(&current)?;
     let session = session(
@@ -75,7 +76,12 @@ fn with_current<U>(
         ),
         from_db,
     );
-    Some((current, session))
+    Some((current, spent, session))
+}
+
+/// Whether `hex` is one of the 64-character entries of a spent list.
+fn is_listed(spent: &str, hex: &str) -> bool {
+    spent.as_bytes().chunks(64).any(|entry| entry == hex.as_bytes())
 }
 
 #[async_trait]
@@ -112,48 +118,19 @@ impl SessionStore for SqlStore {
     ) -> Result<Option<StoredSession>, StoreError> {
         let presented = &rotation.presented.as_bytes()[..];
         let next = &rotation.next.as_bytes()[..];
-        bounded(BACKEND, SQL_TIMEOUT, async {
-            let result: Result<_, sqlx::Error> = async {
-                let rotated = match &self.pool {
-                    Pool::Postgres(db) => {
-                        let row: Option<SessionRow<dialect::postgres::Uuid>> =
-                            sqlx::query_as(ROTATE_AND_SPEND)
-                                .bind(presented)
-                                .bind(next)
-                                .bind(rotation.now)
-                                .bind(rotation.idle_until)
-                                .fetch_optional(db)
-                                .await?;
-                        row.map(|row| session(row, dialect::postgres::from_db))
-                    }
-                    Pool::Sqlite(db) => {
-                        let mut transaction = db.begin().await?;
-                        let row: Option<SessionRow<dialect::sqlite::Uuid>> = sqlx::query_as(ROTATE)
-                            .bind(presented)
-                            .bind(next)
-                            .bind(rotation.now)
-                            .bind(rotation.idle_until)
-                            .fetch_optional(&mut *transaction)
-                            .await?;
-                        let rotated = row.map(|row| session(row, dialect::sqlite::from_db));
-                        if let Some(rotated) = &rotated {
-                            sqlx::query(SPEND)
-                                .bind(presented)
-                                .bind(dialect::sqlite::uuid(rotated.id.as_uuid()))
-                                .bind(rotation.now)
-                                .execute(&mut *transaction)
-                                .await?;
-                        }
-                        transaction.commit().await?;
-                        rotated
-                    }
-                };
-                Ok(rotated)
-            }
-            .await;
-            result.map_err(sql_error)
+        let spent = rotation.presented.to_hex();
+        run!(self, |db, dialect| {
+            let row: Option<SessionRow<dialect::Uuid>> = sqlx::query_as(ROTATE)
+                .bind(dialect::uuid(rotation.session.as_uuid()))
+                .bind(presented)
+                .bind(next)
+                .bind(rotation.now)
+                .bind(rotation.idle_until)
+                .bind(&spent)
+                .fetch_optional(db)
+                .await?;
+            Ok(row.map(|row| session(row, dialect::from_db)))
         })
-        .await
     }
 
     async fn replace_current_refresh_token(
@@ -164,52 +141,44 @@ impl SessionStore for SqlStore {
     ) -> Result<Option<StoredSession>, StoreError> {
         let expected = &expected_current.as_bytes()[..];
         let next = &rotation.next.as_bytes()[..];
+        let spent = expected_current.to_hex();
         run!(self, |db, dialect| {
-            let mut transaction = db.begin().await?;
             let row: Option<SessionRow<dialect::Uuid>> = sqlx::query_as(REPLACE_CURRENT)
                 .bind(dialect::uuid(id.as_uuid()))
                 .bind(expected)
                 .bind(next)
                 .bind(rotation.now)
                 .bind(rotation.idle_until)
-                .fetch_optional(&mut *transaction)
+                .bind(&spent)
+                .fetch_optional(db)
                 .await?;
-            let replaced = row.map(|row| session(row, dialect::from_db));
-            if replaced.is_some() {
-                sqlx::query(SPEND)
-                    .bind(expected)
-                    .bind(dialect::uuid(id.as_uuid()))
-                    .bind(rotation.now)
-                    .execute(&mut *transaction)
-                    .await?;
-            }
-            transaction.commit().await?;
-            Ok(replaced)
+            Ok(row.map(|row| session(row, dialect::from_db)))
         })
     }
 
     async fn find_refresh_token(
         &self,
+        id: SessionId,
         hash: RefreshTokenHash,
     ) -> Result<Option<(StoredSession, RefreshTokenHash, RefreshTokenState)>, StoreError> {
-        let hash = &hash.as_bytes()[..];
         run!(self, |db, dialect| {
-            let current: Option<RefreshRow<dialect::Uuid>> = sqlx::query_as(FIND_CURRENT_REFRESH)
-                .bind(hash)
+            let row: Option<RefreshRow<dialect::Uuid>> = sqlx::query_as(FIND_REFRESH)
+                .bind(dialect::uuid(id.as_uuid()))
                 .fetch_optional(db)
                 .await?;
-            if let Some((current, session)) =
-                current.and_then(|row| with_current(row, dialect::from_db))
-            {
-                return Ok(Some((session, current, RefreshTokenState::Current)));
-            }
-            let spent: Option<RefreshRow<dialect::Uuid>> = sqlx::query_as(FIND_SPENT_REFRESH)
-                .bind(hash)
-                .fetch_optional(db)
-                .await?;
-            Ok(spent
-                .and_then(|row| with_current(row, dialect::from_db))
-                .map(|(current, session)| (session, current, RefreshTokenState::Spent)))
+            let Some((current, spent, session)) =
+                row.and_then(|row| with_current(row, dialect::from_db))
+            else {
+                return Ok(None);
+            };
+            let state = if current == hash {
+                RefreshTokenState::Current
+            } else if is_listed(&spent, &hash.to_hex()) {
+                RefreshTokenState::Spent
+            } else {
+                return Ok(None);
+            };
+            Ok(Some((session, current, state)))
         })
     }
 

@@ -90,51 +90,36 @@ pub(super) const CREATE_SESSION: &str = "INSERT INTO sessions (id, user_id, refr
 pub(super) const CREATE_SESSION_IF_PASSWORD: &str = "INSERT INTO sessions (id, user_id, refresh_hash, \
      created_at_ms, last_used_at_ms, idle_expires_at_ms, expires_at_ms, user_agent, source_address) \
      SELECT $1, id, $3, $4, $4, $5, $6, $7, $8 FROM users WHERE id = $2 AND password_hash = $9";
-/// The compare-and-set of a rotation: $1 presented, $2 next, $3 now, $4 the new idle limit.
+/// The compare-and-set of a rotation, by primary key: $1 session, $2 presented, $3 next, $4 now,
+/// $5 the new idle limit, $6 the presented hash in hex (prepended to the spent list, which is
+/// cut to its newest 16: 1024 characters).
 pub(super) const ROTATE: &str = concat!(
-    "UPDATE sessions SET refresh_hash = $2, previous_hash = $1, rotated_at_ms = $3, \
-       last_used_at_ms = $3, \
-       idle_expires_at_ms = CASE WHEN $4 < expires_at_ms THEN $4 ELSE expires_at_ms END \
-     WHERE refresh_hash = $1 AND ended_at_ms IS NULL AND idle_expires_at_ms > $3 \
-       AND expires_at_ms > $3 \
-     RETURNING ",
-    session_columns!()
-);
-/// Postgres: the rotation and the spent record in one statement.
-pub(super) const ROTATE_AND_SPEND: &str = concat!(
-    "WITH rotated AS (UPDATE sessions SET refresh_hash = $2, previous_hash = $1, \
-       rotated_at_ms = $3, last_used_at_ms = $3, \
-       idle_expires_at_ms = CASE WHEN $4 < expires_at_ms THEN $4 ELSE expires_at_ms END \
-     WHERE refresh_hash = $1 AND ended_at_ms IS NULL AND idle_expires_at_ms > $3 \
-       AND expires_at_ms > $3 \
-     RETURNING ",
-    session_columns!(),
-    "), spent AS (INSERT INTO spent_refresh_tokens (hash, session_id, spent_at_ms) \
-       SELECT $1, id, $3 FROM rotated) \
-     SELECT ",
-    session_columns!(),
-    " FROM rotated"
-);
-/// The grace: $1 session, $2 expected current, $3 next, $4 now, $5 the new idle limit.
-pub(super) const REPLACE_CURRENT: &str = concat!(
-    "UPDATE sessions SET refresh_hash = $3, last_used_at_ms = $4, \
-       idle_expires_at_ms = CASE WHEN $5 < expires_at_ms THEN $5 ELSE expires_at_ms END \
+    "UPDATE sessions SET refresh_hash = $3, previous_hash = $2, rotated_at_ms = $4, \
+       last_used_at_ms = $4, \
+       idle_expires_at_ms = CASE WHEN $5 < expires_at_ms THEN $5 ELSE expires_at_ms END, \
+       spent_hashes = substr($6 || spent_hashes, 1, 1024) \
      WHERE id = $1 AND refresh_hash = $2 AND ended_at_ms IS NULL AND idle_expires_at_ms > $4 \
        AND expires_at_ms > $4 \
      RETURNING ",
     session_columns!()
 );
-pub(super) const SPEND: &str =
-    "INSERT INTO spent_refresh_tokens (hash, session_id, spent_at_ms) VALUES ($1, $2, $3)";
-pub(super) const FIND_CURRENT_REFRESH: &str = concat!(
-    "SELECT refresh_hash, ",
-    session_columns!(),
-    " FROM sessions WHERE refresh_hash = $1"
+/// The grace: $1 session, $2 expected current, $3 next, $4 now, $5 the new idle limit, $6 the
+/// expected current in hex (it becomes spent); previous_hash and rotated_at_ms stay.
+pub(super) const REPLACE_CURRENT: &str = concat!(
+    "UPDATE sessions SET refresh_hash = $3, last_used_at_ms = $4, \
+       idle_expires_at_ms = CASE WHEN $5 < expires_at_ms THEN $5 ELSE expires_at_ms END, \
+       spent_hashes = substr($6 || spent_hashes, 1, 1024) \
+     WHERE id = $1 AND refresh_hash = $2 AND ended_at_ms IS NULL AND idle_expires_at_ms > $4 \
+       AND expires_at_ms > $4 \
+     RETURNING ",
+    session_columns!()
 );
-pub(super) const FIND_SPENT_REFRESH: &str = "SELECT s.refresh_hash, s.id, s.user_id, s.previous_hash, \
-       s.rotated_at_ms, s.created_at_ms, s.last_used_at_ms, s.idle_expires_at_ms, s.expires_at_ms, \
-       s.ended_at_ms, s.user_agent, s.source_address \
-     FROM spent_refresh_tokens t JOIN sessions s ON s.id = t.session_id WHERE t.hash = $1";
+/// A session with its current hash and spent list, for telling why a rotation failed.
+pub(super) const FIND_REFRESH: &str = concat!(
+    "SELECT refresh_hash, spent_hashes, ",
+    session_columns!(),
+    " FROM sessions WHERE id = $1"
+);
 pub(super) const SESSION: &str = concat!(
     "SELECT ",
     session_columns!(),
