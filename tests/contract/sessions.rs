@@ -1,11 +1,14 @@
 //! The `SessionStore` contract (with the `UserStore` calls sessions depend on), run on Postgres
-//! and SQLite: a session reads back as created; a rotation is a compare-and-set on the current
-//! refresh token (of N concurrent rotations from one token exactly one succeeds), records the
-//! presented token as spent and is refused on an ended or expired session; the idle limit never
-//! passes the absolute end; the grace replacement swaps only from the expected current token and
-//! keeps the rotation it follows; ending a session is for its user and happens once; listing shows
-//! live sessions newest first; purging deletes ended and expired sessions with their spent tokens;
-//! deleting a user deletes its sessions; and no row holds a refresh token.
+//! and SQLite: a session reads back as created; a refresh token is looked up and rotated under the
+//! session it names (a token presented as another session's is unknown and rotates nothing); a
+//! rotation is a compare-and-set on the current refresh token (of N concurrent rotations from one
+//! token exactly one succeeds), records the presented token as spent (a session remembers its
+//! newest 16 spent tokens) and is refused on an ended or expired session; the idle limit never
+//! passes the absolute end; the grace replacement swaps only from the expected current token,
+//! records that one as spent and keeps the rotation it follows; ending a session is for its user
+//! and happens once; listing shows live sessions newest first; purging deletes ended and expired
+//! sessions with their spent tokens; deleting a user deletes its sessions; and no row holds a
+//! refresh token's secret.
 //!
 //! Time: the SQL stores take every time from their caller, so the cases use fixed Unix
 //! milliseconds and never wait.
@@ -30,11 +33,13 @@ contract_suite! {
     cases: [
         a_created_session_reads_back_as_created,
         an_unknown_session_or_refresh_token_is_none,
+        a_token_naming_another_session_is_none_and_rotates_nothing,
         a_session_for_an_unknown_user_is_refused,
         a_session_guarded_by_a_hash_starts_only_while_the_hash_is_unchanged,
         a_rotation_from_the_current_token_succeeds_once,
         a_rotation_records_the_presented_token_as_spent_and_the_next_as_current,
         rotations_chain_and_every_spent_token_stays_spent,
+        the_spent_list_keeps_exactly_the_newest_sixteen,
         of_concurrent_rotations_from_one_token_exactly_one_succeeds,
         a_rotation_is_refused_on_an_ended_session,
         a_rotation_is_refused_once_the_idle_limit_is_reached,
@@ -42,6 +47,7 @@ contract_suite! {
         the_idle_limit_is_capped_at_the_absolute_end,
         the_grace_replacement_swaps_only_from_the_expected_current_token,
         the_grace_replacement_keeps_the_previous_token_and_rotation_time,
+        the_grace_replacement_records_the_replaced_token_as_spent,
         the_grace_replacement_is_refused_on_an_ended_or_expired_session,
         a_session_is_ended_only_for_its_own_user,
         a_session_is_ended_only_once,
@@ -70,9 +76,9 @@ const MAX_AGE: UnixMillis = 600_000;
 /// How many rotations from one token race in the concurrency case.
 const RACERS: usize = 16;
 
-/// The hash of a new refresh token.
-fn hash() -> RefreshTokenHash {
-    RefreshToken::generate().hash()
+/// The hash of a new refresh token of `session` (a token carries its session's id).
+fn hash(session: SessionId) -> RefreshTokenHash {
+    RefreshToken::generate(session).hash()
 }
 
 /// A new user in `store`, which sessions need (they reference it).
@@ -107,10 +113,11 @@ async fn user_with_hash(store: &dyn Store, password_hash: &PasswordHashString) -
 
 /// A session of `user` started at `created_at`, with the cases' limits.
 fn new_session(user: UserId, created_at: UnixMillis) -> NewSession {
+    let id = SessionId::generate();
     NewSession {
-        id: SessionId::generate(),
+        id,
         user_id: user,
-        refresh_hash: hash(),
+        refresh_hash: hash(id),
         created_at,
         idle_expires_at: created_at + IDLE,
         expires_at: created_at + MAX_AGE,
@@ -150,11 +157,13 @@ fn as_created(new: &NewSession) -> StoredSession {
     }
 }
 
-/// A rotation from `presented` at `now` to a new token, extending the idle limit by `IDLE`.
-fn rotation(presented: RefreshTokenHash, now: UnixMillis) -> Rotation {
+/// A rotation of `session` from `presented` at `now` to a new token of it, extending the idle
+/// limit by `IDLE`.
+fn rotation(session: SessionId, presented: RefreshTokenHash, now: UnixMillis) -> Rotation {
     Rotation {
+        session,
         presented,
-        next: hash(),
+        next: hash(session),
         now,
         idle_until: now + IDLE,
     }
@@ -174,23 +183,26 @@ async fn session(store: &dyn Store, id: SessionId) -> Option<StoredSession> {
         .unwrap_or_else(|error| panic!("session({id}): {error:?}"))
 }
 
-/// The session, its current token's hash and the state of `presented`, if any session knows it.
+/// Session `id`, its current token's hash and the state of `presented`, if the session exists
+/// and knows it (as its current token or one of its last spent ones).
 async fn find(
     store: &dyn Store,
+    id: SessionId,
     presented: RefreshTokenHash,
 ) -> Option<(StoredSession, RefreshTokenHash, RefreshTokenState)> {
     store
-        .find_refresh_token(presented)
+        .find_refresh_token(id, presented)
         .await
         .unwrap_or_else(|error| panic!("find_refresh_token: {error:?}"))
 }
 
-/// The id of the session that knows `presented`, its current token's hash, and the state.
+/// The id of session `id` if it knows `presented`, its current token's hash, and the state.
 async fn standing(
     store: &dyn Store,
+    id: SessionId,
     presented: RefreshTokenHash,
 ) -> Option<(SessionId, RefreshTokenHash, RefreshTokenState)> {
-    find(store, presented)
+    find(store, id, presented)
         .await
         .map(|(session, current, state)| (session.id, current, state))
 }
@@ -226,7 +238,7 @@ async fn a_created_session_reads_back_as_created(store: &dyn Store) {
     let created = start(store, user, T0).await;
     assert_eq!(session(store, created.id).await, Some(as_created(&created)));
     assert_eq!(
-        find(store, created.refresh_hash).await,
+        find(store, created.id, created.refresh_hash).await,
         Some((
             as_created(&created),
             created.refresh_hash,
@@ -250,15 +262,57 @@ async fn a_created_session_reads_back_as_created(store: &dyn Store) {
 }
 
 async fn an_unknown_session_or_refresh_token_is_none(store: &dyn Store) {
-    assert_eq!(session(store, SessionId::generate()).await, None);
-    assert_eq!(find(store, hash()).await, None);
-    start(store, user(store).await, T0).await;
+    let unknown = SessionId::generate();
+    assert_eq!(session(store, unknown).await, None);
+    assert_eq!(find(store, unknown, hash(unknown)).await, None);
+    let created = start(store, user(store).await, T0).await;
+    assert_eq!(session(store, unknown).await, None, "beside one");
     assert_eq!(
-        session(store, SessionId::generate()).await,
+        find(store, unknown, hash(unknown)).await,
         None,
         "beside one"
     );
-    assert_eq!(find(store, hash()).await, None, "beside one");
+    assert_eq!(
+        find(store, created.id, hash(created.id)).await,
+        None,
+        "a token the session never had"
+    );
+}
+
+async fn a_token_naming_another_session_is_none_and_rotates_nothing(store: &dyn Store) {
+    let user = user(store).await;
+    let owner = start(store, user, T0).await;
+    let other = start(store, user, T0).await;
+    let unknown = SessionId::generate();
+    // The owner's current token (the right hash) presented as another session's, or an unknown
+    // one's: the session id it names is wrong.
+    for named in [other.id, unknown] {
+        assert_eq!(
+            find(store, named, owner.refresh_hash).await,
+            None,
+            "found under a session it does not belong to"
+        );
+        let rotation = rotation(named, owner.refresh_hash, T0 + 1_000);
+        assert_eq!(
+            rotate(store, &rotation).await,
+            None,
+            "rotated under a session it does not belong to"
+        );
+        assert_eq!(find(store, named, rotation.next).await, None);
+        assert_eq!(find(store, owner.id, rotation.next).await, None);
+    }
+    assert_eq!(session(store, owner.id).await, Some(as_created(&owner)));
+    assert_eq!(session(store, other.id).await, Some(as_created(&other)));
+    assert_eq!(session(store, unknown).await, None);
+    assert_eq!(
+        standing(store, owner.id, owner.refresh_hash).await,
+        Some((owner.id, owner.refresh_hash, RefreshTokenState::Current)),
+        "the owner's token is still current, not spent"
+    );
+    assert_eq!(
+        standing(store, other.id, other.refresh_hash).await,
+        Some((other.id, other.refresh_hash, RefreshTokenState::Current))
+    );
 }
 
 async fn a_session_for_an_unknown_user_is_refused(store: &dyn Store) {
@@ -295,7 +349,7 @@ async fn a_session_guarded_by_a_hash_starts_only_while_the_hash_is_unchanged(sto
 
 async fn a_rotation_from_the_current_token_succeeds_once(store: &dyn Store) {
     let created = start(store, user(store).await, T0).await;
-    let first = rotation(created.refresh_hash, T0 + 1_000);
+    let first = rotation(created.id, created.refresh_hash, T0 + 1_000);
     let rotated = rotate(store, &first).await.expect("the first rotation");
     assert_eq!(
         rotated,
@@ -309,7 +363,7 @@ async fn a_rotation_from_the_current_token_succeeds_once(store: &dyn Store) {
         "the session as it is afterwards"
     );
     assert_eq!(session(store, created.id).await, Some(rotated.clone()));
-    let again = rotation(created.refresh_hash, T0 + 2_000);
+    let again = rotation(created.id, created.refresh_hash, T0 + 2_000);
     assert_eq!(rotate(store, &again).await, None, "the same token again");
     assert_eq!(
         session(store, created.id).await,
@@ -317,7 +371,7 @@ async fn a_rotation_from_the_current_token_succeeds_once(store: &dyn Store) {
         "a refused rotation changes nothing"
     );
     assert_eq!(
-        find(store, again.next).await,
+        find(store, created.id, again.next).await,
         None,
         "its next token is unknown"
     );
@@ -327,14 +381,14 @@ async fn a_rotation_records_the_presented_token_as_spent_and_the_next_as_current
     store: &dyn Store,
 ) {
     let created = start(store, user(store).await, T0).await;
-    let rotation = rotation(created.refresh_hash, T0 + 1_000);
+    let rotation = rotation(created.id, created.refresh_hash, T0 + 1_000);
     rotate(store, &rotation).await.expect("the rotation");
     assert_eq!(
-        standing(store, created.refresh_hash).await,
+        standing(store, created.id, created.refresh_hash).await,
         Some((created.id, rotation.next, RefreshTokenState::Spent))
     );
     assert_eq!(
-        standing(store, rotation.next).await,
+        standing(store, created.id, rotation.next).await,
         Some((created.id, rotation.next, RefreshTokenState::Current))
     );
 }
@@ -344,7 +398,7 @@ async fn rotations_chain_and_every_spent_token_stays_spent(store: &dyn Store) {
     let mut spent = Vec::new();
     let mut current = created.refresh_hash;
     for step in 1..=3 {
-        let rotation = rotation(current, T0 + step * 1_000);
+        let rotation = rotation(created.id, current, T0 + step * 1_000);
         let rotated = rotate(store, &rotation)
             .await
             .unwrap_or_else(|| panic!("rotation {step}"));
@@ -354,17 +408,86 @@ async fn rotations_chain_and_every_spent_token_stays_spent(store: &dyn Store) {
     }
     for token in spent {
         assert_eq!(
-            standing(store, token).await,
+            standing(store, created.id, token).await,
             Some((created.id, current, RefreshTokenState::Spent))
         );
-        assert_eq!(rotate(store, &rotation(token, T0 + 10_000)).await, None);
+        assert_eq!(
+            rotate(store, &rotation(created.id, token, T0 + 10_000)).await,
+            None
+        );
     }
+}
+
+/// How many spent tokens a session remembers (newer ones push older ones out).
+const SPENT_KEPT: usize = 16;
+
+/// Rotates `session` from `current` once a second from `from`, `times` times; returns the
+/// tokens spent, oldest first, and the current one.
+async fn rotate_times(
+    store: &dyn Store,
+    session: SessionId,
+    mut current: RefreshTokenHash,
+    from: UnixMillis,
+    times: usize,
+) -> (Vec<RefreshTokenHash>, RefreshTokenHash) {
+    let mut spent = Vec::new();
+    for step in 0..times {
+        let rotation = rotation(session, current, from + 1_000 * step as UnixMillis);
+        rotate(store, &rotation)
+            .await
+            .unwrap_or_else(|| panic!("rotation {step}"));
+        spent.push(current);
+        current = rotation.next;
+    }
+    (spent, current)
+}
+
+async fn the_spent_list_keeps_exactly_the_newest_sixteen(store: &dyn Store) {
+    let created = start(store, user(store).await, T0).await;
+    let (spent, current) = rotate_times(
+        store,
+        created.id,
+        created.refresh_hash,
+        T0 + 1_000,
+        SPENT_KEPT + 1,
+    )
+    .await;
+    assert_eq!(spent.len(), 17);
+    assert_eq!(
+        standing(store, created.id, spent[0]).await,
+        None,
+        "the first token, the 17th newest spent, is forgotten (merely invalid)"
+    );
+    assert_eq!(
+        standing(store, created.id, spent[1]).await,
+        Some((created.id, current, RefreshTokenState::Spent)),
+        "the second token, the 16th newest spent, is still spent"
+    );
+    for (index, &token) in spent.iter().enumerate().skip(1) {
+        assert_eq!(
+            standing(store, created.id, token).await,
+            Some((created.id, current, RefreshTokenState::Spent)),
+            "spent token {index}"
+        );
+    }
+    assert_eq!(
+        standing(store, created.id, current).await,
+        Some((created.id, current, RefreshTokenState::Current))
+    );
+    let before = session(store, created.id).await;
+    for token in [spent[0], spent[1]] {
+        assert_eq!(
+            rotate(store, &rotation(created.id, token, T0 + 30_000)).await,
+            None
+        );
+    }
+    assert_eq!(session(store, created.id).await, before, "nothing changes");
 }
 
 async fn of_concurrent_rotations_from_one_token_exactly_one_succeeds(store: &dyn Store) {
     let created = start(store, user(store).await, T0).await;
     let rotations: Vec<Rotation> = (0..RACERS)
-        .map(|_| rotation(created.refresh_hash, T0 + 1_000))
+        .map(|_| rotation(created.id, created.refresh_hash, T0 + 1_000))
         .collect();
     let outcomes = join_all(
         rotations
@@ -388,12 +511,12 @@ async fn of_concurrent_rotations_from_one_token_exactly_one_succeeds(store: &dyn
     );
     let winner = winners[0];
     assert_eq!(
-        standing(store, created.refresh_hash).await,
+        standing(store, created.id, created.refresh_hash).await,
         Some((created.id, winner, RefreshTokenState::Spent))
     );
     for rotation in rotations.iter().filter(|rotation| rotation.next != winner) {
         assert_eq!(
-            find(store, rotation.next).await,
+            find(store, created.id, rotation.next).await,
             None,
             "a losing rotation's token is unknown"
         );
@@ -407,12 +530,16 @@ async fn a_rotation_is_refused_on_an_ended_session(store: &dyn Store) {
         .expect("the session ends");
     let before = session(store, created.id).await;
     assert_eq!(
-        rotate(store, &rotation(created.refresh_hash, T0 + 2_000)).await,
+        rotate(
+            store,
+            &rotation(created.id, created.refresh_hash, T0 + 2_000)
+        )
+        .await,
         None
     );
     assert_eq!(session(store, created.id).await, before, "nothing changes");
     assert_eq!(
-        standing(store, created.refresh_hash)
+        standing(store, created.id, created.refresh_hash)
             .await
             .map(|(_, _, state)| state),
         Some(RefreshTokenState::Current),
@@ -424,13 +551,21 @@ async fn a_rotation_is_refused_once_the_idle_limit_is_reached(store: &dyn Store)
     let user = user(store).await;
     let at_limit = start(store, user, T0).await;
     assert_eq!(
-        rotate(store, &rotation(at_limit.refresh_hash, T0 + IDLE)).await,
+        rotate(
+            store,
+            &rotation(at_limit.id, at_limit.refresh_hash, T0 + IDLE)
+        )
+        .await,
         None,
         "at the idle limit"
     );
     let past_limit = start(store, user, T0).await;
     assert_eq!(
-        rotate(store, &rotation(past_limit.refresh_hash, T0 + IDLE + 1)).await,
+        rotate(
+            store,
+            &rotation(past_limit.id, past_limit.refresh_hash, T0 + IDLE + 1)
+        )
+        .await,
         None,
         "past the idle limit"
     );
@@ -440,9 +575,12 @@ async fn a_rotation_is_refused_once_the_idle_limit_is_reached(store: &dyn Store)
     );
     let just_before = start(store, user, T0).await;
     assert!(
-        rotate(store, &rotation(just_before.refresh_hash, T0 + IDLE - 1))
-            .await
-            .is_some(),
+        rotate(
+            store,
+            &rotation(just_before.id, just_before.refresh_hash, T0 + IDLE - 1)
+        )
+        .await
+        .is_some(),
         "a millisecond before the idle limit"
     );
 }
@@ -455,14 +593,14 @@ async fn a_rotation_is_refused_once_the_absolute_end_is_reached(store: &dyn Stor
     let mut now = T0;
     while now + IDLE / 2 < T0 + MAX_AGE {
         now += IDLE / 2;
-        let rotation = rotation(current, now);
+        let rotation = rotation(created.id, current, now);
         rotate(store, &rotation)
             .await
             .unwrap_or_else(|| panic!("a rotation at {now}"));
         current = rotation.next;
     }
     assert_eq!(
-        rotate(store, &rotation(current, T0 + MAX_AGE)).await,
+        rotate(store, &rotation(created.id, current, T0 + MAX_AGE)).await,
         None,
         "at the absolute end"
     );
@@ -476,7 +614,11 @@ async fn a_rotation_is_refused_once_the_absolute_end_is_reached(store: &dyn Stor
     )
     .await;
     assert_eq!(
-        rotate(store, &rotation(inconsistent.refresh_hash, T0 + MAX_AGE)).await,
+        rotate(
+            store,
+            &rotation(inconsistent.id, inconsistent.refresh_hash, T0 + MAX_AGE)
+        )
+        .await,
         None,
         "at the absolute end, whatever the idle limit"
     );
@@ -494,7 +636,7 @@ async fn the_idle_limit_is_capped_at_the_absolute_end(store: &dyn Store) {
         },
     )
     .await;
-    let first = rotation(created.refresh_hash, T0 + 1_000);
+    let first = rotation(created.id, created.refresh_hash, T0 + 1_000);
     let rotated = rotate(store, &first).await.expect("the rotation");
     assert_eq!(rotated.idle_expires_at, end, "capped at the end");
     assert_eq!(rotated.expires_at, end, "the end does not move");
@@ -504,8 +646,9 @@ async fn the_idle_limit_is_capped_at_the_absolute_end(store: &dyn Store) {
     );
     // The grace replacement is capped the same way.
     let replacement = Rotation {
+        session: created.id,
         presented: created.refresh_hash,
-        next: hash(),
+        next: hash(created.id),
         now: T0 + 2_000,
         idle_until: T0 + 2_000 + IDLE,
     };
@@ -516,7 +659,7 @@ async fn the_idle_limit_is_capped_at_the_absolute_end(store: &dyn Store) {
         .expect("the replacement");
     assert_eq!(replaced.idle_expires_at, end);
     assert_eq!(
-        rotate(store, &rotation(replacement.next, end)).await,
+        rotate(store, &rotation(created.id, replacement.next, end)).await,
         None,
         "refused at the end"
     );
@@ -526,9 +669,9 @@ async fn the_grace_replacement_swaps_only_from_the_expected_current_token(store:
     let user = user(store).await;
     let created = start(store, user, T0).await;
     let other = start(store, user, T0).await;
-    let first = rotation(created.refresh_hash, T0 + 1_000);
+    let first = rotation(created.id, created.refresh_hash, T0 + 1_000);
     rotate(store, &first).await.expect("the rotation");
-    let grace = rotation(created.refresh_hash, T0 + 1_500);
+    let grace = rotation(created.id, created.refresh_hash, T0 + 1_500);
     let replace = async |id, expected| {
         store
             .replace_current_refresh_token(id, expected, &grace)
@@ -541,7 +684,7 @@ async fn the_grace_replacement_swaps_only_from_the_expected_current_token(store:
         "expecting the spent token"
     );
     assert_eq!(
-        replace(created.id, hash()).await,
+        replace(created.id, hash(created.id)).await,
         None,
         "expecting an unknown one"
     );
@@ -551,7 +694,7 @@ async fn the_grace_replacement_swaps_only_from_the_expected_current_token(store:
         "expecting this session's token on another session"
     );
     assert_eq!(
-        standing(store, first.next).await,
+        standing(store, created.id, first.next).await,
         Some((created.id, first.next, RefreshTokenState::Current)),
         "nothing changed"
     );
@@ -560,12 +703,12 @@ async fn the_grace_replacement_swaps_only_from_the_expected_current_token(store:
         "expecting the current one"
     );
     assert_eq!(
-        standing(store, first.next).await,
+        standing(store, created.id, first.next).await,
         Some((created.id, grace.next, RefreshTokenState::Spent)),
         "the replaced token is spent"
     );
     assert_eq!(
-        standing(store, grace.next).await,
+        standing(store, created.id, grace.next).await,
         Some((created.id, grace.next, RefreshTokenState::Current))
     );
     assert_eq!(
@@ -578,9 +721,9 @@ async fn the_grace_replacement_swaps_only_from_the_expected_current_token(store:
 
 async fn the_grace_replacement_keeps_the_previous_token_and_rotation_time(store: &dyn Store) {
     let created = start(store, user(store).await, T0).await;
-    let first = rotation(created.refresh_hash, T0 + 1_000);
+    let first = rotation(created.id, created.refresh_hash, T0 + 1_000);
     rotate(store, &first).await.expect("the rotation");
-    let grace = rotation(created.refresh_hash, T0 + 1_500);
+    let grace = rotation(created.id, created.refresh_hash, T0 + 1_500);
     let replaced = store
         .replace_current_refresh_token(created.id, first.next, &grace)
         .await
@@ -596,9 +739,52 @@ async fn the_grace_replacement_keeps_the_previous_token_and_rotation_time(store:
     assert_eq!(replaced, expected, "the session as it is afterwards");
     assert_eq!(session(store, created.id).await, Some(expected));
     assert_eq!(
-        standing(store, created.refresh_hash).await,
+        standing(store, created.id, created.refresh_hash).await,
         Some((created.id, grace.next, RefreshTokenState::Spent)),
         "the token spent by the rotation stays spent"
+    );
+}
+
+async fn the_grace_replacement_records_the_replaced_token_as_spent(store: &dyn Store) {
+    let created = start(store, user(store).await, T0).await;
+    let first = rotation(created.id, created.refresh_hash, T0 + 1_000);
+    rotate(store, &first).await.expect("the rotation");
+    let grace = rotation(created.id, created.refresh_hash, T0 + 1_500);
+    store
+        .replace_current_refresh_token(created.id, first.next, &grace)
+        .await
+        .unwrap()
+        .expect("the replacement");
+    for (token, what) in [
+        (first.next, "the replaced current token"),
+        (created.refresh_hash, "the token spent by the rotation"),
+    ] {
+        assert_eq!(
+            standing(store, created.id, token).await,
+            Some((created.id, grace.next, RefreshTokenState::Spent)),
+            "{what} is spent"
+        );
+    }
+    let before = session(store, created.id).await;
+    assert_eq!(
+        rotate(store, &rotation(created.id, first.next, T0 + 2_000)).await,
+        None,
+        "the replaced token no longer rotates"
+    );
+    assert_eq!(session(store, created.id).await, before, "nothing changes");
+    // It is listed as spent after the rotation's token: 15 more rotations push the rotation's
+    // token out of the newest 16, but not the replaced one.
+    let (_, current) =
+        rotate_times(store, created.id, grace.next, T0 + 3_000, SPENT_KEPT - 1).await;
+    assert_eq!(
+        standing(store, created.id, first.next).await,
+        Some((created.id, current, RefreshTokenState::Spent)),
+        "the replaced token, the 16th newest spent"
+    );
+    assert_eq!(
+        standing(store, created.id, created.refresh_hash).await,
+        None,
+        "the rotation's token, the 17th newest spent"
     );
 }
 
@@ -608,7 +794,7 @@ async fn the_grace_replacement_is_refused_on_an_ended_or_expired_session(store: 
     end(store, ended.id, None, T0 + 1_000).await.expect("ends");
     let expired = start(store, user, T0).await;
     for (session, now) in [(&ended, T0 + 2_000), (&expired, T0 + IDLE)] {
-        let grace = rotation(hash(), now);
+        let grace = rotation(session.id, hash(session.id), now);
         assert_eq!(
             store
                 .replace_current_refresh_token(session.id, session.refresh_hash, &grace)
@@ -616,7 +802,7 @@ async fn the_grace_replacement_is_refused_on_an_ended_or_expired_session(store: 
                 .unwrap(),
             None
         );
-        assert_eq!(find(store, grace.next).await, None);
+        assert_eq!(find(store, session.id, grace.next).await, None);
     }
 }
 
@@ -716,9 +902,12 @@ async fn live_sessions_are_newest_first_without_ended_or_expired_ones(store: &dy
     let newest = start(store, owner, T0 + 13_000).await;
     let middle = start(store, owner, T0 + 12_000).await;
     // Used last, but not the newest.
-    rotate(store, &rotation(oldest.refresh_hash, T0 + 14_000))
-        .await
-        .expect("the rotation");
+    rotate(
+        store,
+        &rotation(oldest.id, oldest.refresh_hash, T0 + 14_000),
+    )
+    .await
+    .expect("the rotation");
     let ended = start(store, owner, T0 + 15_000).await;
     end(store, ended.id, None, T0 + 16_000).await.expect("ends");
     start(store, owner, T0 + 10_000).await; // idle until `now`: expired at it
@@ -745,18 +934,18 @@ async fn purging_deletes_ended_and_expired_sessions_with_their_spent_tokens(stor
     let before = T0 + 100_000;
     // Ended before `before`, after a rotation.
     let ended = start(store, owner, T0).await;
-    let ended_rotation = rotation(ended.refresh_hash, T0 + 1_000);
+    let ended_rotation = rotation(ended.id, ended.refresh_hash, T0 + 1_000);
     rotate(store, &ended_rotation).await.expect("the rotation");
     end(store, ended.id, None, T0 + 2_000).await.expect("ends");
     // Its idle limit passed before `before`, after a rotation.
     let expired = start(store, owner, T0).await;
-    let expired_rotation = rotation(expired.refresh_hash, T0 + 1_000);
+    let expired_rotation = rotation(expired.id, expired.refresh_hash, T0 + 1_000);
     rotate(store, &expired_rotation)
         .await
         .expect("the rotation");
     // Live at `before`, with a spent token.
     let live_one = start(store, owner, before - 1_000).await;
-    let live_rotation = rotation(live_one.refresh_hash, before - 500);
+    let live_rotation = rotation(live_one.id, live_one.refresh_hash, before - 500);
     rotate(store, &live_rotation).await.expect("the rotation");
     // Ended, but not before `before`.
     let ended_late = start(store, owner, before - 1_000).await;
@@ -764,17 +953,22 @@ async fn purging_deletes_ended_and_expired_sessions_with_their_spent_tokens(stor
 
     let purged = store.purge_sessions(before).await.expect("purge_sessions");
     assert_eq!(purged, 2, "the ended and the expired session");
+    // A session's spent tokens are kept in its own row, so they go with it.
     for (gone, rotation) in [(&ended, &ended_rotation), (&expired, &expired_rotation)] {
         assert_eq!(session(store, gone.id).await, None);
         assert_eq!(
-            find(store, gone.refresh_hash).await,
+            find(store, gone.id, gone.refresh_hash).await,
             None,
             "its spent token"
         );
-        assert_eq!(find(store, rotation.next).await, None, "its current token");
+        assert_eq!(
+            find(store, gone.id, rotation.next).await,
+            None,
+            "its current token"
+        );
     }
     assert_eq!(
-        standing(store, live_one.refresh_hash).await,
+        standing(store, live_one.id, live_one.refresh_hash).await,
         Some((live_one.id, live_rotation.next, RefreshTokenState::Spent)),
         "a live session keeps its spent tokens"
     );
@@ -786,7 +980,7 @@ async fn deleting_a_user_deletes_its_sessions_and_their_tokens(store: &dyn Store
     let doomed = user(store).await;
     let other = user(store).await;
     let first = start(store, doomed, T0).await;
-    let rotation = rotation(first.refresh_hash, T0 + 1_000);
+    let rotation = rotation(first.id, first.refresh_hash, T0 + 1_000);
     rotate(store, &rotation).await.expect("the rotation");
     let second = start(store, doomed, T0 + 2_000).await;
     let others = start(store, other, T0).await;
@@ -794,8 +988,12 @@ async fn deleting_a_user_deletes_its_sessions_and_their_tokens(store: &dyn Store
     for id in [first.id, second.id] {
         assert_eq!(session(store, id).await, None);
     }
-    for token in [first.refresh_hash, rotation.next, second.refresh_hash] {
-        assert_eq!(find(store, token).await, None);
+    for (id, token) in [
+        (first.id, first.refresh_hash),
+        (first.id, rotation.next),
+        (second.id, second.refresh_hash),
+    ] {
+        assert_eq!(find(store, id, token).await, None);
     }
     assert!(store.find_user(doomed).await.unwrap().is_none());
     assert!(!store.delete_user(doomed).await.unwrap(), "gone already");
@@ -865,27 +1063,44 @@ async fn a_password_hash_is_replaced_only_from_the_expected_one(store: &dyn Stor
     );
 }
 
-/// Tables that must never hold a refresh token: they hold its SHA-256 only.
-const SESSION_TABLES: [&str; 2] = ["sessions", "spent_refresh_tokens"];
+/// Tables that must never hold a refresh token: they hold its SHA-256 only (the spent ones in
+/// `sessions.spent_hashes`).
+const SESSION_TABLES: [&str; 1] = ["sessions"];
 /// The shortest run of a token that must not appear in a row.
 const LONG_SUBSTRING: usize = 16;
+/// A refresh token's bytes: its session's id, then the secret.
+const SESSION_ID_BYTES: usize = 16;
+/// The characters of a token's text that encode only secret bytes start here: 16 bytes are 128
+/// bits, 21⅓ base64 characters, so the 22nd character mixes the id's last bits with the secret's
+/// first ones.
+const SECRET_TEXT_FROM: usize = 22;
 
-/// No cell of the session tables holds a refresh token, in text, in raw bytes or in hex, nor any
-/// 16-character (or 16-byte) run of one; the hash of each is there, which shows the rows were read.
+/// No cell of the session tables holds a refresh token's secret, in text, in raw bytes or in hex,
+/// nor any 16-character (or 16-byte) run of it; the hash of each is there (the current one as
+/// bytes in `refresh_hash`, the spent ones in hex in `spent_hashes`, newest first), which shows
+/// the rows were read.
+///
+/// A token begins with its session's id, which is no secret and is stored (the `id` column: raw
+/// bytes on Postgres, hyphenated text on SQLite). So the rule is checked on what the id does not
+/// give away: the 32 secret bytes (token bytes 16..48) and their hex, and the token's text after
+/// its first 22 characters (the ones that encode only secret bits).
 async fn no_row_holds_a_refresh_token(store: Fresh<SqlStore>) {
     let user = user(&*store).await;
-    let first = RefreshToken::generate();
-    let second = RefreshToken::generate();
-    let third = RefreshToken::generate();
+    let session = SessionId::generate();
+    let first = RefreshToken::generate(session);
+    let second = RefreshToken::generate(session);
+    let third = RefreshToken::generate(session);
     let created = create(
         &*store,
         NewSession {
+            id: session,
             refresh_hash: first.hash(),
             ..new_session(user, T0)
         },
     )
     .await;
     let rotation = |presented: &RefreshToken, next: &RefreshToken, now| Rotation {
+        session: presented.session(),
         presented: presented.hash(),
         next: next.hash(),
         now,
@@ -914,21 +1129,30 @@ async fn no_row_holds_a_refresh_token(store: Fresh<SqlStore>) {
             .iter()
             .any(|cell| cell.windows(needle.len()).any(|window| window == needle))
     };
+    assert!(
+        found_in(&cells, third.hash().as_bytes()),
+        "the current token's hash is stored as bytes (the rows were read)"
+    );
+    let spent_list = format!("{}{}", second.hash().to_hex(), first.hash().to_hex());
+    assert!(
+        cells.iter().any(|cell| cell == spent_list.as_bytes()),
+        "the spent tokens' hashes are stored in hex, newest first (the rows were read)"
+    );
     for token in [&first, &second, &third] {
-        assert!(
-            found_in(&cells, token.hash().as_bytes()),
-            "the token's hash is stored (the rows were read)"
-        );
+        assert_eq!(token.session(), session);
         let text = token.expose().as_bytes();
         let raw = base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, text)
             .expect("a token is base64url");
-        for run in text.windows(LONG_SUBSTRING) {
+        assert_eq!(&raw[..SESSION_ID_BYTES], session.as_uuid().as_bytes());
+        let secret = &raw[SESSION_ID_BYTES..];
+        assert_eq!(secret.len(), 32, "256 secret bits");
+        for run in text[SECRET_TEXT_FROM..].windows(LONG_SUBSTRING) {
             assert!(
                 !found_in(&cells, run),
                 "a row holds {LONG_SUBSTRING} characters of a refresh token"
             );
         }
-        for run in raw.windows(LONG_SUBSTRING) {
+        for run in secret.windows(LONG_SUBSTRING) {
             assert!(
                 !found_in(&cells, run),
                 "a row holds {LONG_SUBSTRING} bytes of a refresh token"
