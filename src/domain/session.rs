@@ -186,7 +186,10 @@ mod tests {
         );
         assert_eq!(RefreshToken::parse(token.expose()), Some(token.clone()));
         assert_ne!(RefreshToken::generate(session), token);
-        assert_eq!(RefreshToken::parse(token.expose()).unwrap().session(), session);
+        assert_eq!(
+            RefreshToken::parse(token.expose()).unwrap().session(),
+            session
+        );
         assert!(!format!("{token:?}").contains(token.expose()));
     }
 

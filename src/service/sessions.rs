@@ -175,10 +175,9 @@ impl AuthService {
                 );
             }
             // Not current (or not live): find out why.
-            let Some((session, current, state)) =
-                sessions
-                    .find_refresh_token(rotation.session, rotation.presented)
-                    .await?
+            let Some((session, current, state)) = sessions
+                .find_refresh_token(rotation.session, rotation.presented)
+                .await?
             else {
                 return Err(ServiceError::RefreshTokenInvalid);
             };

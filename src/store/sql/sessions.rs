@@ -67,8 +67,21 @@ fn with_current<U>(
     row: RefreshRow<U>,
     from_db: fn(U) -> uuid::Uuid,
 ) -> Option<(RefreshTokenHash, String, StoredSession)> {
-    let (current, spent, id, user, previous, rotated, created, used, idle, expires, ended, agent, source) =
-        row;
+    let (
+        current,
+        spent,
+        id,
+        user,
+        previous,
+        rotated,
+        created,
+        used,
+        idle,
+        expires,
+        ended,
+        agent,
+        source,
+    ) = row;
     let current = RefreshTokenHash::from_slice(&current)?;
     let session = session(
         (
@@ -81,7 +94,10 @@ fn with_current<U>(
 
 /// Whether `hex` is one of the 64-character entries of a spent list.
 fn is_listed(spent: &str, hex: &str) -> bool {
-    spent.as_bytes().chunks(64).any(|entry| entry == hex.as_bytes())
+    spent
+        .as_bytes()
+        .chunks(64)
+        .any(|entry| entry == hex.as_bytes())
 }
 
 #[async_trait]
