@@ -100,6 +100,28 @@ fn is_listed(spent: &str, hex: &str) -> bool {
         .any(|entry| entry == hex.as_bytes())
 }
 
+impl SqlStore {
+    /// The sessions `statement` returns for `user` (`$1`) and `values` (`$2`, …).
+    async fn user_sessions(
+        &self,
+        statement: &'static str,
+        user: UserId,
+        values: &[i64],
+    ) -> Result<Vec<StoredSession>, StoreError> {
+        run!(self, |db, dialect| {
+            let mut query = sqlx::query_as(statement).bind(dialect::uuid(user.as_uuid()));
+            for value in values {
+                query = query.bind(*value);
+            }
+            let rows: Vec<SessionRow<dialect::Uuid>> = query.fetch_all(db).await?;
+            Ok(rows
+                .into_iter()
+                .map(|row| session(row, dialect::from_db))
+                .collect())
+        })
+    }
+}
+
 #[async_trait]
 impl SessionStore for SqlStore {
     async fn create_session(
@@ -230,17 +252,7 @@ impl SessionStore for SqlStore {
         user: UserId,
         now: UnixMillis,
     ) -> Result<Vec<StoredSession>, StoreError> {
-        run!(self, |db, dialect| {
-            let rows: Vec<SessionRow<dialect::Uuid>> = sqlx::query_as(END_USER_SESSIONS)
-                .bind(dialect::uuid(user.as_uuid()))
-                .bind(now)
-                .fetch_all(db)
-                .await?;
-            Ok(rows
-                .into_iter()
-                .map(|row| session(row, dialect::from_db))
-                .collect())
-        })
+        self.user_sessions(END_USER_SESSIONS, user, &[now]).await
     }
 
     async fn sessions_used_since(
@@ -248,17 +260,8 @@ impl SessionStore for SqlStore {
         user: UserId,
         since: UnixMillis,
     ) -> Result<Vec<StoredSession>, StoreError> {
-        run!(self, |db, dialect| {
-            let rows: Vec<SessionRow<dialect::Uuid>> = sqlx::query_as(SESSIONS_USED_SINCE)
-                .bind(dialect::uuid(user.as_uuid()))
-                .bind(since)
-                .fetch_all(db)
-                .await?;
-            Ok(rows
-                .into_iter()
-                .map(|row| session(row, dialect::from_db))
-                .collect())
-        })
+        self.user_sessions(SESSIONS_USED_SINCE, user, &[since])
+            .await
     }
 
     async fn end_sessions_beyond(
@@ -267,18 +270,8 @@ impl SessionStore for SqlStore {
         keep: u32,
         now: UnixMillis,
     ) -> Result<Vec<StoredSession>, StoreError> {
-        run!(self, |db, dialect| {
-            let rows: Vec<SessionRow<dialect::Uuid>> = sqlx::query_as(END_SESSIONS_BEYOND)
-                .bind(dialect::uuid(user.as_uuid()))
-                .bind(i64::from(keep))
-                .bind(now)
-                .fetch_all(db)
-                .await?;
-            Ok(rows
-                .into_iter()
-                .map(|row| session(row, dialect::from_db))
-                .collect())
-        })
+        self.user_sessions(END_SESSIONS_BEYOND, user, &[i64::from(keep), now])
+            .await
     }
 
     async fn live_sessions(
@@ -286,17 +279,7 @@ impl SessionStore for SqlStore {
         user: UserId,
         now: UnixMillis,
     ) -> Result<Vec<StoredSession>, StoreError> {
-        run!(self, |db, dialect| {
-            let rows: Vec<SessionRow<dialect::Uuid>> = sqlx::query_as(LIVE_SESSIONS)
-                .bind(dialect::uuid(user.as_uuid()))
-                .bind(now)
-                .fetch_all(db)
-                .await?;
-            Ok(rows
-                .into_iter()
-                .map(|row| session(row, dialect::from_db))
-                .collect())
-        })
+        self.user_sessions(LIVE_SESSIONS, user, &[now]).await
     }
 
     async fn purge_sessions(&self, before: UnixMillis) -> Result<u64, StoreError> {
