@@ -196,8 +196,8 @@ impl AuthService {
                 return Err(ServiceError::RefreshTokenExpired);
             }
             match state {
-                // It became current again between the two reads: impossible (tokens are never
-                // reused), unless it was rotated and the session changed meanwhile; try again.
+                // Current and live, yet the compare-and-set missed: not expected (a token never
+                // becomes current again); try again rather than answer wrongly.
                 RefreshTokenState::Current => continue,
                 RefreshTokenState::Spent if self.within_grace(&session, &rotation) => {
                     if let Some(session) = sessions
@@ -333,6 +333,13 @@ impl AuthService {
             .saturating_add(1)
     }
 
+    /// The earliest last use of a session that may still hold an access token accepted at `now`
+    /// (its lifetime and the leeway back, and two seconds for `iat` rounding and the cut-off).
+    fn access_tokens_live_since(&self, now: UnixMillis) -> UnixMillis {
+        let window = self.parts.tokens.ttl_seconds() + self.parts.tokens.leeway_seconds() + 2;
+        now.saturating_sub(window.saturating_mul(1000))
+    }
+
     /// Revokes the access tokens of `sessions` (those that may still hold a live access token)
     /// and records `extra` revocations with them.
     async fn end_sessions(
@@ -343,11 +350,11 @@ impl AuthService {
     ) -> Result<(), ServiceError> {
         let now = self.parts.clock.now_millis();
         let until = self.last_access_token_until(now);
-        let window = self.parts.tokens.ttl_seconds() + self.parts.tokens.leeway_seconds() + 2;
+        let since = self.access_tokens_live_since(now);
         let mut revocations: Vec<Revocation> = sessions
             .iter()
             // A session whose last access token has expired needs no revocation.
-            .filter(|session| session.last_used_at.div_euclid(1000) + window >= now / 1000)
+            .filter(|session| session.last_used_at >= since)
             .map(|session| Revocation {
                 user,
                 what: Revoked::Session(session.id),
@@ -375,13 +382,12 @@ impl AuthService {
             what: Revoked::IssuedBefore(user, now.div_euclid(1000)),
             until: self.last_access_token_until(now),
         };
-        // Every session that may hold an access token issued this second, expired ones included
-        // (a session past its end may have refreshed a moment before it).
-        let window = self.parts.tokens.ttl_seconds() + self.parts.tokens.leeway_seconds() + 2;
+        // Every session that may hold a live access token, expired ones included (a session past
+        // its end may have refreshed a moment before it, in this very second).
         let before = self
             .parts
             .sessions
-            .sessions_used_since(user, now.saturating_sub(window.saturating_mul(1000)))
+            .sessions_used_since(user, self.access_tokens_live_since(now))
             .await?;
         self.end_sessions(user, &before, &[cutoff]).await?;
         let ended = self.parts.sessions.end_user_sessions(user, now).await?;
