@@ -15,7 +15,8 @@ pub use password::{Password, personal_words};
 pub use password_hash::PasswordHashString;
 pub use requests::{Credentials, Registration};
 pub use session::{
-    MAX_USER_AGENT_CHARS, REFRESH_TOKEN_CHARS, RefreshToken, RefreshTokenHash, SessionId, UserAgent,
+    MAX_USER_AGENT_CHARS, REFRESH_TOKEN_CHARS, RefreshToken, RefreshTokenHash, SPENT_MARK_CHARS,
+    SessionId, UserAgent,
 };
 pub use token::{AccessToken, Jti};
 pub use user::{UserId, Username};

@@ -111,6 +111,9 @@ impl std::fmt::Debug for RefreshToken {
     }
 }
 
+/// The length of [`RefreshTokenHash::spent_mark`].
+pub const SPENT_MARK_CHARS: usize = 32;
+
 /// The SHA-256 of a refresh token: 256 bits of entropy hashed, so a stolen table yields nothing
 /// that can be presented. `Debug` shows a short prefix only.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -127,9 +130,15 @@ impl RefreshTokenHash {
         bytes.try_into().ok().map(Self)
     }
 
-    /// Lowercase hex, as the list of a session's spent hashes stores it.
-    pub fn to_hex(&self) -> String {
-        self.0.iter().map(|byte| format!("{byte:02x}")).collect()
+    /// How the list of a session's spent tokens names this one: its first 128 bits in lowercase
+    /// hex ([`SPENT_MARK_CHARS`] characters). Enough to recognise a token presented again (a
+    /// match by chance is a 2^-128 event, and forging one needs a preimage), and a short list
+    /// keeps the session row small, which keeps each rotation's update cheap.
+    pub fn spent_mark(&self) -> String {
+        self.0[..SPENT_MARK_CHARS / 2]
+            .iter()
+            .map(|byte| format!("{byte:02x}"))
+            .collect()
     }
 }
 

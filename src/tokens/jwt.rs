@@ -8,10 +8,11 @@
 
 use std::time::Duration;
 
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
+use jsonwebtoken::{Algorithm, DecodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
-use super::{IssuedToken, SigningKeyMaterial, TokenClaims, TokenError};
+use super::{IssuedToken, SigningKeyMaterial, TokenClaims, TokenError, keys::TokenSigner};
 use crate::{
     clock::UnixSeconds,
     domain::{AccessToken, Jti, SessionId, UserId},
@@ -46,10 +47,11 @@ struct WireClaims {
 /// Issues and verifies access tokens with one key.
 pub struct TokenAuthority {
     algorithm: Algorithm,
-    encoding_key: EncodingKey,
+    signer: TokenSigner,
     decoding_key: DecodingKey,
     validation: Validation,
-    header: Header,
+    /// The JWS protected header, base64url-encoded once.
+    encoded_header: String,
     kid: String,
     issuer: String,
     audience: String,
@@ -67,11 +69,12 @@ impl TokenAuthority {
         leeway: Duration,
     ) -> Result<Self, anyhow::Error> {
         let keys = key.into_jwt_keys()?;
-        let (algorithm, encoding_key, decoding_key, kid) =
-            (keys.algorithm, keys.encoding, keys.decoding, keys.kid);
+        let (algorithm, signer, decoding_key, kid) =
+            (keys.algorithm, keys.signer, keys.decoding, keys.kid);
         let mut header = Header::new(algorithm);
         header.typ = Some(ACCESS_TOKEN_TYP.to_owned());
         header.kid = Some(kid.clone());
+        let encoded_header = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&header)?);
 
         let mut validation = Validation::new(algorithm);
         validation.set_issuer(&[issuer]);
@@ -84,10 +87,10 @@ impl TokenAuthority {
 
         Ok(Self {
             algorithm,
-            encoding_key,
+            signer,
             decoding_key,
             validation,
-            header,
+            encoded_header,
             kid,
             issuer: issuer.to_owned(),
             audience: audience.to_owned(),
@@ -140,7 +143,13 @@ impl TokenAuthority {
             jti: claims.jti.to_string(),
             sid: Some(session_id.to_string()),
         };
-        let jwt = jsonwebtoken::encode(&self.header, &wire, &self.encoding_key)?;
+        // JWS compact serialization (RFC 7515 §7.1), as jsonwebtoken's `encode` builds it.
+        let mut jwt = self.encoded_header.clone();
+        jwt.push('.');
+        URL_SAFE_NO_PAD.encode_string(serde_json::to_vec(&wire)?, &mut jwt);
+        let signature = self.signer.sign(jwt.as_bytes())?;
+        jwt.push('.');
+        jwt.push_str(&signature);
         let token = AccessToken::new(jwt)
             .ok_or_else(|| anyhow::anyhow!("jsonwebtoken produced an empty token"))?;
         Ok(IssuedToken { token, claims })

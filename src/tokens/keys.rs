@@ -24,12 +24,33 @@ pub enum SigningKeyMaterial {
     Hs256(SecretString),
 }
 
+/// Signs the JWS signing input of a token. Ed25519 keeps the expanded key: jsonwebtoken's
+/// `encode` decodes the PKCS#8 key again on every call, which derives the public key (a second
+/// scalar multiplication as costly as the signature itself).
+pub(super) enum TokenSigner {
+    Ed25519(Box<SigningKey>),
+    Hs256(EncodingKey),
+}
+
+impl TokenSigner {
+    /// The base64url signature of `message` (`header.claims`).
+    pub fn sign(&self, message: &[u8]) -> Result<String, jsonwebtoken::errors::Error> {
+        match self {
+            Self::Ed25519(key) => {
+                use ed25519_dalek::Signer as _;
+                Ok(URL_SAFE_NO_PAD.encode(key.sign(message).to_bytes()))
+            }
+            Self::Hs256(key) => jsonwebtoken::crypto::sign(message, key, Algorithm::HS256),
+        }
+    }
+}
+
 /// A key in the form jsonwebtoken uses it.
 pub(super) struct JwtKeys {
     /// The one algorithm tokens are signed and verified with.
     pub algorithm: Algorithm,
     /// Signs.
-    pub encoding: EncodingKey,
+    pub signer: TokenSigner,
     /// Verifies.
     pub decoding: DecodingKey,
     /// The `kid` header of tokens signed with this key.
@@ -41,11 +62,10 @@ impl SigningKeyMaterial {
     pub(super) fn into_jwt_keys(self) -> Result<JwtKeys, anyhow::Error> {
         Ok(match self {
             Self::Ed25519(signing_key) => {
-                let der = signing_key.to_pkcs8_der()?;
                 let public = signing_key.verifying_key();
                 JwtKeys {
                     algorithm: Algorithm::EdDSA,
-                    encoding: EncodingKey::from_ed_der(der.as_bytes()),
+                    signer: TokenSigner::Ed25519(Box::new(signing_key)),
                     decoding: DecodingKey::from_ed_der(public.as_bytes()),
                     kid: ed25519_thumbprint(public.as_bytes()),
                 }
@@ -54,7 +74,7 @@ impl SigningKeyMaterial {
                 let bytes = secret.expose_secret().as_bytes();
                 JwtKeys {
                     algorithm: Algorithm::HS256,
-                    encoding: EncodingKey::from_secret(bytes),
+                    signer: TokenSigner::Hs256(EncodingKey::from_secret(bytes)),
                     decoding: DecodingKey::from_secret(bytes),
                     kid: hs256_key_id(bytes),
                 }

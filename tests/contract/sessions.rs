@@ -1077,7 +1077,7 @@ const SECRET_TEXT_FROM: usize = 22;
 
 /// No cell of the session tables holds a refresh token's secret, in text, in raw bytes or in hex,
 /// nor any 16-character (or 16-byte) run of it; the hash of each is there (the current one as
-/// bytes in `refresh_hash`, the spent ones in hex in `spent_hashes`, newest first), which shows
+/// bytes in `refresh_hash`, the spent ones by their 128-bit mark in hex in `spent_hashes`, newest first), which shows
 /// the rows were read.
 ///
 /// A token begins with its session's id, which is no secret and is stored (the `id` column: raw
@@ -1133,10 +1133,14 @@ async fn no_row_holds_a_refresh_token(store: Fresh<SqlStore>) {
         found_in(&cells, third.hash().as_bytes()),
         "the current token's hash is stored as bytes (the rows were read)"
     );
-    let spent_list = format!("{}{}", second.hash().to_hex(), first.hash().to_hex());
+    let spent_list = format!(
+        "{}{}",
+        second.hash().spent_mark(),
+        first.hash().spent_mark()
+    );
     assert!(
         cells.iter().any(|cell| cell == spent_list.as_bytes()),
-        "the spent tokens' hashes are stored in hex, newest first (the rows were read)"
+        "the spent tokens are stored by their hash marks, newest first (the rows were read)"
     );
     for token in [&first, &second, &third] {
         assert_eq!(token.session(), session);

@@ -12,6 +12,10 @@ use sqlx::{
 
 /// How long a request may wait for a pooled connection before UNAVAILABLE.
 pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
+/// A pooled Postgres connection idle for longer than this is pinged before use (a dead one is
+/// replaced instead of failing a request). sqlx's default pings before every use, an extra round
+/// trip per query; a connection in steady use was just seen alive.
+const PING_WHEN_IDLE_FOR: Duration = Duration::from_secs(1);
 /// SQLite connections: one writer at a time anyway; a few readers beside it.
 const SQLITE_MAX_CONNECTIONS: u32 = 8;
 /// How long SQLite waits on a lock held by another connection before reporting BUSY.
@@ -111,6 +115,15 @@ impl Pool {
                 let pool = PgPoolOptions::new()
                     .max_connections(max_connections)
                     .acquire_timeout(ACQUIRE_TIMEOUT)
+                    .test_before_acquire(false)
+                    .before_acquire(|connection, meta| {
+                        Box::pin(async move {
+                            if meta.idle_for > PING_WHEN_IDLE_FOR {
+                                sqlx::Connection::ping(connection).await?;
+                            }
+                            Ok(true)
+                        })
+                    })
                     .connect_with(options.clone())
                     .await?;
                 sqlx::migrate!("./migrations/postgres").run(&pool).await?;

@@ -7,7 +7,9 @@ use async_trait::async_trait;
 use super::{BACKEND, Pool, SQL_TIMEOUT, SqlStore, dialect, sql_error, statements::*};
 use crate::{
     clock::UnixMillis,
-    domain::{PasswordHashString, RefreshTokenHash, SessionId, UserAgent, UserId},
+    domain::{
+        PasswordHashString, RefreshTokenHash, SPENT_MARK_CHARS, SessionId, UserAgent, UserId,
+    },
     store::{
         NewSession, RefreshTokenState, Rotation, SessionStore, StoreError, StoredSession, bounded,
     },
@@ -96,7 +98,7 @@ fn with_current<U>(
 fn is_listed(spent: &str, hex: &str) -> bool {
     spent
         .as_bytes()
-        .chunks(64)
+        .chunks(SPENT_MARK_CHARS)
         .any(|entry| entry == hex.as_bytes())
 }
 
@@ -156,7 +158,7 @@ impl SessionStore for SqlStore {
     ) -> Result<Option<StoredSession>, StoreError> {
         let presented = &rotation.presented.as_bytes()[..];
         let next = &rotation.next.as_bytes()[..];
-        let spent = rotation.presented.to_hex();
+        let spent = rotation.presented.spent_mark();
         run!(self, |db, dialect| {
             let row: Option<SessionRow<dialect::Uuid>> = sqlx::query_as(ROTATE)
                 .bind(dialect::uuid(rotation.session.as_uuid()))
@@ -179,7 +181,7 @@ impl SessionStore for SqlStore {
     ) -> Result<Option<StoredSession>, StoreError> {
         let expected = &expected_current.as_bytes()[..];
         let next = &rotation.next.as_bytes()[..];
-        let spent = expected_current.to_hex();
+        let spent = expected_current.spent_mark();
         run!(self, |db, dialect| {
             let row: Option<SessionRow<dialect::Uuid>> = sqlx::query_as(REPLACE_CURRENT)
                 .bind(dialect::uuid(id.as_uuid()))
@@ -211,7 +213,7 @@ impl SessionStore for SqlStore {
             };
             let state = if current == hash {
                 RefreshTokenState::Current
-            } else if is_listed(&spent, &hash.to_hex()) {
+            } else if is_listed(&spent, &hash.spent_mark()) {
                 RefreshTokenState::Spent
             } else {
                 return Ok(None);

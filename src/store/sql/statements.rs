@@ -91,24 +91,28 @@ pub(super) const CREATE_SESSION_IF_PASSWORD: &str = "INSERT INTO sessions (id, u
      created_at_ms, last_used_at_ms, idle_expires_at_ms, expires_at_ms, user_agent, source_address) \
      SELECT $1, id, $3, $4, $4, $5, $6, $7, $8 FROM users WHERE id = $2 AND password_hash = $9";
 /// The compare-and-set of a rotation, by primary key: $1 session, $2 presented, $3 next, $4 now,
-/// $5 the new idle limit, $6 the presented hash in hex (prepended to the spent list, which is
-/// cut to its newest 16: 1024 characters).
+/// $5 the new idle limit, $6 the presented token's spent mark (prepended to the spent list, which
+/// is cut to its newest 16: 512 characters).
+///
+/// The list holds 32-character marks (the first 128 bits of each SHA-256, in hex). Rows written
+/// before 2026-12-02 hold full 64-character hashes; every entry is a multiple of 32 long, so the
+/// list still splits into 32-character chunks, and an old entry's first chunk is its mark.
 pub(super) const ROTATE: &str = concat!(
     "UPDATE sessions SET refresh_hash = $3, previous_hash = $2, rotated_at_ms = $4, \
        last_used_at_ms = $4, \
        idle_expires_at_ms = CASE WHEN $5 < expires_at_ms THEN $5 ELSE expires_at_ms END, \
-       spent_hashes = substr($6 || spent_hashes, 1, 1024) \
+       spent_hashes = substr($6 || spent_hashes, 1, 512) \
      WHERE id = $1 AND refresh_hash = $2 AND ended_at_ms IS NULL AND idle_expires_at_ms > $4 \
        AND expires_at_ms > $4 \
      RETURNING ",
     session_columns!()
 );
 /// The grace: $1 session, $2 expected current, $3 next, $4 now, $5 the new idle limit, $6 the
-/// expected current in hex (it becomes spent); previous_hash and rotated_at_ms stay.
+/// expected current's spent mark (it becomes spent); previous_hash and rotated_at_ms stay.
 pub(super) const REPLACE_CURRENT: &str = concat!(
     "UPDATE sessions SET refresh_hash = $3, last_used_at_ms = $4, \
        idle_expires_at_ms = CASE WHEN $5 < expires_at_ms THEN $5 ELSE expires_at_ms END, \
-       spent_hashes = substr($6 || spent_hashes, 1, 1024) \
+       spent_hashes = substr($6 || spent_hashes, 1, 512) \
      WHERE id = $1 AND refresh_hash = $2 AND ended_at_ms IS NULL AND idle_expires_at_ms > $4 \
        AND expires_at_ms > $4 \
      RETURNING ",
