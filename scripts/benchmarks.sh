@@ -20,7 +20,7 @@ prepare_users() {
     local db=$1 users=$2
     psql -q "$PG/postgres" -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db"
     # Start once to run the migrations.
-    AUTHD_DATA_DIR=$(mktemp -d) AUTHD_DATABASE_URL="$PG/$db" AUTHD_LISTEN_ADDR=127.0.0.1:0 \
+    AUTHD_DATA_DIR=$(mktemp -d) AUTHD_DATABASE_URL="$PG/$db" AUTHD_LISTEN_ADDR=127.0.0.1:0 AUTHD_HTTP_LISTEN_ADDR=off \
         RUST_LOG=error timeout 5 "$AUTHD" || true
     psql -q "$PG/$db" -c "INSERT INTO users (id, email, email_normalized, password_hash)
         SELECT gen_random_uuid(), 'filler'||i||'@example.com', 'filler'||i||'@example.com', '$DUMMY_HASH'

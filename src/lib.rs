@@ -11,6 +11,8 @@
 //! ```
 //!
 //! Nothing below `api` knows about tonic; nothing above `store` knows about SQL or Redis.
+//! `http` is the second edge (JWKS, discovery, forward-auth, probes) and `api::ext_authz` the
+//! Envoy one; both answer from `gateway`'s verdict on Verify's checks.
 //! `config` parses the flags into typed `Settings`; `startup` wires an `App` from them and a
 //! `Clock`; `server` serves it, with `tasks` beside; `telemetry` sets up logs.
 
@@ -18,7 +20,9 @@ pub mod api;
 pub mod clock;
 pub mod config;
 pub mod domain;
+pub mod gateway;
 pub mod hashing;
+pub mod http;
 pub mod server;
 pub mod service;
 pub mod startup;
@@ -34,6 +38,11 @@ pub mod pb {
 
     /// The encoded file descriptor set served by gRPC reflection.
     pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("auth_descriptor");
+
+    /// The encoded file descriptor set of `envoy.service.auth.v3` (the ext_authz API; its Rust
+    /// types come from the `envoy-types` crate), served by reflection too.
+    pub const ENVOY_EXT_AUTHZ_FILE_DESCRIPTOR_SET: &[u8] =
+        tonic::include_file_descriptor_set!("envoy_ext_authz_descriptor");
 }
 
 pub use config::{Config, Settings};

@@ -9,7 +9,9 @@ use tokio::net::TcpListener;
 
 use crate::{
     clock::Clock,
-    config::{RevocationMode, ServerLimits, Settings, SigningKeySetting, TokenSettings},
+    config::{
+        GatewaySettings, RevocationMode, ServerLimits, Settings, SigningKeySetting, TokenSettings,
+    },
     hashing::PasswordHasher,
     service::{AuthService, NormalizationReport, Parts},
     store::{
@@ -23,9 +25,13 @@ use crate::{
     },
 };
 
-/// A built application, bound to its port, ready to serve (`server.rs`).
+/// A built application, bound to its ports, ready to serve (`server.rs`).
 pub struct App {
     pub(crate) listener: TcpListener,
+    /// The HTTP listener (`http.rs`), unless `off`, and the public URL it is reached at.
+    pub(crate) http: Option<(TcpListener, String)>,
+    /// What gateways are told for an accepted token.
+    pub(crate) gateway: GatewaySettings,
     pub(crate) service: Arc<AuthService>,
     pub(crate) trusted_proxies: Vec<ipnet::IpNet>,
     pub(crate) limits: ServerLimits,
@@ -77,8 +83,27 @@ impl App {
                     settings.listen_addr
                 )
             })?;
+        let http = match &settings.http {
+            Some(http) => {
+                let listener = TcpListener::bind(http.listen_addr).await.with_context(|| {
+                    format!(
+                        "invalid AUTHD_HTTP_LISTEN_ADDR: cannot bind {} (`off` disables the HTTP \
+                         listener)",
+                        http.listen_addr
+                    )
+                })?;
+                let public_url = match &http.public_url {
+                    Some(url) => url.clone(),
+                    None => format!("http://{}", listener.local_addr()?),
+                };
+                Some((listener, public_url))
+            }
+            None => None,
+        };
         Ok(Self {
             listener,
+            http,
+            gateway: settings.gateway,
             service,
             trusted_proxies: settings.trusted_proxies,
             limits: settings.server,
@@ -92,6 +117,12 @@ impl App {
         self.listener
             .local_addr()
             .expect("a bound TCP listener has a local address")
+    }
+
+    /// The bound address of the HTTP listener, unless it is `off`.
+    pub fn http_local_addr(&self) -> Option<SocketAddr> {
+        let (listener, _) = self.http.as_ref()?;
+        listener.local_addr().ok()
     }
 
     /// The bound port.

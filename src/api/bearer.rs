@@ -20,14 +20,17 @@ pub(super) fn token_from<T>(
 
 /// The token from `field`, else from the `authorization` header of `metadata`.
 pub(super) fn token(metadata: &tonic::metadata::MetadataMap, field: String) -> Option<AccessToken> {
-    AccessToken::new(field).or_else(|| {
-        let header = metadata.get("authorization")?.to_str().ok()?;
-        let (scheme, token) = header.trim().split_once(' ')?;
-        if !scheme.eq_ignore_ascii_case("bearer") || token.starts_with(char::is_whitespace) {
-            return None;
-        }
-        AccessToken::new(token)
-    })
+    AccessToken::new(field).or_else(|| parse(metadata.get("authorization")?.to_str().ok()?))
+}
+
+/// The token of an `authorization` header value, if it is a bearer credential in the one form
+/// authd accepts (gRPC metadata, Envoy's `CheckRequest`, HTTP forward-auth alike).
+pub(crate) fn parse(header: &str) -> Option<AccessToken> {
+    let (scheme, token) = header.trim().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("bearer") || token.starts_with(char::is_whitespace) {
+        return None;
+    }
+    AccessToken::new(token)
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! grpc.health.v1 for authd: probes the back ends every second and reports SERVING while all
-//! answer, NOT_SERVING otherwise (and once shutting down), for both the overall ("") and the
-//! `auth.v1.AuthService` entries.
+//! answer, NOT_SERVING otherwise (and once shutting down), for the overall ("") entry and each
+//! service (`auth.v1.AuthService`, `envoy.service.auth.v3.Authorization`).
 
 use std::{sync::Arc, time::Duration};
 
@@ -54,4 +54,7 @@ pub fn report_health(
 async fn set_status(reporter: &HealthReporter, status: ServingStatus) {
     reporter.set_service_status("", status).await;
     reporter.set_service_status(SERVICE_NAME, status).await;
+    reporter
+        .set_service_status(super::ext_authz::SERVICE_NAME, status)
+        .await;
 }

@@ -1,10 +1,12 @@
 //! The gRPC edge: turns requests into domain types, calls one `AuthService` function, turns the
 //! answer back into a response. `status` is the only place that picks gRPC codes; `edge` is the
 //! tower layer around every service (time limit, transport errors); `health` feeds
-//! grpc.health.v1; `bearer` and `source` read the token and the client address from metadata.
+//! grpc.health.v1; `bearer` and `source` read the token and the client address from metadata;
+//! `ext_authz` serves Envoy's external authorization API.
 
-mod bearer;
+pub(crate) mod bearer;
 mod edge;
+pub mod ext_authz;
 pub mod health;
 mod source;
 pub mod status;

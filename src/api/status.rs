@@ -191,16 +191,10 @@ fn unauthenticated(reason: &str, message: String) -> Status {
 }
 
 fn token_status(error: TokenError) -> Status {
-    let reason = match error {
-        TokenError::Missing => "TOKEN_MISSING",
-        TokenError::Invalid => "TOKEN_INVALID",
-        TokenError::Expired => "TOKEN_EXPIRED",
-        TokenError::Revoked => "TOKEN_REVOKED",
-    };
     Status::with_error_details(
         Code::Unauthenticated,
         error.to_string(),
-        ErrorDetails::with_error_info(reason, ERROR_DOMAIN, HashMap::new()),
+        ErrorDetails::with_error_info(error.reason(), ERROR_DOMAIN, HashMap::new()),
     )
 }
 

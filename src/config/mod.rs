@@ -5,9 +5,13 @@
 //! stops start-up with a message that names the setting. Defaults sit beside their flags.
 
 mod parse;
+pub use parse::HttpListenAddr;
 mod settings;
 
-pub use settings::{ConfigError, ServerLimits, Settings, SigningKeySetting, TokenSettings};
+pub use settings::{
+    ConfigError, GatewaySettings, HttpSettings, ServerLimits, Settings, SigningKeySetting,
+    TokenSettings,
+};
 
 use std::{
     net::SocketAddr,
@@ -19,10 +23,16 @@ use std::{
 use clap::{Parser, ValueEnum, builder::NonEmptyStringValueParser};
 use secrecy::SecretString;
 
-use self::parse::{duration_at_least, duration_between, network};
+use self::parse::{
+    duration_at_least, duration_between, header_prefix, http_listen_addr, network, public_url,
+};
 
 /// Default listen address: loopback only, so a fresh install is not reachable from the network.
 pub const DEFAULT_LISTEN_ADDR: &str = "127.0.0.1:50051";
+/// Default address of the HTTP listener (JWKS, discovery, forward-auth, health, metrics).
+pub const DEFAULT_HTTP_LISTEN_ADDR: &str = "127.0.0.1:8080";
+/// Default prefix of the headers a gateway forwards upstream (`x-authd-user-id`, ...).
+pub const DEFAULT_FORWARD_HEADER_PREFIX: &str = "x-authd-";
 /// Access token lifetime. Short-lived bearer tokens limit the damage of a leak (RFC 9068 §5, OWASP).
 pub const DEFAULT_ACCESS_TOKEN_TTL: &str = "15m";
 /// Tolerated clock skew between instances when checking `exp`, `nbf` and `iat`.
@@ -131,6 +141,26 @@ pub struct Config {
     /// Address to serve gRPC on.
     #[arg(long, env = "AUTHD_LISTEN_ADDR", value_name = "AUTHD_LISTEN_ADDR", default_value = DEFAULT_LISTEN_ADDR)]
     pub listen_addr: SocketAddr,
+
+    /// Address of the HTTP listener (JWKS, OpenID discovery, forward-auth `/verify`, `/healthz`,
+    /// `/readyz`, `/metrics`); `off` disables it.
+    #[arg(long, env = "AUTHD_HTTP_LISTEN_ADDR", value_name = "AUTHD_HTTP_LISTEN_ADDR", default_value = DEFAULT_HTTP_LISTEN_ADDR, value_parser = http_listen_addr)]
+    pub http_listen_addr: HttpListenAddr,
+
+    /// The URL clients reach the HTTP listener at (http:// or https://, no query), for the
+    /// `jwks_uri` of the discovery document; default http:// + AUTHD_HTTP_LISTEN_ADDR.
+    #[arg(long, env = "AUTHD_PUBLIC_URL", value_name = "AUTHD_PUBLIC_URL", value_parser = public_url)]
+    pub public_url: Option<String>,
+
+    /// Prefix of the headers gateways forward upstream for an accepted token (`<prefix>user-id`,
+    /// `<prefix>session-id`, `<prefix>jti`).
+    #[arg(long, env = "AUTHD_FORWARD_HEADER_PREFIX", value_name = "AUTHD_FORWARD_HEADER_PREFIX", default_value = DEFAULT_FORWARD_HEADER_PREFIX, value_parser = header_prefix)]
+    pub forward_header_prefix: String,
+
+    /// Envoy ext_authz: have Envoy remove the `authorization` header before the request goes
+    /// upstream, so upstreams never see the token.
+    #[arg(long, env = "AUTHD_EXTAUTHZ_STRIP_AUTHORIZATION", value_name = "AUTHD_EXTAUTHZ_STRIP_AUTHORIZATION", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub extauthz_strip_authorization: bool,
 
     /// User database: postgres://… or sqlite:…; empty means embedded SQLite at DATA_DIR/authd.db.
     /// (Parsed in `settings.rs`, not by clap: clap's errors repeat the value, password included.)

@@ -75,11 +75,33 @@ pub struct ServerLimits {
     pub connections: crate::server::connections::ConnectionLimits,
 }
 
+/// The HTTP listener.
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    /// Where to serve it.
+    pub listen_addr: SocketAddr,
+    /// Where clients reach it, without a trailing slash; `None`: http:// + the bound address.
+    pub public_url: Option<String>,
+}
+
+/// What gateways (Envoy ext_authz, forward-auth) are told for an accepted token.
+#[derive(Debug, Clone)]
+pub struct GatewaySettings {
+    /// Prefix of the forwarded headers, lower case (`x-authd-`).
+    pub header_prefix: String,
+    /// Whether ext_authz asks Envoy to remove `authorization` before the upstream.
+    pub strip_authorization: bool,
+}
+
 /// The whole configuration, typed and checked.
 #[derive(Debug)]
 pub struct Settings {
     /// Where to serve gRPC.
     pub listen_addr: SocketAddr,
+    /// The HTTP listener, unless `off`.
+    pub http: Option<HttpSettings>,
+    /// What gateways are told.
+    pub gateway: GatewaySettings,
     /// The user database.
     pub database: DatabaseLocation,
     /// Largest number of Postgres connections.
@@ -154,6 +176,14 @@ impl Config {
         };
         Ok(Settings {
             listen_addr: self.listen_addr,
+            http: self.http_listen_addr.0.map(|listen_addr| HttpSettings {
+                listen_addr,
+                public_url: self.public_url,
+            }),
+            gateway: GatewaySettings {
+                header_prefix: self.forward_header_prefix,
+                strip_authorization: self.extauthz_strip_authorization,
+            },
             database,
             database_max_connections: self.database_max_connections.get(),
             redis,

@@ -1,9 +1,10 @@
-//! Serving: `auth.v1.AuthService`, grpc.health.v1 and reflection (v1 and v1alpha) on the bound
-//! listener, with the HTTP/2 limits and the edge layer, until shutdown (SIGTERM/SIGINT or a given
-//! future), then draining in-flight calls. `connections.rs` accepts the connections (cap,
+//! Serving: `auth.v1.AuthService`, Envoy's `envoy.service.auth.v3.Authorization`,
+//! grpc.health.v1 and reflection (v1 and v1alpha) on the bound listener, with the HTTP/2 limits
+//! and the edge layer, and the HTTP listener (`http`) beside it, until shutdown (SIGTERM/SIGINT
+//! or a given future), then draining in-flight calls on both. `connections.rs` accepts the connections (cap,
 //! handshake and idle timeouts); the background tasks run beside it (`tasks.rs`).
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use tokio::sync::watch;
@@ -13,11 +14,17 @@ pub mod connections;
 
 use self::connections::ActivityRegistry;
 use crate::{
-    api::{self, AuthApi, EdgeLayer},
+    api::{self, AuthApi, EdgeLayer, ext_authz::ExtAuthz},
+    gateway::ForwardedHeaders,
+    http::{self, HttpState},
     pb::{self, auth_service_server::AuthServiceServer},
     startup::App,
     tasks,
 };
+
+/// Largest Envoy `CheckRequest` accepted: Envoy forwards the request's headers (60 KiB by
+/// default) and, when configured to, part of its body.
+pub const MAX_CHECK_REQUEST_BYTES: usize = 1024 * 1024;
 
 /// Requests larger than this are refused before they are decoded.
 pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
@@ -60,6 +67,7 @@ impl App {
             tonic_reflection::server::Builder::configure()
                 .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
                 .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(pb::ENVOY_EXT_AUTHZ_FILE_DESCRIPTOR_SET)
         };
         let (reflection_v1, reflection_v1alpha) = if self.reflection {
             (
@@ -74,6 +82,37 @@ impl App {
             self.trusted_proxies.clone(),
         ))
         .max_decoding_message_size(MAX_REQUEST_BYTES);
+        let forwarded = ForwardedHeaders::new(&self.gateway.header_prefix)
+            .context("invalid AUTHD_FORWARD_HEADER_PREFIX")?;
+        let ext_authz = envoy_types::ext_authz::v3::pb::AuthorizationServer::new(ExtAuthz::new(
+            self.service.clone(),
+            forwarded.clone(),
+            self.gateway.strip_authorization,
+        ))
+        .max_decoding_message_size(MAX_CHECK_REQUEST_BYTES);
+
+        // The HTTP listener stops when the gRPC side starts draining.
+        let (stop_http, http_stopped) = watch::channel(false);
+        let stop_http = Arc::new(stop_http);
+        let stop_http_on_drain = stop_http.clone();
+        let http_server = self.http.map(|(listener, public_url)| {
+            let http_address = listener.local_addr().ok();
+            tracing::info!(address = ?http_address, %public_url, "serving HTTP");
+            let state = Arc::new(HttpState {
+                service: self.service.clone(),
+                headers: forwarded,
+                public_url,
+            });
+            let mut stopped = http_stopped;
+            tokio::spawn(http::serve(
+                listener,
+                state,
+                self.limits.connections.max_connections,
+                async move {
+                    let _ = stopped.wait_for(|stop| *stop).await;
+                },
+            ))
+        });
 
         tracing::info!(%address, "serving gRPC");
         let registry = ActivityRegistry::default();
@@ -93,11 +132,17 @@ impl App {
             .add_optional_service(reflection_v1)
             .add_optional_service(reflection_v1alpha)
             .add_service(auth)
+            .add_service(ext_authz)
             .serve_with_incoming_shutdown(incoming, async move {
                 shutdown.await;
                 tracing::info!("shutting down: draining in-flight calls");
+                let _ = stop_http_on_drain.send(true);
             })
             .await;
+        let _ = stop_http.send(true);
+        if let Some(http_server) = http_server {
+            let _ = http_server.await;
+        }
 
         let _ = stop_tasks.send(true);
         for task in tasks {

@@ -88,6 +88,16 @@ impl AuthService {
         }
     }
 
+    /// The public keys that verify authd's tokens (RFC 7517 JWKs), for the JWKS document.
+    pub fn published_keys(&self) -> Vec<serde_json::Value> {
+        self.parts.tokens.published_keys()
+    }
+
+    /// The `iss` of authd's tokens, for the discovery document.
+    pub fn issuer(&self) -> &str {
+        self.parts.tokens.issuer()
+    }
+
     /// Whether every back end answers, for the health service.
     pub async fn check_backends(&self) -> Result<(), ServiceError> {
         self.parts.users.ping().await?;

@@ -53,6 +53,7 @@ pub struct TokenAuthority {
     /// The JWS protected header, base64url-encoded once.
     encoded_header: String,
     kid: String,
+    public_jwk: Option<serde_json::Value>,
     issuer: String,
     audience: String,
     ttl_seconds: i64,
@@ -69,8 +70,13 @@ impl TokenAuthority {
         leeway: Duration,
     ) -> Result<Self, anyhow::Error> {
         let keys = key.into_jwt_keys()?;
-        let (algorithm, signer, decoding_key, kid) =
-            (keys.algorithm, keys.signer, keys.decoding, keys.kid);
+        let (algorithm, signer, decoding_key, kid, public_jwk) = (
+            keys.algorithm,
+            keys.signer,
+            keys.decoding,
+            keys.kid,
+            keys.public_jwk,
+        );
         let mut header = Header::new(algorithm);
         header.typ = Some(ACCESS_TOKEN_TYP.to_owned());
         header.kid = Some(kid.clone());
@@ -92,6 +98,7 @@ impl TokenAuthority {
             validation,
             encoded_header,
             kid,
+            public_jwk,
             issuer: issuer.to_owned(),
             audience: audience.to_owned(),
             ttl_seconds: i64::try_from(ttl.as_secs())?,
@@ -107,6 +114,17 @@ impl TokenAuthority {
     /// The `kid` of issued tokens.
     pub fn key_id(&self) -> &str {
         &self.kid
+    }
+
+    /// The public keys tokens may be verified with, as RFC 7517 JWKs (none for HS256: a shared
+    /// secret is never published).
+    pub fn published_keys(&self) -> Vec<serde_json::Value> {
+        self.public_jwk.iter().cloned().collect()
+    }
+
+    /// The `iss` of issued tokens.
+    pub fn issuer(&self) -> &str {
+        &self.issuer
     }
 
     /// The access token lifetime in seconds.

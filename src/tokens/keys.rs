@@ -55,6 +55,8 @@ pub(super) struct JwtKeys {
     pub decoding: DecodingKey,
     /// The `kid` header of tokens signed with this key.
     pub kid: String,
+    /// The public key as an RFC 7517 JWK, for publishing; `None` for a shared secret.
+    pub public_jwk: Option<serde_json::Value>,
 }
 
 impl SigningKeyMaterial {
@@ -68,6 +70,7 @@ impl SigningKeyMaterial {
                     signer: TokenSigner::Ed25519(Box::new(signing_key)),
                     decoding: DecodingKey::from_ed_der(public.as_bytes()),
                     kid: ed25519_thumbprint(public.as_bytes()),
+                    public_jwk: Some(ed25519_jwk(public.as_bytes())),
                 }
             }
             Self::Hs256(secret) => {
@@ -77,6 +80,7 @@ impl SigningKeyMaterial {
                     signer: TokenSigner::Hs256(EncodingKey::from_secret(bytes)),
                     decoding: DecodingKey::from_secret(bytes),
                     kid: hs256_key_id(bytes),
+                    public_jwk: None,
                 }
             }
         })
@@ -90,6 +94,18 @@ fn ed25519_thumbprint(public_key: &[u8; 32]) -> String {
         URL_SAFE_NO_PAD.encode(public_key)
     );
     URL_SAFE_NO_PAD.encode(Sha256::digest(jwk.as_bytes()))
+}
+
+/// An Ed25519 public key as an RFC 8037 JWK, with its `kid` (the RFC 7638 thumbprint).
+fn ed25519_jwk(public_key: &[u8; 32]) -> serde_json::Value {
+    serde_json::json!({
+        "kty": "OKP",
+        "crv": "Ed25519",
+        "x": URL_SAFE_NO_PAD.encode(public_key),
+        "kid": ed25519_thumbprint(public_key),
+        "alg": "EdDSA",
+        "use": "sig",
+    })
 }
 
 /// A `kid` for an HS256 secret: a domain-separated hash prefix that names the secret without

@@ -37,6 +37,18 @@ pub enum TokenError {
     Revoked,
 }
 
+impl TokenError {
+    /// The reason every front end reports (gRPC ErrorInfo, the gateways' JSON bodies).
+    pub fn reason(self) -> &'static str {
+        match self {
+            Self::Missing => "TOKEN_MISSING",
+            Self::Invalid => "TOKEN_INVALID",
+            Self::Expired => "TOKEN_EXPIRED",
+            Self::Revoked => "TOKEN_REVOKED",
+        }
+    }
+}
+
 /// What a valid token says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TokenClaims {

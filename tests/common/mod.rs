@@ -166,6 +166,9 @@ impl TestState {
 /// A running app and clients connected to it.
 pub struct TestApp {
     pub address: SocketAddr,
+    /// The HTTP listener (`None` when started with `--http-listen-addr=off`, or when this handle
+    /// only connected to a running server).
+    pub http_address: Option<SocketAddr>,
     pub client: AuthServiceClient<Channel>,
     pub health: HealthClient<Channel>,
     pub channel: Channel,
@@ -226,6 +229,7 @@ impl AppBuilder<'_> {
         let mut args = vec![
             "authd".to_owned(),
             "--listen-addr=127.0.0.1:0".to_owned(),
+            "--http-listen-addr=127.0.0.1:0".to_owned(),
             format!("--data-dir={}", self.state.data_dir.path().display()),
             format!("--redis-key-prefix={}", self.redis_prefix),
         ];
@@ -263,11 +267,13 @@ impl TestApp {
     /// Serves a built app on a task and connects clients to it.
     async fn serve(app: App) -> anyhow::Result<Self> {
         let address = app.local_addr();
+        let http_address = app.http_local_addr();
         let (shutdown, stopped) = oneshot::channel();
         let server = tokio::spawn(app.run_until_stopped(async move {
             let _ = stopped.await;
         }));
         let mut connected = Self::try_connect(address).await?;
+        connected.http_address = http_address;
         connected.shutdown = Some(shutdown);
         connected.server = Some(server);
         Ok(connected)
@@ -286,6 +292,7 @@ impl TestApp {
             .await?;
         Ok(Self {
             address,
+            http_address: None,
             client: AuthServiceClient::new(channel.clone()),
             health: HealthClient::new(channel.clone()),
             channel,

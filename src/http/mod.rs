@@ -1,0 +1,93 @@
+//! The HTTP listener (`AUTHD_HTTP_LISTEN_ADDR`): HTTP/1.1 and h2c (prior knowledge) on one port,
+//! serving `routes.rs`, with bounded headers, slow-client timeouts, a connection cap, and the
+//! gRPC side's graceful shutdown (stop accepting, let requests in flight finish, then close).
+
+mod routes;
+
+use std::{sync::Arc, time::Duration};
+
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo, TokioTimer},
+    server::{conn::auto, graceful::GracefulShutdown},
+    service::TowerToHyperService,
+};
+use tokio::{net::TcpListener, sync::Semaphore};
+
+pub use routes::{HttpState, router};
+
+/// Time a client has to send a request's headers (HTTP/1.1, and the wait for the next request
+/// on a kept-alive connection); then the connection is closed.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest request head accepted (HTTP/1.1 read buffer; HTTP/2 header list). A bearer token
+/// fits many times over.
+pub const MAX_HEADER_BYTES: usize = 16 * 1024;
+/// HTTP/2 streams one connection may have open at once.
+pub const MAX_CONCURRENT_STREAMS: u32 = 256;
+/// HTTP/2 PING interval on idle connections, and how long to wait for the answer.
+pub const HTTP2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+/// How long shutdown waits for requests in flight before closing their connections.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Serves `state`'s routes on `listener` until `shutdown` completes; then stops accepting and
+/// waits (at most [`SHUTDOWN_GRACE`]) for requests in flight. At most `max_connections` at once;
+/// past it, new connections are closed as soon as accepted.
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<HttpState>,
+    max_connections: usize,
+    shutdown: impl Future<Output = ()>,
+) {
+    let app = router(state);
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_buf_size(MAX_HEADER_BYTES);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(MAX_HEADER_BYTES as u32)
+        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+        .keep_alive_interval(HTTP2_KEEPALIVE_INTERVAL)
+        .keep_alive_timeout(Duration::from_secs(10));
+    let slots = Arc::new(Semaphore::new(max_connections));
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Out of descriptors and the like: back off instead of spinning.
+                    tracing::warn!(%error, "HTTP: accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, max = max_connections, "HTTP: connection refused, at the limit");
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let connection = builder
+            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()))
+            .into_owned();
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%peer, error = %error, "HTTP: connection ended with an error");
+            }
+            drop(slot);
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("HTTP: requests still in flight after the shutdown grace; closing");
+    }
+}
