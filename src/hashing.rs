@@ -402,6 +402,11 @@ impl PasswordHasher {
         Ok((matched? && user_exists, password))
     }
 
+    /// Hashes waiting for a thread (both queues).
+    pub fn queued(&self) -> usize {
+        self.verifications.len() + self.new_hashes.len()
+    }
+
     /// Whether `stored` was made otherwise than new hashes are: another algorithm or version, other
     /// m, t or p, another output length, or a key id or associated data. False for a string that
     /// does not parse (it cannot have verified either).

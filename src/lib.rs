@@ -23,6 +23,7 @@ pub mod domain;
 pub mod gateway;
 pub mod hashing;
 pub mod http;
+pub mod metrics;
 pub mod server;
 pub mod service;
 pub mod startup;

@@ -1,6 +1,7 @@
 //! Background work that lives as long as the server, until the `stopped` signal flips: the purge
 //! of expired SQL revocations, forgotten throttle counts and long-ended sessions (once a minute), and the watch for a
-//! revocation store that lost its data (every second). (The health
+//! revocation store that lost its data (every second), and the metrics recorder's upkeep (every
+//! few seconds: histogram samples are drained even when nobody scrapes `/metrics`). (The health
 //! reporter, which feeds grpc.health.v1, lives at the gRPC edge: `api/health.rs`.)
 
 use std::{sync::Arc, time::Duration};
@@ -54,6 +55,16 @@ pub fn purge_expired(service: Arc<AuthService>, stopped: watch::Receiver<bool>) 
                 service.purge_ended_sessions().await,
             );
         }
+    })
+}
+
+/// How often the metrics recorder drains its histogram samples.
+pub const METRICS_UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Runs the metrics recorder's upkeep every [`METRICS_UPKEEP_INTERVAL`].
+pub fn metrics_upkeep(stopped: watch::Receiver<bool>) -> JoinHandle<()> {
+    every(METRICS_UPKEEP_INTERVAL, stopped, || async {
+        crate::metrics::handle().run_upkeep();
     })
 }
 

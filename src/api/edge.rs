@@ -1,7 +1,8 @@
-//! A tower layer around every gRPC service: a per-call time limit (DEADLINE_EXCEEDED past it), and
+//! A tower layer around every gRPC service: a per-call time limit (DEADLINE_EXCEEDED past it),
 //! the statuses tonic itself produces for bad input (decoding errors, oversized messages) replaced
-//! by the ones a client can act on. `status::from_transport` decides which; this file only finds
-//! trailers-only error responses and swaps them.
+//! by the ones a client can act on, and each call's metrics (started, handled with its final code,
+//! duration until the response ends). `status::from_transport` decides which statuses to swap;
+//! this file only finds trailers-only error responses and swaps them.
 
 use std::{
     future::Future,
@@ -18,22 +19,28 @@ use tonic::{
 };
 
 use super::status;
-use crate::server::connections::{ActivityRegistry, CallInFlight};
+use crate::{
+    metrics::{GrpcCall, GrpcMetrics},
+    server::connections::{ActivityRegistry, CallInFlight},
+};
 
 /// Applies [`Edge`] to a service.
 #[derive(Debug, Clone)]
 pub struct EdgeLayer {
     timeout: Duration,
     connections: ActivityRegistry,
+    metrics: GrpcMetrics,
 }
 
 impl EdgeLayer {
     /// Calls running longer than `timeout` answer DEADLINE_EXCEEDED; each call marks its
-    /// connection busy in `connections` while it runs (for the idle timeout).
-    pub fn new(timeout: Duration, connections: ActivityRegistry) -> Self {
+    /// connection busy in `connections` while it runs (for the idle timeout), and is counted in
+    /// `metrics`.
+    pub fn new(timeout: Duration, connections: ActivityRegistry, metrics: GrpcMetrics) -> Self {
         Self {
             timeout,
             connections,
+            metrics,
         }
     }
 }
@@ -46,6 +53,7 @@ impl<S> tower::Layer<S> for EdgeLayer {
             inner,
             timeout: self.timeout,
             connections: self.connections.clone(),
+            metrics: self.metrics.clone(),
         }
     }
 }
@@ -56,6 +64,7 @@ pub struct Edge<S> {
     inner: S,
     timeout: Duration,
     connections: ActivityRegistry,
+    metrics: GrpcMetrics,
 }
 
 impl<S, B> tower::Service<Request<B>> for Edge<S>
@@ -77,27 +86,49 @@ where
             .get::<TcpConnectInfo>()
             .and_then(|info| info.remote_addr);
         let in_flight = self.connections.call_started(peer);
+        let metered = self.metrics.start(request.uri().path());
         let call = self.inner.call(request);
         let timeout = self.timeout;
         Box::pin(async move {
             match tokio::time::timeout(timeout, call).await {
                 // The connection stays busy until the response body ends (a stream may last).
-                Ok(Ok(response)) => Ok(rewrite(response).map(|body| {
-                    Body::new(BusyUntilEnd {
-                        body,
-                        _in_flight: in_flight,
-                    })
-                })),
-                Ok(Err(error)) => Err(error),
-                Err(_) => Ok(status::deadline_exceeded(timeout).into_http()),
+                Ok(Ok(response)) => {
+                    let response = rewrite(response);
+                    // A trailers-only response (every error status) ends here; any other ends
+                    // with the grpc-status of its trailers.
+                    let metered = match Status::from_header_map(response.headers()) {
+                        Some(status) => {
+                            metered.finish(status.code());
+                            None
+                        }
+                        None => Some(metered),
+                    };
+                    Ok(response.map(|body| {
+                        Body::new(BusyUntilEnd {
+                            body,
+                            metered,
+                            _in_flight: in_flight,
+                        })
+                    }))
+                }
+                Ok(Err(error)) => {
+                    metered.finish(tonic::Code::Internal);
+                    Err(error)
+                }
+                Err(_) => {
+                    metered.finish(tonic::Code::DeadlineExceeded);
+                    Ok(status::deadline_exceeded(timeout).into_http())
+                }
             }
         })
     }
 }
 
-/// A response body that keeps its call marked in flight until it is dropped (after its end).
+/// A response body that keeps its call marked in flight until it is dropped (after its end), and
+/// records the call's end with the code of its trailers.
 struct BusyUntilEnd {
     body: Body,
+    metered: Option<GrpcCall>,
     _in_flight: CallInFlight,
 }
 
@@ -109,7 +140,30 @@ impl http_body::Body for BusyUntilEnd {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
-        Pin::new(&mut self.body).poll_frame(cx)
+        let polled = Pin::new(&mut self.body).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(trailers) = frame.trailers_ref() {
+                    let code = Status::from_header_map(trailers)
+                        .map_or(tonic::Code::Ok, |status| status.code());
+                    if let Some(metered) = self.metered.take() {
+                        metered.finish(code);
+                    }
+                }
+            }
+            Poll::Ready(None) => {
+                if let Some(metered) = self.metered.take() {
+                    metered.finish(tonic::Code::Ok);
+                }
+            }
+            Poll::Ready(Some(Err(_))) => {
+                if let Some(metered) = self.metered.take() {
+                    metered.finish(tonic::Code::Internal);
+                }
+            }
+            Poll::Pending => {}
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {

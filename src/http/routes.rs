@@ -1,6 +1,7 @@
 //! The HTTP routes: the JWKS and OpenID discovery documents for local token verification,
 //! forward-auth `/verify` for nginx `auth_request`, Traefik `forwardAuth` and Caddy
-//! `forward_auth` (the [`Verdict`] as an HTTP answer), and the probes `/healthz` and `/readyz`.
+//! `forward_auth` (the [`Verdict`] as an HTTP answer), the probes `/healthz` and `/readyz`, and
+//! Prometheus `/metrics`. Every request is counted by method, route and status.
 //! GET and HEAD only, except `/verify`, which answers any method (some set-ups forward the
 //! original one); another method is 405, an unknown path 404.
 
@@ -8,8 +9,9 @@ use std::sync::Arc;
 
 use axum::{
     Router,
-    extract::State,
+    extract::{MatchedPath, Request, State},
     http::{HeaderMap, HeaderValue, StatusCode, header},
+    middleware::{self, Next},
     response::{IntoResponse, Response},
     routing::{any, get},
 };
@@ -25,6 +27,15 @@ use crate::{
 pub const JWKS_PATH: &str = "/.well-known/jwks.json";
 /// Path of the OpenID discovery document.
 pub const DISCOVERY_PATH: &str = "/.well-known/openid-configuration";
+/// Every route, as the `path` label of the HTTP metrics knows it.
+const ROUTES: [&str; 6] = [
+    JWKS_PATH,
+    DISCOVERY_PATH,
+    "/verify",
+    "/healthz",
+    "/readyz",
+    "/metrics",
+];
 /// `cache-control` of the JWKS and discovery documents: a new key is published at least this long
 /// before it signs (key rotation's lead time).
 pub const KEYS_CACHE_CONTROL: &str = "public, max-age=300";
@@ -47,7 +58,42 @@ pub fn router(state: Arc<HttpState>) -> Router {
         .route("/verify", any(verify))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
         .with_state(state)
+        .layer(middleware::from_fn(count_request))
+}
+
+/// Counts a request under its route (`unmatched` for any other path) and status.
+async fn count_request(request: Request, next: Next) -> Response {
+    let started = std::time::Instant::now();
+    let method = request.method().clone();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .and_then(|matched| ROUTES.iter().find(|route| **route == matched.as_str()))
+        .copied()
+        .unwrap_or("unmatched");
+    let response = next.run(request).await;
+    crate::metrics::record_http(
+        &method,
+        route,
+        response.status().as_u16(),
+        started.elapsed(),
+    );
+    response
+}
+
+/// Every metric in the Prometheus text format.
+async fn metrics_text(State(state): State<Arc<HttpState>>) -> Response {
+    state.service.observe_gauges();
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        crate::metrics::render(),
+    )
+        .into_response()
 }
 
 /// Every published public key, as an RFC 7517 JWK Set.

@@ -17,6 +17,7 @@ use crate::{
     api::{self, AuthApi, EdgeLayer, ext_authz::ExtAuthz},
     gateway::ForwardedHeaders,
     http::{self, HttpState},
+    metrics::GrpcMetrics,
     pb::{self, auth_service_server::AuthServiceServer},
     startup::App,
     tasks,
@@ -59,7 +60,8 @@ impl App {
         let tasks = [
             api::health::report_health(self.service.clone(), health_reporter, stopped.clone()),
             tasks::purge_expired(self.service.clone(), stopped.clone()),
-            tasks::watch_revocation_store(self.service.clone(), stopped),
+            tasks::watch_revocation_store(self.service.clone(), stopped.clone()),
+            tasks::metrics_upkeep(stopped),
         ];
 
         // AUTHD_REFLECTION=false leaves both out: reflection calls answer UNIMPLEMENTED.
@@ -127,7 +129,17 @@ impl App {
             .http2_keepalive_interval(Some(HTTP2_KEEPALIVE_INTERVAL))
             .http2_keepalive_timeout(Some(HTTP2_KEEPALIVE_TIMEOUT))
             .tcp_keepalive(Some(TCP_KEEPALIVE))
-            .layer(EdgeLayer::new(self.limits.request_timeout, registry))
+            .layer(EdgeLayer::new(
+                self.limits.request_timeout,
+                registry,
+                GrpcMetrics::new(&[
+                    pb::FILE_DESCRIPTOR_SET,
+                    pb::ENVOY_EXT_AUTHZ_FILE_DESCRIPTOR_SET,
+                    tonic_health::pb::FILE_DESCRIPTOR_SET,
+                    tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+                    tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+                ]),
+            ))
             .add_service(health_service)
             .add_optional_service(reflection_v1)
             .add_optional_service(reflection_v1alpha)

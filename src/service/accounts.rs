@@ -21,6 +21,17 @@ impl AuthService {
         registration: Registration,
         client: &Client,
     ) -> Result<Session, ServiceError> {
+        let result = self.create_account(registration, client).await;
+        metrics::counter!(crate::metrics::REGISTRATIONS, "outcome" => outcome(&result))
+            .increment(1);
+        result
+    }
+
+    async fn create_account(
+        &self,
+        registration: Registration,
+        client: &Client,
+    ) -> Result<Session, ServiceError> {
         let now = self.parts.clock.now_millis();
         self.parts
             .throttle
@@ -52,6 +63,16 @@ impl AuthService {
     /// by the throttle before the password is checked (and refused while a limit says wait, or
     /// when it cannot be counted); a success gives the count back.
     pub async fn login(
+        &self,
+        credentials: Credentials,
+        client: &Client,
+    ) -> Result<Session, ServiceError> {
+        let result = self.sign_in(credentials, client).await;
+        metrics::counter!(crate::metrics::LOGINS, "outcome" => outcome(&result)).increment(1);
+        result
+    }
+
+    async fn sign_in(
         &self,
         credentials: Credentials,
         client: &Client,
@@ -200,9 +221,7 @@ impl AuthService {
             what: Revoked::IssuedBefore(user_id, i64::MAX),
             until: self.last_access_token_until(now),
         };
-        self.parts
-            .revocations
-            .revoke(&[cutoff], now.div_euclid(1000))
+        self.write_revocations(&[cutoff], now.div_euclid(1000))
             .await?;
         self.parts.users.delete_user(user_id).await?;
         self.parts
@@ -244,5 +263,21 @@ impl AuthService {
                 ),
             }
         });
+    }
+}
+
+/// The `outcome` label of a Login or Register metric.
+fn outcome(result: &Result<Session, ServiceError>) -> &'static str {
+    match result {
+        Ok(_) => "ok",
+        Err(ServiceError::InvalidCredentials) => "invalid_credentials",
+        Err(ServiceError::EmailTaken) => "email_taken",
+        Err(ServiceError::Throttled { .. } | ServiceError::RegistrationsThrottled { .. }) => {
+            "throttled"
+        }
+        Err(ServiceError::Overloaded) => "shed",
+        Err(ServiceError::Unavailable { .. }) => "unavailable",
+        Err(ServiceError::InvalidArgument(_)) => "invalid_argument",
+        Err(_) => "error",
     }
 }

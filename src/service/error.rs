@@ -68,7 +68,11 @@ impl From<StoreError> for ServiceError {
     fn from(error: StoreError) -> Self {
         match error {
             StoreError::EmailTaken => Self::EmailTaken,
-            StoreError::Unavailable { backend, cause } => Self::Unavailable { backend, cause },
+            StoreError::Unavailable { backend, cause } => {
+                metrics::counter!(crate::metrics::BACKEND_ERRORS, "backend" => backend)
+                    .increment(1);
+                Self::Unavailable { backend, cause }
+            }
             unexpected @ StoreError::Unexpected(_) => Self::Unexpected(unexpected.into()),
         }
     }

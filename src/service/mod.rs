@@ -88,6 +88,36 @@ impl AuthService {
         }
     }
 
+    /// Writes `revocations` to the revocation store, counting them by kind.
+    pub(super) async fn write_revocations(
+        &self,
+        revocations: &[crate::store::Revocation],
+        now: crate::clock::UnixSeconds,
+    ) -> Result<(), crate::store::StoreError> {
+        self.parts.revocations.revoke(revocations, now).await?;
+        for revocation in revocations {
+            let kind = match revocation.what {
+                crate::store::Revoked::Token(_) => "token",
+                crate::store::Revoked::Session(_) => "session",
+                crate::store::Revoked::IssuedBefore(..) => "cutoff",
+            };
+            metrics::counter!(crate::metrics::REVOCATIONS_WRITTEN, "kind" => kind).increment(1);
+        }
+        Ok(())
+    }
+
+    /// Sets the gauges that are read rather than counted (hashing queue, in-memory revocations),
+    /// just before the metrics are rendered.
+    pub fn observe_gauges(&self) {
+        metrics::gauge!(crate::metrics::HASHING_QUEUE_DEPTH).set(self.parts.hasher.queued() as f64);
+        if let Some(memory) = self.parts.revocations.in_memory() {
+            metrics::gauge!(crate::metrics::MIRROR_ENTRIES).set(memory.entries as f64);
+            if let Some(silent) = memory.feed_silent_seconds {
+                metrics::gauge!(crate::metrics::MIRROR_STALENESS).set(silent);
+            }
+        }
+    }
+
     /// The public keys that verify authd's tokens (RFC 7517 JWKs), for the JWKS document.
     pub fn published_keys(&self) -> Vec<serde_json::Value> {
         self.parts.tokens.published_keys()

@@ -287,6 +287,7 @@ impl AuthService {
                 .await?;
             tracing::info!(user_id = %session.user_id, session_id = %session.id, "logged out");
         }
+        metrics::counter!(crate::metrics::LOGOUTS, "kind" => "logout").increment(1);
         Ok(())
     }
 
@@ -309,9 +310,7 @@ impl AuthService {
             });
         }
         // The revocations first: if the database then fails, the retry finds them in place.
-        self.parts
-            .revocations
-            .revoke(&revocations, now.div_euclid(1000))
+        self.write_revocations(&revocations, now.div_euclid(1000))
             .await?;
         if let Some(session_id) = claims.session_id {
             self.parts
@@ -366,9 +365,7 @@ impl AuthService {
             return Ok(());
         }
         Ok(self
-            .parts
-            .revocations
-            .revoke(&revocations, now.div_euclid(1000))
+            .write_revocations(&revocations, now.div_euclid(1000))
             .await?)
     }
 
@@ -433,6 +430,7 @@ impl AuthService {
         let claims = self.verify(access_token).await?;
         let ended = self.end_every_session(claims.user_id).await?;
         tracing::info!(user_id = %claims.user_id, sessions_ended = ended, "logged out everywhere");
+        metrics::counter!(crate::metrics::LOGOUTS, "kind" => "logout_all").increment(1);
         Ok(ended)
     }
 

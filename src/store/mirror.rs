@@ -26,7 +26,7 @@ use tokio::task::JoinHandle;
 use tokio_stream::StreamExt as _;
 
 use super::{
-    Revocation, RevocationStore, RevokedSet, StoreError, TokenRef,
+    InMemoryRevocations, Revocation, RevocationStore, RevokedSet, StoreError, TokenRef,
     redis::{RedisStore, parse_index_member},
 };
 use crate::clock::{Clock, UnixSeconds};
@@ -46,6 +46,8 @@ struct MirrorState {
     revoked: RevokedSet,
     /// Until when (Unix ms) the mirror is known to be current; 0 when it is not.
     current_until: AtomicI64,
+    /// When (Unix ms) the mirror last heard its own heartbeat; 0 before the first.
+    last_heard: AtomicI64,
 }
 
 /// A `RevocationStore` that answers from memory while current, else from Redis.
@@ -62,6 +64,7 @@ impl MirroredRevocations {
         let state = Arc::new(MirrorState {
             revoked: RevokedSet::default(),
             current_until: AtomicI64::new(0),
+            last_heard: AtomicI64::new(0),
         });
         let heartbeat_id = format!("{:016x}", rand::random::<u64>());
         let tasks = vec![
@@ -148,6 +151,19 @@ impl RevocationStore for MirroredRevocations {
     fn describe(&self) -> &'static str {
         "redis (cached mirror)"
     }
+
+    fn in_memory(&self) -> Option<InMemoryRevocations> {
+        let last_heard = self.state.last_heard.load(Ordering::Acquire);
+        let feed_silent_seconds = if last_heard == 0 {
+            f64::INFINITY
+        } else {
+            self.clock.now_millis().saturating_sub(last_heard).max(0) as f64 / 1000.0
+        };
+        Some(InMemoryRevocations {
+            entries: self.len(),
+            feed_silent_seconds: Some(feed_silent_seconds),
+        })
+    }
 }
 
 /// Subscribes, loads the whole set, applies announcements; starts over on any failure.
@@ -209,10 +225,11 @@ async fn follow_once(
             Some(("ping", id)) if id == heartbeat_id => {
                 // Our own heartbeat came back: everything published before it has been applied.
                 let stale_after = i64::try_from(STALE_AFTER.as_millis()).unwrap_or(i64::MAX);
-                state.current_until.store(
-                    clock.now_millis().saturating_add(stale_after),
-                    Ordering::Release,
-                );
+                let now = clock.now_millis();
+                state.last_heard.store(now, Ordering::Release);
+                state
+                    .current_until
+                    .store(now.saturating_add(stale_after), Ordering::Release);
                 if !synced {
                     synced = true;
                     tracing::info!("revocation mirror is current");

@@ -376,6 +376,20 @@ pub trait RevocationStore: Send + Sync + 'static {
     async fn ping(&self) -> Result<(), StoreError>;
     /// A short name for logs ("redis", "postgres", "sqlite").
     fn describe(&self) -> &'static str;
+    /// What this store holds in memory, for the metrics; `None` when it holds nothing there.
+    fn in_memory(&self) -> Option<InMemoryRevocations> {
+        None
+    }
+}
+
+/// A revocation store's in-memory copy, for the metrics.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct InMemoryRevocations {
+    /// Revocations held.
+    pub entries: usize,
+    /// A mirror of a feed: seconds since it last heard its heartbeat (infinite before the first);
+    /// `None` for a store that is itself the truth (the embedded one).
+    pub feed_silent_seconds: Option<f64>,
 }
 
 /// What the login throttle keeps under one key. The store attaches no meaning to `count` and

@@ -4,7 +4,9 @@
 
 use async_trait::async_trait;
 
-use super::{Revocation, RevocationStore, RevokedSet, SqlStore, StoreError, TokenRef};
+use super::{
+    InMemoryRevocations, Revocation, RevocationStore, RevokedSet, SqlStore, StoreError, TokenRef,
+};
 use crate::clock::UnixSeconds;
 
 /// SQLite revocations answered from memory.
@@ -70,5 +72,12 @@ impl RevocationStore for ResidentRevocations {
 
     fn describe(&self) -> &'static str {
         "sqlite (in memory)"
+    }
+
+    fn in_memory(&self) -> Option<InMemoryRevocations> {
+        Some(InMemoryRevocations {
+            entries: self.len(),
+            feed_silent_seconds: None,
+        })
     }
 }

@@ -17,6 +17,8 @@ pub const DEFAULT_CAPACITY: usize = 100_000;
 pub struct VerifiedTokenCache {
     /// `None` when disabled (capacity 0).
     entries: Option<Cache<[u8; 32], DecodedToken>>,
+    hits: metrics::Counter,
+    misses: metrics::Counter,
 }
 
 impl VerifiedTokenCache {
@@ -24,6 +26,8 @@ impl VerifiedTokenCache {
     pub fn new(capacity: usize) -> Self {
         Self {
             entries: (capacity > 0).then(|| Cache::new(capacity)),
+            hits: metrics::counter!(crate::metrics::VERIFY_CACHE, "result" => "hit"),
+            misses: metrics::counter!(crate::metrics::VERIFY_CACHE, "result" => "miss"),
         }
     }
 
@@ -38,8 +42,10 @@ impl VerifiedTokenCache {
         };
         let key: [u8; 32] = Sha256::digest(token.expose().as_bytes()).into();
         if let Some(decoded) = entries.get(&key) {
+            self.hits.increment(1);
             return Ok(decoded);
         }
+        self.misses.increment(1);
         let decoded = decode(token)?;
         entries.insert(key, decoded);
         Ok(decoded)
