@@ -32,6 +32,8 @@ enum Rpc {
     /// Each worker refreshes its own session over and over (one rotation chain per worker, so
     /// `--users` must be at least `--concurrency`).
     Refresh,
+    /// Envoy ext_authz `Check` with a valid token in a request Envoy would send (a dozen headers).
+    Check,
     Health,
 }
 
@@ -342,6 +344,58 @@ async fn call(
             })
             .await
             .map(drop),
+        Rpc::Check => {
+            use envoy_types::pb::envoy::service::auth::v3::{
+                AttributeContext, CheckRequest, attribute_context,
+                authorization_client::AuthorizationClient,
+            };
+            let headers = [
+                (":authority", "api.example.com"),
+                (":method", "GET"),
+                (":path", "/v1/orders?page=2"),
+                (":scheme", "https"),
+                ("accept", "application/json"),
+                ("accept-encoding", "gzip, deflate, br"),
+                ("user-agent", "Mozilla/5.0 (X11; Linux x86_64) loadgen"),
+                ("x-forwarded-for", "203.0.113.7"),
+                ("x-forwarded-proto", "https"),
+                ("x-request-id", "4f1c2d7e-9b8a-4c3d-8e2f-1a2b3c4d5e6f"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .chain([(
+                "authorization".to_owned(),
+                format!("Bearer {}", user(iteration).1),
+            )])
+            .collect();
+            let request = CheckRequest {
+                attributes: Some(AttributeContext {
+                    request: Some(attribute_context::Request {
+                        http: Some(attribute_context::HttpRequest {
+                            method: "GET".into(),
+                            path: "/v1/orders?page=2".into(),
+                            host: "api.example.com".into(),
+                            scheme: "https".into(),
+                            protocol: "HTTP/2".into(),
+                            headers,
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+            };
+            match AuthorizationClient::new(channel).check(request).await {
+                Ok(response) => match response.into_inner().status {
+                    Some(status) if status.code == 0 => Ok(()),
+                    other => Err(tonic::Status::new(
+                        tonic::Code::from(other.map_or(2, |s| s.code)),
+                        "denied",
+                    )),
+                },
+                Err(status) => Err(status),
+            }
+        }
         Rpc::Refresh => client
             .refresh(pb::RefreshRequest {
                 refresh_token: refresh.clone(),
