@@ -1,8 +1,15 @@
-//! The `authd` binary: parse the configuration, start logging, serve until SIGTERM/SIGINT.
+//! The `authd` binary: parse the configuration, start logging, serve until SIGTERM/SIGINT; or
+//! `authd keys list|rotate|prune` on the signing keys directory.
 
 use std::{process::ExitCode, sync::Arc};
 
-use authd::{App, Config, clock::SystemClock, config::LogFormat, telemetry};
+use authd::{
+    App, Config,
+    clock::{Clock as _, SystemClock},
+    config::{Command, KeysCommand, LogFormat, SigningKeySetting},
+    telemetry,
+    tokens::directory::{KeyDirectory, states},
+};
 use clap::{Parser, ValueEnum as _};
 
 /// mimalloc: per-thread free lists instead of glibc's locked arenas, which showed up as lock waits
@@ -29,6 +36,15 @@ async fn main() -> ExitCode {
         }
     };
     telemetry::init(config.log_format);
+    if let Some(Command::Keys { action }) = config.command.clone() {
+        return match keys(config, action) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("authd keys: {error:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let result = async {
         let app = App::build(config.settings()?, Arc::new(SystemClock)).await?;
         app.run_until_signal().await
@@ -42,6 +58,69 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `authd keys …`: the keys directory of the configuration, read and changed with the system
+/// clock. Prints one line per key.
+fn keys(config: Config, action: KeysCommand) -> anyhow::Result<()> {
+    let settings = config.settings()?;
+    let SigningKeySetting::Ed25519Directory { dir, legacy } = &settings.signing_key else {
+        anyhow::bail!(
+            "the signing key is not a keys directory (AUTHD_SIGNING_KEY_FILE or HS256 is set)"
+        );
+    };
+    let directory = KeyDirectory::new(dir);
+    let now = SystemClock.now();
+    match action {
+        KeysCommand::List => {
+            directory.ensure_key(Some(legacy))?;
+        }
+        KeysCommand::Rotate { lead } => {
+            directory.ensure_key(Some(legacy))?;
+            if lead < settings.signing_keys_reload || lead < std::time::Duration::from_secs(300) {
+                eprintln!(
+                    "warning: a lead shorter than the JWKS cache lifetime (5m) or the reload \
+                     interval lets tokens of the new key reach verifiers that do not know it yet"
+                );
+            }
+            let key = directory.rotate(now, lead)?;
+            println!(
+                "added {} (starts signing at {})",
+                key.kid,
+                timestamp(key.starts_at)
+            );
+        }
+        KeysCommand::Prune => {
+            let lifetime = settings.tokens.ttl + settings.tokens.leeway;
+            for key in directory.prune(now, lifetime)? {
+                println!("removed {}", key.kid);
+            }
+        }
+    }
+    let keys = directory.load()?;
+    println!(
+        "{:<44}  {:<8}  {:<20}  starts signing at",
+        "kid", "state", "created"
+    );
+    for (key, (state, starts_at)) in keys.iter().zip(states(&keys, now)) {
+        let created = key.created.map_or("-".to_owned(), |created| {
+            humantime::format_rfc3339_seconds(created).to_string()
+        });
+        println!(
+            "{:<44}  {:<8}  {:<20}  {}",
+            key.kid,
+            state,
+            created,
+            timestamp(starts_at)
+        );
+    }
+    Ok(())
+}
+
+/// A Unix second in RFC 3339 (the epoch for keys that sign from the start).
+fn timestamp(seconds: i64) -> String {
+    let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(seconds.max(0).unsigned_abs());
+    humantime::format_rfc3339_seconds(at).to_string()
 }
 
 /// `AUTHD_LOG_FORMAT` as far as it can be read without the rest of the flags (text otherwise).

@@ -20,8 +20,8 @@ use crate::{
     },
     throttle::LoginThrottle,
     tokens::{
-        SigningKeyMaterial, TokenAuthority, VerifiedTokenCache, load_ed25519_key,
-        load_or_generate_ed25519_key,
+        self, ScheduledKey, SigningKeyMaterial, TokenAuthority, VerifiedTokenCache,
+        directory::KeyDirectory, load_ed25519_key,
     },
 };
 
@@ -32,6 +32,8 @@ pub struct App {
     pub(crate) http: Option<(TcpListener, String)>,
     /// What gateways are told for an accepted token.
     pub(crate) gateway: GatewaySettings,
+    /// How often the signing keys directory is read again.
+    pub(crate) keys_reload: std::time::Duration,
     pub(crate) service: Arc<AuthService>,
     pub(crate) trusted_proxies: Vec<ipnet::IpNet>,
     pub(crate) limits: ServerLimits,
@@ -52,7 +54,7 @@ impl App {
             throttle = backends.throttle.describe(),
             "back ends connected"
         );
-        let tokens = token_authority(&settings.signing_key, &settings.tokens, &settings.data_dir)?;
+        let (tokens, signing_keys) = token_authority(&settings.signing_key, &settings.tokens)?;
         let hasher = PasswordHasher::new(settings.hashing, settings.password_params)?;
         tracing::info!(
             threads = settings.hashing.concurrency,
@@ -67,6 +69,7 @@ impl App {
             throttle: LoginThrottle::new(backends.throttle, settings.throttle),
             hasher,
             tokens,
+            signing_keys,
             verified_tokens: VerifiedTokenCache::new(settings.verify_cache_entries),
             clock,
         }));
@@ -104,6 +107,7 @@ impl App {
             listener,
             http,
             gateway: settings.gateway,
+            keys_reload: settings.signing_keys_reload,
             service,
             trusted_proxies: settings.trusted_proxies,
             limits: settings.server,
@@ -266,41 +270,55 @@ async fn check_eviction_policy(redis: &RedisStore, allowed: bool) -> anyhow::Res
     Ok(())
 }
 
-/// The token authority for the configured key; an Ed25519 key at the default path is generated
-/// on first start.
+/// The token authority for the configured key or keys, and the keys directory to re-read (when
+/// keys come from one). A keys directory that holds no key gets one on first start (the single
+/// key file of earlier versions, if there is one, else a new key).
 fn token_authority(
     key: &SigningKeySetting,
     settings: &TokenSettings,
-    data_dir: &Path,
-) -> anyhow::Result<TokenAuthority> {
-    let material = match key {
-        SigningKeySetting::Ed25519 { path, in_data_dir } => {
+) -> anyhow::Result<(TokenAuthority, Option<KeyDirectory>)> {
+    let (keys, directory) = match key {
+        SigningKeySetting::Ed25519Directory { dir, legacy } => {
             let invalid =
-                |e: anyhow::Error| anyhow::anyhow!("invalid AUTHD_SIGNING_KEY_FILE: {e:#}");
-            let key = if *in_data_dir {
-                // The default path: generated on first start.
-                create_private_dir(data_dir)?;
-                let (key, generated) = load_or_generate_ed25519_key(path).map_err(invalid)?;
-                if generated {
-                    tracing::info!(path = %path.display(), "generated a new Ed25519 signing key");
-                }
-                key
-            } else {
-                load_ed25519_key(path).map_err(invalid)?
-            };
-            SigningKeyMaterial::Ed25519(key)
+                |e: anyhow::Error| anyhow::anyhow!("invalid AUTHD_SIGNING_KEYS_DIR: {e:#}");
+            let directory = KeyDirectory::new(dir);
+            if directory.ensure_key(Some(legacy)).map_err(invalid)? {
+                tracing::info!(dir = %dir.display(), "generated a new Ed25519 signing key");
+            }
+            let keys = directory.load().map_err(invalid)?;
+            (tokens::directory::scheduled(keys), Some(directory))
         }
-        SigningKeySetting::Hs256(secret) => SigningKeyMaterial::Hs256(secret.clone()),
+        SigningKeySetting::Ed25519File(path) => {
+            let key = load_ed25519_key(path)
+                .map_err(|e| anyhow::anyhow!("invalid AUTHD_SIGNING_KEY_FILE: {e:#}"))?;
+            (vec![always(SigningKeyMaterial::Ed25519(key))], None)
+        }
+        SigningKeySetting::Hs256(secret) => (
+            vec![always(SigningKeyMaterial::Hs256(secret.clone()))],
+            None,
+        ),
     };
-    let tokens = TokenAuthority::new(
-        material,
+    let tokens = TokenAuthority::with_keys(
+        keys,
         &settings.issuer,
         &settings.audience,
         settings.ttl,
         settings.leeway,
     )?;
-    tracing::info!(algorithm = ?tokens.algorithm(), kid = tokens.key_id(), "token signing ready");
-    Ok(tokens)
+    tracing::info!(
+        algorithm = ?tokens.algorithm(),
+        keys = ?tokens.schedule(),
+        "token signing ready"
+    );
+    Ok((tokens, directory))
+}
+
+/// A key that signs from the start.
+fn always(material: SigningKeyMaterial) -> ScheduledKey {
+    ScheduledKey {
+        material,
+        starts_at: crate::clock::UnixSeconds::MIN,
+    }
 }
 
 /// Creates `dir` (and its parents) readable by its owner only.

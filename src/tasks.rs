@@ -1,4 +1,5 @@
-//! Background work that lives as long as the server, until the `stopped` signal flips: the purge
+//! Background work that lives as long as the server, until the `stopped` signal flips: re-reading
+//! the signing keys directory (periodically and on SIGHUP), the purge
 //! of expired SQL revocations, forgotten throttle counts and long-ended sessions (once a minute), and the watch for a
 //! revocation store that lost its data (every second), and the metrics recorder's upkeep (every
 //! few seconds: histogram samples are drained even when nobody scrapes `/metrics`). (The health
@@ -54,6 +55,46 @@ pub fn purge_expired(service: Arc<AuthService>, stopped: watch::Receiver<bool>) 
                 "sessions ended or expired a day ago",
                 service.purge_ended_sessions().await,
             );
+        }
+    })
+}
+
+/// Re-reads the signing keys directory every `interval` and on SIGHUP (a no-op without one).
+pub fn reload_signing_keys(
+    service: Arc<AuthService>,
+    interval: Duration,
+    mut stopped: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        #[cfg(unix)]
+        let mut hangup =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+        let mut failing = false;
+        loop {
+            let hung_up = async {
+                #[cfg(unix)]
+                if let Some(hangup) = hangup.as_mut() {
+                    hangup.recv().await;
+                    return;
+                }
+                std::future::pending::<()>().await
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(interval) => {}
+                _ = hung_up => tracing::info!("SIGHUP: reading the signing keys again"),
+                _ = stopped.changed() => return,
+            }
+            match service.reload_signing_keys() {
+                Ok(_) => failing = false,
+                Err(error) if !failing => {
+                    failing = true;
+                    tracing::error!(
+                        error = %format!("{error:#}"),
+                        "cannot read the signing keys; keeping the ones in use"
+                    );
+                }
+                Err(_) => {}
+            }
         }
     })
 }

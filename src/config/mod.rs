@@ -133,11 +133,42 @@ pub enum LogFormat {
     Json,
 }
 
+/// What the binary does besides serving.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Command {
+    /// Manage the signing keys in AUTHD_SIGNING_KEYS_DIR.
+    Keys {
+        #[command(subcommand)]
+        action: KeysCommand,
+    },
+}
+
+/// `authd keys …`.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum KeysCommand {
+    /// Every key: kid, state (next / active / retiring), created, starts signing at.
+    List,
+    /// Adds a key, published at once, that starts signing after the lead time.
+    Rotate {
+        /// Time between publishing the key and signing with it: at least the JWKS cache
+        /// lifetime (5m) and the instances' reload interval, so that every verifier knows the
+        /// key before the first token it signs.
+        #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+        lead: Duration,
+    },
+    /// Removes keys whose last possible token has expired.
+    Prune,
+}
+
 /// authd's configuration. Every flag can also be set with the environment variable shown (the
 /// value name is the variable, so that every parse error names it).
 #[derive(Debug, Clone, Parser)]
 #[command(name = "authd", version, about = "gRPC authentication service")]
 pub struct Config {
+    /// What to do; without one, serve.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// Address to serve gRPC on.
     #[arg(long, env = "AUTHD_LISTEN_ADDR", value_name = "AUTHD_LISTEN_ADDR", default_value = DEFAULT_LISTEN_ADDR)]
     pub listen_addr: SocketAddr,
@@ -213,13 +244,27 @@ pub struct Config {
     )]
     pub data_dir: PathBuf,
 
-    /// Ed25519 PKCS#8 PEM signing key; default DATA_DIR/signing-key.pem, generated (0600) if absent.
+    /// One Ed25519 PKCS#8 PEM signing key file, which must exist (no rotation); instead of
+    /// AUTHD_SIGNING_KEYS_DIR.
     #[arg(
         long,
         env = "AUTHD_SIGNING_KEY_FILE",
         value_name = "AUTHD_SIGNING_KEY_FILE"
     )]
     pub signing_key_file: Option<PathBuf>,
+
+    /// Directory of Ed25519 signing keys (`authd keys rotate` adds one); default DATA_DIR/keys,
+    /// created with a key (0600) if it holds none.
+    #[arg(
+        long,
+        env = "AUTHD_SIGNING_KEYS_DIR",
+        value_name = "AUTHD_SIGNING_KEYS_DIR"
+    )]
+    pub signing_keys_dir: Option<PathBuf>,
+
+    /// How often the keys directory is read again (also on SIGHUP), from 100ms to 1h.
+    #[arg(long, env = "AUTHD_SIGNING_KEYS_RELOAD_INTERVAL", value_name = "AUTHD_SIGNING_KEYS_RELOAD_INTERVAL", default_value = "10s", value_parser = duration_between(Duration::from_millis(100), Duration::from_secs(3600)))]
+    pub signing_keys_reload_interval: Duration,
 
     /// JWT signing algorithm.
     #[arg(

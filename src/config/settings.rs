@@ -40,13 +40,16 @@ impl ConfigError {
 /// Where the token signing key comes from.
 #[derive(Debug)]
 pub enum SigningKeySetting {
-    /// An Ed25519 PKCS#8 PEM file.
-    Ed25519 {
-        /// Its path.
-        path: PathBuf,
-        /// Whether it is the default path under the data directory (created if needed).
-        in_data_dir: bool,
+    /// A keys directory of Ed25519 keys (rotation), created with a key if it holds none.
+    Ed25519Directory {
+        /// The directory.
+        dir: PathBuf,
+        /// The single key file earlier versions generated in the data directory: adopted as the
+        /// first key when the directory holds none.
+        legacy: PathBuf,
     },
+    /// One Ed25519 PKCS#8 PEM file (`AUTHD_SIGNING_KEY_FILE`), which must exist.
+    Ed25519File(PathBuf),
     /// An HS256 secret of at least [`MIN_HS256_SECRET_BYTES`].
     Hs256(SecretString),
 }
@@ -118,6 +121,8 @@ pub struct Settings {
     pub data_dir: PathBuf,
     /// The signing key.
     pub signing_key: SigningKeySetting,
+    /// How often a keys directory is read again (also on SIGHUP).
+    pub signing_keys_reload: std::time::Duration,
     /// Token claims and lifetimes.
     pub tokens: TokenSettings,
     /// Login throttling.
@@ -192,6 +197,7 @@ impl Config {
             revocation_mode: self.revocation_mode,
             data_dir: self.data_dir,
             signing_key,
+            signing_keys_reload: self.signing_keys_reload_interval,
             tokens: TokenSettings {
                 issuer: self.jwt_issuer,
                 audience: self.jwt_audience,
@@ -238,13 +244,17 @@ impl Config {
 
     fn signing_key(&self) -> Result<SigningKeySetting, ConfigError> {
         match self.jwt_alg {
-            JwtAlgorithm::EdDsa => Ok(SigningKeySetting::Ed25519 {
-                path: self
-                    .signing_key_file
-                    .clone()
-                    .unwrap_or_else(|| self.data_dir.join("signing-key.pem")),
-                in_data_dir: self.signing_key_file.is_none(),
-            }),
+            JwtAlgorithm::EdDsa => match (&self.signing_key_file, &self.signing_keys_dir) {
+                (Some(_), Some(_)) => Err(ConfigError::new(
+                    "AUTHD_SIGNING_KEYS_DIR",
+                    "set either AUTHD_SIGNING_KEYS_DIR or AUTHD_SIGNING_KEY_FILE, not both",
+                )),
+                (Some(file), None) => Ok(SigningKeySetting::Ed25519File(file.clone())),
+                (None, dir) => Ok(SigningKeySetting::Ed25519Directory {
+                    dir: dir.clone().unwrap_or_else(|| self.data_dir.join("keys")),
+                    legacy: self.data_dir.join("signing-key.pem"),
+                }),
+            },
             JwtAlgorithm::Hs256 => {
                 let secret = self.jwt_secret.as_ref().ok_or_else(|| {
                     ConfigError::new("AUTHD_JWT_SECRET", "required with AUTHD_JWT_ALG=HS256")
@@ -324,11 +334,8 @@ mod tests {
         let settings = parse(&[]).unwrap().settings().unwrap();
         assert!(settings.listen_addr.ip().is_loopback());
         assert!(matches!(
-            settings.signing_key,
-            SigningKeySetting::Ed25519 {
-                in_data_dir: true,
-                ..
-            }
+            &settings.signing_key,
+            SigningKeySetting::Ed25519Directory { dir, .. } if dir.ends_with("authd-data/keys")
         ));
         assert_eq!(settings.tokens.ttl, Duration::from_secs(900));
         assert_eq!(settings.tokens.leeway, Duration::from_secs(5));

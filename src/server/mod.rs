@@ -61,7 +61,8 @@ impl App {
             api::health::report_health(self.service.clone(), health_reporter, stopped.clone()),
             tasks::purge_expired(self.service.clone(), stopped.clone()),
             tasks::watch_revocation_store(self.service.clone(), stopped.clone()),
-            tasks::metrics_upkeep(stopped),
+            tasks::metrics_upkeep(stopped.clone()),
+            tasks::reload_signing_keys(self.service.clone(), self.keys_reload, stopped),
         ];
 
         // AUTHD_REFLECTION=false leaves both out: reflection calls answer UNIMPLEMENTED.

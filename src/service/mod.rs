@@ -72,6 +72,9 @@ pub struct Parts {
     pub hasher: PasswordHasher,
     /// Token issue and verification.
     pub tokens: TokenAuthority,
+    /// The keys directory the tokens' keys come from, re-read by [`AuthService::reload_signing_keys`];
+    /// `None` for a single key file or an HS256 secret.
+    pub signing_keys: Option<crate::tokens::directory::KeyDirectory>,
     /// Tokens whose signature was already checked.
     pub verified_tokens: VerifiedTokenCache,
     /// The time.
@@ -116,6 +119,31 @@ impl AuthService {
                 metrics::gauge!(crate::metrics::MIRROR_STALENESS).set(silent);
             }
         }
+    }
+
+    /// Reads the keys directory again and, if it changed, signs and verifies with its keys from
+    /// now on; tokens remembered as verified are forgotten when a key was removed (a key taken
+    /// out after a compromise stops verifying at once). A directory that cannot be read, or
+    /// holds no key or a broken one, leaves the keys as they were (the error says why).
+    pub fn reload_signing_keys(&self) -> Result<bool, anyhow::Error> {
+        let Some(directory) = &self.parts.signing_keys else {
+            return Ok(false);
+        };
+        let keys = directory.load()?;
+        if keys.is_empty() {
+            anyhow::bail!("{} holds no key", directory.path().display());
+        }
+        let replaced = self
+            .parts
+            .tokens
+            .replace_keys(crate::tokens::directory::scheduled(keys))?;
+        if replaced.lost_keys {
+            self.parts.verified_tokens.clear();
+        }
+        if replaced.changed {
+            tracing::info!(keys = ?self.parts.tokens.schedule(), "signing keys changed");
+        }
+        Ok(replaced.changed)
     }
 
     /// The public keys that verify authd's tokens (RFC 7517 JWKs), for the JWKS document.

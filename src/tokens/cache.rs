@@ -51,6 +51,13 @@ impl VerifiedTokenCache {
         Ok(decoded)
     }
 
+    /// Forgets every token.
+    pub fn clear(&self) {
+        if let Some(entries) = &self.entries {
+            entries.clear();
+        }
+    }
+
     /// Tokens currently remembered.
     pub fn len(&self) -> usize {
         self.entries.as_ref().map_or(0, Cache::len)

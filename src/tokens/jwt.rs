@@ -6,13 +6,19 @@
 //! `now`) `exp`, `nbf` and `iat` with the clock leeway. `jwk`/`jku`/`x5u` headers are ignored: the
 //! key is never taken from the token.
 
-use std::time::Duration;
+use std::{
+    sync::{Arc, RwLock},
+    time::Duration,
+};
 
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
-use jsonwebtoken::{Algorithm, DecodingKey, Header, Validation};
+use jsonwebtoken::{Algorithm, Validation};
 use serde::{Deserialize, Serialize};
 
-use super::{IssuedToken, SigningKeyMaterial, TokenClaims, TokenError, keys::TokenSigner};
+use super::{
+    IssuedToken, SigningKeyMaterial, TokenClaims, TokenError,
+    ring::{KeyRing, ScheduledKey},
+};
 use crate::{
     clock::UnixSeconds,
     domain::{AccessToken, Jti, SessionId, UserId},
@@ -27,6 +33,15 @@ const MAX_TIMESTAMP: UnixSeconds = 253_402_300_799;
 pub const ACCESS_TOKEN_TYP: &str = "at+jwt";
 /// Tokens longer than this are refused before any parsing; ours are about 400 bytes.
 pub const MAX_TOKEN_BYTES: usize = 4096;
+
+/// What replacing the keys changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeysReplaced {
+    /// Whether the ring differs at all.
+    pub changed: bool,
+    /// Whether a key that verified before no longer does.
+    pub lost_keys: bool,
+}
 
 /// The claims as they travel in the JWT.
 #[derive(Debug, Serialize, Deserialize)]
@@ -44,16 +59,13 @@ struct WireClaims {
     sid: Option<String>,
 }
 
-/// Issues and verifies access tokens with one key.
+/// Issues and verifies access tokens with a key ring: the key signing at the moment of issue
+/// signs; a token verifies with the ring's key its `kid` names.
 pub struct TokenAuthority {
     algorithm: Algorithm,
-    signer: TokenSigner,
-    decoding_key: DecodingKey,
+    /// Replaced whole when the keys directory changes; read briefly by each issue and decode.
+    ring: RwLock<Arc<KeyRing>>,
     validation: Validation,
-    /// The JWS protected header, base64url-encoded once.
-    encoded_header: String,
-    kid: String,
-    public_jwk: Option<serde_json::Value>,
     issuer: String,
     audience: String,
     ttl_seconds: i64,
@@ -61,7 +73,7 @@ pub struct TokenAuthority {
 }
 
 impl TokenAuthority {
-    /// Builds the keys, header and validation once.
+    /// An authority with one key, signing always.
     pub fn new(
         key: SigningKeyMaterial,
         issuer: &str,
@@ -69,19 +81,23 @@ impl TokenAuthority {
         ttl: Duration,
         leeway: Duration,
     ) -> Result<Self, anyhow::Error> {
-        let keys = key.into_jwt_keys()?;
-        let (algorithm, signer, decoding_key, kid, public_jwk) = (
-            keys.algorithm,
-            keys.signer,
-            keys.decoding,
-            keys.kid,
-            keys.public_jwk,
-        );
-        let mut header = Header::new(algorithm);
-        header.typ = Some(ACCESS_TOKEN_TYP.to_owned());
-        header.kid = Some(kid.clone());
-        let encoded_header = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&header)?);
+        let key = ScheduledKey {
+            material: key,
+            starts_at: UnixSeconds::MIN,
+        };
+        Self::with_keys(vec![key], issuer, audience, ttl, leeway)
+    }
 
+    /// An authority over `keys` (at least one); builds the keys, headers and validation once.
+    pub fn with_keys(
+        keys: Vec<ScheduledKey>,
+        issuer: &str,
+        audience: &str,
+        ttl: Duration,
+        leeway: Duration,
+    ) -> Result<Self, anyhow::Error> {
+        let ring = KeyRing::new(keys, ACCESS_TOKEN_TYP)?;
+        let algorithm = ring.algorithm();
         let mut validation = Validation::new(algorithm);
         validation.set_issuer(&[issuer]);
         validation.set_audience(&[audience]);
@@ -93,12 +109,8 @@ impl TokenAuthority {
 
         Ok(Self {
             algorithm,
-            signer,
-            decoding_key,
+            ring: RwLock::new(Arc::new(ring)),
             validation,
-            encoded_header,
-            kid,
-            public_jwk,
             issuer: issuer.to_owned(),
             audience: audience.to_owned(),
             ttl_seconds: i64::try_from(ttl.as_secs())?,
@@ -106,20 +118,73 @@ impl TokenAuthority {
         })
     }
 
+    /// Replaces the keys (of the same algorithm) with `keys`; whether a key that verified before
+    /// no longer does (tokens remembered as verified must then be forgotten).
+    pub fn replace_keys(&self, keys: Vec<ScheduledKey>) -> Result<KeysReplaced, anyhow::Error> {
+        let next = KeyRing::new(keys, ACCESS_TOKEN_TYP)?;
+        if next.algorithm() != self.algorithm {
+            anyhow::bail!("the new signing keys are not {:?} keys", self.algorithm);
+        }
+        let mut ring = self
+            .ring
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let same = ring.keys().len() == next.keys().len()
+            && ring
+                .keys()
+                .iter()
+                .zip(next.keys())
+                .all(|(a, b)| a.kid == b.kid && a.starts_at == b.starts_at);
+        let replaced = KeysReplaced {
+            changed: !same,
+            lost_keys: ring.loses_keys_in(&next),
+        };
+        if !same {
+            *ring = Arc::new(next);
+        }
+        Ok(replaced)
+    }
+
+    fn ring(&self) -> Arc<KeyRing> {
+        self.ring
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
     /// The signing algorithm.
     pub fn algorithm(&self) -> Algorithm {
         self.algorithm
     }
 
-    /// The `kid` of issued tokens.
-    pub fn key_id(&self) -> &str {
-        &self.kid
+    /// The `kid` of tokens issued at `now`.
+    pub fn signing_key_id(&self, now: UnixSeconds) -> String {
+        self.ring().signing(now).kid.clone()
+    }
+
+    /// The `kid` of the key that signs last (the newest, once every scheduled key has started);
+    /// with one key, its `kid`.
+    pub fn key_id(&self) -> String {
+        self.signing_key_id(UnixSeconds::MAX)
+    }
+
+    /// Every key of the ring: its `kid` and the second it starts signing at, in signing order.
+    pub fn schedule(&self) -> Vec<(String, UnixSeconds)> {
+        self.ring()
+            .keys()
+            .iter()
+            .map(|key| (key.kid.clone(), key.starts_at))
+            .collect()
     }
 
     /// The public keys tokens may be verified with, as RFC 7517 JWKs (none for HS256: a shared
     /// secret is never published).
     pub fn published_keys(&self) -> Vec<serde_json::Value> {
-        self.public_jwk.iter().cloned().collect()
+        self.ring()
+            .keys()
+            .iter()
+            .filter_map(|key| key.public_jwk.clone())
+            .collect()
     }
 
     /// The `iss` of issued tokens.
@@ -162,10 +227,12 @@ impl TokenAuthority {
             sid: Some(session_id.to_string()),
         };
         // JWS compact serialization (RFC 7515 §7.1), as jsonwebtoken's `encode` builds it.
-        let mut jwt = self.encoded_header.clone();
+        let ring = self.ring();
+        let key = ring.signing(now);
+        let mut jwt = key.encoded_header.clone();
         jwt.push('.');
         URL_SAFE_NO_PAD.encode_string(serde_json::to_vec(&wire)?, &mut jwt);
-        let signature = self.signer.sign(jwt.as_bytes())?;
+        let signature = key.signer.sign(jwt.as_bytes())?;
         jwt.push('.');
         jwt.push_str(&signature);
         let token = AccessToken::new(jwt)
@@ -186,13 +253,22 @@ impl TokenAuthority {
         if raw.len() > MAX_TOKEN_BYTES {
             return Err(TokenError::Invalid);
         }
-        let data = jsonwebtoken::decode::<WireClaims>(raw, &self.decoding_key, &self.validation)
+        // The key is the ring's key the header names; a `kid` outside the ring (pruned, or never
+        // ours) is invalid.
+        let header = jsonwebtoken::decode_header(raw).map_err(|_| TokenError::Invalid)?;
+        let ring = self.ring();
+        let key = header
+            .kid
+            .as_deref()
+            .and_then(|kid| ring.get(kid))
+            .ok_or(TokenError::Invalid)?;
+        let data = jsonwebtoken::decode::<WireClaims>(raw, &key.decoding, &self.validation)
             .map_err(|_| TokenError::Invalid)?;
         let typ_ok = data.header.typ.as_deref().is_some_and(|typ| {
             typ.eq_ignore_ascii_case(ACCESS_TOKEN_TYP)
                 || typ.eq_ignore_ascii_case("application/at+jwt")
         });
-        if !typ_ok || data.header.kid.as_deref() != Some(self.kid.as_str()) {
+        if !typ_ok || data.header.kid.as_deref() != Some(key.kid.as_str()) {
             return Err(TokenError::Invalid);
         }
         // We understand no JWS extensions, so any `crit` must be refused (RFC 7515 §4.1.11).

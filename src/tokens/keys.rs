@@ -96,6 +96,11 @@ fn ed25519_thumbprint(public_key: &[u8; 32]) -> String {
     URL_SAFE_NO_PAD.encode(Sha256::digest(jwk.as_bytes()))
 }
 
+/// The `kid` of an Ed25519 key: the RFC 7638 thumbprint of its public key.
+pub(super) fn ed25519_kid(key: &SigningKey) -> String {
+    ed25519_thumbprint(key.verifying_key().as_bytes())
+}
+
 /// An Ed25519 public key as an RFC 8037 JWK, with its `kid` (the RFC 7638 thumbprint).
 fn ed25519_jwk(public_key: &[u8; 32]) -> serde_json::Value {
     serde_json::json!({
@@ -150,7 +155,7 @@ pub fn load_ed25519_key(path: &Path) -> Result<SigningKey, anyhow::Error> {
 }
 
 /// The Ed25519 key in a PKCS#8 PEM file, or an error naming the kind of key found instead.
-fn parse_ed25519_pem(path: &Path, pem: &str) -> Result<SigningKey, anyhow::Error> {
+pub(super) fn parse_ed25519_pem(path: &Path, pem: &str) -> Result<SigningKey, anyhow::Error> {
     warn_if_readable_by_others(path);
     SigningKey::from_pkcs8_pem(pem).map_err(|_| {
         anyhow::anyhow!(
@@ -190,7 +195,7 @@ fn describe_key(pem: &str) -> String {
 
 /// `key` as a PKCS#8 v1 PEM (RFC 5208: private key only). ed25519-dalek writes v2 (RFC 5958, with
 /// the public key), which OpenSSL 3.0's `openssl pkey` cannot read.
-fn pkcs8_v1_pem(key: &SigningKey) -> Result<String, anyhow::Error> {
+pub(super) fn pkcs8_v1_pem(key: &SigningKey) -> Result<String, anyhow::Error> {
     use ed25519_dalek::pkcs8::KeypairBytes;
     let v1 = KeypairBytes {
         secret_key: key.to_bytes(),
@@ -199,7 +204,7 @@ fn pkcs8_v1_pem(key: &SigningKey) -> Result<String, anyhow::Error> {
     Ok(v1.to_pkcs8_pem(LineEnding::LF)?.to_string())
 }
 
-fn write_new_private_file(path: &Path, contents: &[u8]) -> Result<(), anyhow::Error> {
+pub(super) fn write_new_private_file(path: &Path, contents: &[u8]) -> Result<(), anyhow::Error> {
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())

@@ -1,19 +1,25 @@
 //! Access tokens: RFC 9068 JWTs (header `typ: at+jwt`, `kid`; claims `iss`, `aud`, `sub`, `iat`,
 //! `exp`, `jti`, `sid`), signed with Ed25519 (default) or HS256.
 //!
-//! - `keys.rs`: the signing key — loading, generating (0600, atomically), permissions, `kid`s.
-//! - `jwt.rs`: `TokenAuthority`, which issues and verifies with one key; no file I/O.
+//! - `keys.rs`: a signing key — loading, generating (0600, atomically), permissions, `kid`s.
+//! - `directory.rs`: the keys directory — which keys exist and when each starts signing; rotate,
+//!   prune, list.
+//! - `ring.rs`: the key ring — which key signs at a given second, which verify; no file I/O.
+//! - `jwt.rs`: `TokenAuthority`, which issues and verifies with the ring; no file I/O.
 //! - `cache.rs`: the verified-token cache that lets most Verify calls skip the signature check.
 
 mod cache;
+pub mod directory;
 mod jwt;
 mod keys;
+mod ring;
 #[cfg(test)]
 mod tests;
 
 pub use cache::{DEFAULT_CAPACITY as DEFAULT_VERIFY_CACHE_ENTRIES, VerifiedTokenCache};
-pub use jwt::{ACCESS_TOKEN_TYP, DecodedToken, MAX_TOKEN_BYTES, TokenAuthority};
+pub use jwt::{ACCESS_TOKEN_TYP, DecodedToken, KeysReplaced, MAX_TOKEN_BYTES, TokenAuthority};
 pub use keys::{SigningKeyMaterial, load_ed25519_key, load_or_generate_ed25519_key};
+pub use ring::ScheduledKey;
 
 use crate::{
     clock::UnixSeconds,
