@@ -10,9 +10,11 @@ mod api {
     mod cached_mode;
     mod connections;
     mod emails;
+    mod ext_authz;
     mod health;
     mod hostile_requests;
     mod hostile_tokens;
+    mod http_listener;
     mod login;
     mod logout;
     mod outages;
