@@ -15,6 +15,7 @@ mod api {
     mod hostile_requests;
     mod hostile_tokens;
     mod http_listener;
+    mod key_rotation;
     mod login;
     mod logout;
     mod outages;

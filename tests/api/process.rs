@@ -202,7 +202,8 @@ async fn logs_never_contain_passwords_or_tokens() {
     ] {
         assert!(!logs.contains(secret), "a secret leaked into the logs");
     }
-    let private_key = std::fs::read_to_string(data_dir.path().join("signing-key.pem")).unwrap();
+    let private_key =
+        std::fs::read_to_string(data_dir.path().join("keys").join("key-0-initial.pem")).unwrap();
     let key_body = private_key.lines().nth(1).unwrap();
     assert!(!logs.contains(key_body));
 }
@@ -215,7 +216,6 @@ async fn instances_starting_at_once_on_a_fresh_postgres_database_all_come_up() {
         .map(|_| {
             Process::start(&[
                 "--listen-addr=127.0.0.1:0".into(),
-                "--http-listen-addr=127.0.0.1:0".into(),
                 "--http-listen-addr=127.0.0.1:0".into(),
                 format!("--database-url={}", database.url),
                 format!("--redis-url={}", redis_url()),
@@ -258,7 +258,7 @@ async fn instances_starting_at_once_on_a_fresh_postgres_database_all_come_up() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_signing_key_readable_by_others_draws_a_warning() {
     let data_dir = tempfile::tempdir().unwrap();
-    let key = data_dir.path().join("signing-key.pem");
+    let key = data_dir.path().join("keys").join("key-0-initial.pem");
     let first = Process::start(&embedded_args(data_dir.path()));
     first.signal("TERM");
     let (_, output) = tokio::task::spawn_blocking(|| first.wait()).await.unwrap();

@@ -159,8 +159,10 @@ impl TestState {
             .clone()
     }
 
+    /// The key a first start generates in the keys directory (created here, in its place, when
+    /// read before the first start).
     pub fn signing_key_path(&self) -> PathBuf {
-        self.data_dir.path().join("signing-key.pem")
+        self.data_dir.path().join("keys").join("key-0-initial.pem")
     }
 }
 
