@@ -21,10 +21,11 @@ RUN apt-get update \
 COPY --from=builder /src/target/release/authd /src/target/release/authd-healthcheck /usr/local/bin/
 
 ENV AUTHD_LISTEN_ADDR=0.0.0.0:50051 \
+    AUTHD_HTTP_LISTEN_ADDR=0.0.0.0:8080 \
     AUTHD_DATA_DIR=/var/lib/authd
-# Holds the signing key (and any local data): keep it on a volume so it persists.
+# Holds the signing keys (keys/) and any local data: keep it on a volume so it persists.
 VOLUME /var/lib/authd
-EXPOSE 50051
+EXPOSE 50051 8080
 USER authd
 
 # authd-healthcheck calls grpc.health.v1 Check on 127.0.0.1:<port of AUTHD_LISTEN_ADDR>
