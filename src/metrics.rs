@@ -1,21 +1,15 @@
 //! Prometheus metrics: the process-wide recorder (`metrics` + `metrics-exporter-prometheus`), the
-//! gRPC call metrics under the go-grpc-prometheus names that existing dashboards use, the HTTP
-//! ones, and the names of authd's own counters and gauges (recorded where the events happen, with
-//! the `metrics` macros).
+//! HTTP request metrics, and the names of authd's own counters and gauges (recorded where the
+//! events happen, with the `metrics` macros). The gRPC call metrics, under the go-grpc-prometheus
+//! names, are recorded at the gRPC edge (`api/call_metrics.rs`).
 //!
 //! Label values come from fixed sets only: a gRPC method is one of the methods authd serves
 //! (read from the descriptor sets at start-up), anything else is `unknown`; an HTTP path is a
 //! route or `unmatched`. A client cannot grow the number of series.
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, OnceLock},
-    time::{Duration, Instant},
-};
+use std::{sync::OnceLock, time::Duration};
 
-use metrics::{Counter, Histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use prost::Message as _;
 
 /// Logins by outcome: `ok`, `invalid_credentials`, `throttled`, `shed`.
 pub const LOGINS: &str = "authd_logins_total";
@@ -109,167 +103,6 @@ fn describe() {
     );
     describe_gauge!(MIRROR_ENTRIES, "Revocations held in memory.");
     describe_gauge!(HASHING_QUEUE_DEPTH, "Password hashes waiting for a thread.");
-}
-
-/// The grpc_code label of each gRPC code, as go-grpc-prometheus writes it.
-const CODE_NAMES: [&str; 17] = [
-    "OK",
-    "Canceled",
-    "Unknown",
-    "InvalidArgument",
-    "DeadlineExceeded",
-    "NotFound",
-    "AlreadyExists",
-    "PermissionDenied",
-    "ResourceExhausted",
-    "FailedPrecondition",
-    "Aborted",
-    "OutOfRange",
-    "Unimplemented",
-    "Internal",
-    "Unavailable",
-    "DataLoss",
-    "Unauthenticated",
-];
-
-/// The metrics of one gRPC method.
-struct MethodMetrics {
-    labels: [(&'static str, String); 3],
-    started: Counter,
-    seconds: Histogram,
-    /// One per code, registered on first use (so unused codes are not exported as zeros).
-    handled: [OnceLock<Counter>; 17],
-}
-
-impl MethodMetrics {
-    fn new(kind: &'static str, service: &str, method: &str) -> Self {
-        let labels = [
-            ("grpc_type", kind.to_owned()),
-            ("grpc_service", service.to_owned()),
-            ("grpc_method", method.to_owned()),
-        ];
-        Self {
-            started: metrics::counter!("grpc_server_started_total", &labels),
-            seconds: metrics::histogram!("grpc_server_handling_seconds", &labels),
-            labels,
-            handled: Default::default(),
-        }
-    }
-
-    fn handled(&self, code: tonic::Code) -> &Counter {
-        let index = (code as usize).min(CODE_NAMES.len() - 1);
-        self.handled[index].get_or_init(|| {
-            let mut labels = self.labels.to_vec();
-            labels.push(("grpc_code", CODE_NAMES[index].to_owned()));
-            metrics::counter!("grpc_server_handled_total", &labels)
-        })
-    }
-}
-
-/// Every gRPC method authd serves, by request path (`/auth.v1.AuthService/Verify`).
-#[derive(Clone)]
-pub struct GrpcMetrics {
-    /// Each method's metrics; the last entry stands for every unknown path.
-    methods: Arc<[MethodMetrics]>,
-    index: Arc<HashMap<String, usize>>,
-}
-
-impl std::fmt::Debug for GrpcMetrics {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GrpcMetrics")
-            .field("methods", &self.index.len())
-            .finish()
-    }
-}
-
-impl GrpcMetrics {
-    /// The methods of the services in `descriptor_sets` (encoded `FileDescriptorSet`s).
-    pub fn new(descriptor_sets: &[&[u8]]) -> Self {
-        handle();
-        let mut methods = Vec::new();
-        let mut index = HashMap::new();
-        for set in descriptor_sets {
-            let Ok(set) = prost_types::FileDescriptorSet::decode(*set) else {
-                tracing::warn!(
-                    "metrics: a descriptor set does not decode; its methods count as unknown"
-                );
-                continue;
-            };
-            for file in &set.file {
-                for service in &file.service {
-                    let service_name = match file.package() {
-                        "" => service.name().to_owned(),
-                        package => format!("{package}.{}", service.name()),
-                    };
-                    for method in &service.method {
-                        let kind = match (method.client_streaming(), method.server_streaming()) {
-                            (false, false) => "unary",
-                            (false, true) => "server_stream",
-                            (true, false) => "client_stream",
-                            (true, true) => "bidi_stream",
-                        };
-                        let path = format!("/{service_name}/{}", method.name());
-                        index.entry(path).or_insert_with(|| {
-                            methods.push(MethodMetrics::new(kind, &service_name, method.name()));
-                            methods.len() - 1
-                        });
-                    }
-                }
-            }
-        }
-        methods.push(MethodMetrics::new("unary", "unknown", "unknown"));
-        Self {
-            methods: methods.into(),
-            index: Arc::new(index),
-        }
-    }
-
-    /// Counts a call to `path` as started; the returned call records its end.
-    pub fn start(&self, path: &str) -> GrpcCall {
-        let method = self
-            .index
-            .get(path)
-            .copied()
-            .unwrap_or(self.methods.len() - 1);
-        self.methods[method].started.increment(1);
-        GrpcCall {
-            methods: self.methods.clone(),
-            method,
-            started: Instant::now(),
-            finished: false,
-        }
-    }
-}
-
-/// A call in progress. Ends with [`GrpcCall::finish`]; dropped unfinished (the client went away
-/// before the response ended), it counts as `Canceled`.
-pub struct GrpcCall {
-    methods: Arc<[MethodMetrics]>,
-    method: usize,
-    started: Instant,
-    finished: bool,
-}
-
-impl GrpcCall {
-    /// Records the call's end with `code`.
-    pub fn finish(mut self, code: tonic::Code) {
-        self.record(code);
-    }
-
-    fn record(&mut self, code: tonic::Code) {
-        if std::mem::replace(&mut self.finished, true) {
-            return;
-        }
-        let metrics = &self.methods[self.method];
-        metrics.handled(code).increment(1);
-        metrics.seconds.record(self.started.elapsed().as_secs_f64());
-    }
-}
-
-impl Drop for GrpcCall {
-    fn drop(&mut self) {
-        self.record(tonic::Code::Cancelled);
-    }
 }
 
 /// Records one HTTP request: `route` is the matched route or `unmatched`.

@@ -20,7 +20,7 @@ use tonic::{
 
 use super::status;
 use crate::{
-    metrics::{GrpcCall, GrpcMetrics},
+    api::call_metrics::{GrpcCall, GrpcMetrics},
     server::connections::{ActivityRegistry, CallInFlight},
 };
 

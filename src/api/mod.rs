@@ -5,6 +5,7 @@
 //! `ext_authz` serves Envoy's external authorization API.
 
 pub(crate) mod bearer;
+pub mod call_metrics;
 mod edge;
 pub mod ext_authz;
 pub mod health;

@@ -11,9 +11,14 @@ use hyper_util::{
     server::{conn::auto, graceful::GracefulShutdown},
     service::TowerToHyperService,
 };
-use tokio::{net::TcpListener, sync::Semaphore};
+use tokio::{
+    net::{TcpListener, TcpStream},
+    sync::Semaphore,
+};
 
 pub use routes::{HttpState, router};
+
+use crate::server::connections::{ConnectionLimits, PerSource};
 
 /// Time a client has to send a request's headers (HTTP/1.1, and the wait for the next request
 /// on a kept-alive connection); then the connection is closed.
@@ -29,14 +34,18 @@ pub const HTTP2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Serves `state`'s routes on `listener` until `shutdown` completes; then stops accepting and
-/// waits (at most [`SHUTDOWN_GRACE`]) for requests in flight. At most `max_connections` at once;
-/// past it, new connections are closed as soon as accepted.
+/// waits (at most [`SHUTDOWN_GRACE`]) for requests in flight. At most `limits.max_connections`
+/// at once, and `limits.max_connections_per_source` from one address; past either, new
+/// connections are closed as soon as accepted. A connection that has not sent enough to tell
+/// HTTP/1.1 from HTTP/2 within [`HEADER_READ_TIMEOUT`] is closed.
 pub async fn serve(
     listener: TcpListener,
     state: Arc<HttpState>,
-    max_connections: usize,
+    limits: ConnectionLimits,
     shutdown: impl Future<Output = ()>,
 ) {
+    let max_connections = limits.max_connections;
+    let per_source = PerSource::default();
     let app = router(state);
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -67,27 +76,58 @@ pub async fn serve(
             },
             _ = &mut shutdown => break,
         };
+        let Some(source_slot) = per_source.take(peer.ip(), limits.max_connections_per_source)
+        else {
+            tracing::debug!(%peer, "HTTP: connection refused, at the per-source limit");
+            continue;
+        };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             tracing::warn!(%peer, max = max_connections, "HTTP: connection refused, at the limit");
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let connection = builder
-            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()))
-            .into_owned();
-        let connection = graceful.watch(connection);
+        let builder = builder.clone();
+        let app = app.clone();
+        let watcher = graceful.watcher();
         tokio::spawn(async move {
-            if let Err(error) = connection.await {
+            // hyper's timers start once it parses; until it can tell the protocol, this one.
+            match tokio::time::timeout(HEADER_READ_TIMEOUT, protocol_known(&stream)).await {
+                Ok(Ok(true)) => {}
+                _ => return,
+            }
+            let connection = builder
+                .serve_connection(TokioIo::new(stream), TowerToHyperService::new(app))
+                .into_owned();
+            if let Err(error) = watcher.watch(connection).await {
                 tracing::debug!(%peer, error = %error, "HTTP: connection ended with an error");
             }
-            drop(slot);
+            drop((slot, source_slot));
         });
     }
     drop(listener);
+    drop(app);
     if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
         .await
         .is_err()
     {
         tracing::warn!("HTTP: requests still in flight after the shutdown grace; closing");
+    }
+}
+
+/// Waits until `stream` has sent enough to tell HTTP/2's preface from an HTTP/1.1 request line
+/// (without consuming it); false if it closed first.
+async fn protocol_known(stream: &TcpStream) -> std::io::Result<bool> {
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    let mut buffer = [0u8; PREFACE.len()];
+    loop {
+        let read = stream.peek(&mut buffer).await?;
+        if read == 0 {
+            return Ok(false);
+        }
+        if read == PREFACE.len() || buffer[..read] != PREFACE[..read] {
+            return Ok(true);
+        }
+        // A partial preface: wait for the rest (peek does not wait for more than it has).
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }

@@ -132,11 +132,11 @@ impl ActivityRegistry {
 
 /// Open connections per peer address.
 #[derive(Debug, Clone, Default)]
-struct PerSource(Arc<Mutex<HashMap<std::net::IpAddr, usize>>>);
+pub(crate) struct PerSource(Arc<Mutex<HashMap<std::net::IpAddr, usize>>>);
 
 impl PerSource {
     /// A place for one more connection from `source`, if it has fewer than `max`.
-    fn take(&self, source: std::net::IpAddr, max: usize) -> Option<SourceSlot> {
+    pub(crate) fn take(&self, source: std::net::IpAddr, max: usize) -> Option<SourceSlot> {
         let mut counts = self.0.lock().ok()?;
         let count = counts.entry(source).or_insert(0);
         if *count >= max {
@@ -151,7 +151,7 @@ impl PerSource {
 }
 
 /// One connection's place in its source's count, given back when dropped.
-struct SourceSlot {
+pub(crate) struct SourceSlot {
     counts: PerSource,
     source: std::net::IpAddr,
 }

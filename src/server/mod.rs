@@ -14,10 +14,9 @@ pub mod connections;
 
 use self::connections::ActivityRegistry;
 use crate::{
-    api::{self, AuthApi, EdgeLayer, ext_authz::ExtAuthz},
+    api::{self, AuthApi, EdgeLayer, call_metrics::GrpcMetrics, ext_authz::ExtAuthz},
     gateway::ForwardedHeaders,
     http::{self, HttpState},
-    metrics::GrpcMetrics,
     pb::{self, auth_service_server::AuthServiceServer},
     startup::App,
     tasks,
@@ -110,7 +109,7 @@ impl App {
             tokio::spawn(http::serve(
                 listener,
                 state,
-                self.limits.connections.max_connections,
+                self.limits.connections,
                 async move {
                     let _ = stopped.wait_for(|stop| *stop).await;
                 },

@@ -15,10 +15,14 @@ impl AuthService {
     pub async fn verify(&self, token: Option<AccessToken>) -> Result<TokenClaims, ServiceError> {
         let token = token.ok_or(TokenError::Missing)?;
         let now = self.parts.clock.now();
-        let decoded = self
+        let mut decoded = self
             .parts
             .verified_tokens
             .get_or_decode(&token, |token| self.parts.tokens.decode(token))?;
+        if !self.parts.tokens.decoded_with_current_keys(&decoded) {
+            // Remembered (or decoded) before a key was removed: check against the keys in place.
+            decoded = self.parts.tokens.decode(&token)?;
+        }
         self.parts.tokens.check_time(&decoded, now)?;
         let claims = decoded.claims;
         if claims.issued_at < self.revocation_cutoff() {

@@ -7,7 +7,10 @@
 //! key is never taken from the token.
 
 use std::{
-    sync::{Arc, RwLock},
+    sync::{
+        Arc, RwLock,
+        atomic::{AtomicU64, Ordering},
+    },
     time::Duration,
 };
 
@@ -65,6 +68,8 @@ pub struct TokenAuthority {
     algorithm: Algorithm,
     /// Replaced whole when the keys directory changes; read briefly by each issue and decode.
     ring: RwLock<Arc<KeyRing>>,
+    /// The epoch of the ring in place (read without the lock on every Verify).
+    epoch: AtomicU64,
     validation: Validation,
     issuer: String,
     audience: String,
@@ -110,6 +115,7 @@ impl TokenAuthority {
         Ok(Self {
             algorithm,
             ring: RwLock::new(Arc::new(ring)),
+            epoch: AtomicU64::new(0),
             validation,
             issuer: issuer.to_owned(),
             audience: audience.to_owned(),
@@ -121,7 +127,7 @@ impl TokenAuthority {
     /// Replaces the keys (of the same algorithm) with `keys`; whether a key that verified before
     /// no longer does (tokens remembered as verified must then be forgotten).
     pub fn replace_keys(&self, keys: Vec<ScheduledKey>) -> Result<KeysReplaced, anyhow::Error> {
-        let next = KeyRing::new(keys, ACCESS_TOKEN_TYP)?;
+        let mut next = KeyRing::new(keys, ACCESS_TOKEN_TYP)?;
         if next.algorithm() != self.algorithm {
             anyhow::bail!("the new signing keys are not {:?} keys", self.algorithm);
         }
@@ -140,9 +146,17 @@ impl TokenAuthority {
             lost_keys: ring.loses_keys_in(&next),
         };
         if !same {
+            next.epoch = ring.epoch + u64::from(replaced.lost_keys);
+            self.epoch.store(next.epoch, Ordering::Release);
             *ring = Arc::new(next);
         }
         Ok(replaced)
+    }
+
+    /// Whether `token` was decoded with keys that all still verify: false when a key was removed
+    /// since (the token must be decoded again; its key may be gone).
+    pub fn decoded_with_current_keys(&self, token: &DecodedToken) -> bool {
+        token.key_epoch == self.epoch.load(Ordering::Acquire)
     }
 
     fn ring(&self) -> Arc<KeyRing> {
@@ -294,6 +308,7 @@ impl TokenAuthority {
                 expires_at: wire.exp,
             },
             not_before: wire.nbf,
+            key_epoch: ring.epoch,
         })
     }
 
@@ -342,4 +357,6 @@ pub struct DecodedToken {
     /// Its claims.
     pub claims: TokenClaims,
     not_before: Option<UnixSeconds>,
+    /// The epoch of the key ring it was verified with.
+    key_epoch: u64,
 }

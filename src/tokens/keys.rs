@@ -229,12 +229,23 @@ pub(super) fn write_new_private_file(path: &Path, contents: &[u8]) -> Result<(),
     result.map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))
 }
 
+/// Warns, once per path in the life of the process (keys are read again every few seconds), that
+/// a key file is readable by group or others.
 fn warn_if_readable_by_others(path: &Path) {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt as _;
+        static WARNED: std::sync::Mutex<Vec<std::path::PathBuf>> =
+            std::sync::Mutex::new(Vec::new());
         if let Ok(metadata) = fs::metadata(path)
             && metadata.permissions().mode() & 0o077 != 0
+            && WARNED.lock().is_ok_and(|mut warned| {
+                let first = !warned.iter().any(|p| p == path);
+                if first {
+                    warned.push(path.to_owned());
+                }
+                first
+            })
         {
             tracing::warn!(
                 path = %path.display(),

@@ -32,6 +32,9 @@ pub(super) struct KeyRing {
     /// Sorted by (`starts_at`, `kid`).
     keys: Vec<RingKey>,
     algorithm: Algorithm,
+    /// Counts the replacements that removed a key: a token decoded with a ring of an earlier
+    /// epoch may have been verified with a key that is gone.
+    pub epoch: u64,
 }
 
 impl KeyRing {
@@ -65,6 +68,7 @@ impl KeyRing {
         Ok(Self {
             keys: ring,
             algorithm,
+            epoch: 0,
         })
     }
 

@@ -751,3 +751,72 @@ fn es256_psychic_signature_is_refused() {
         }
     }
 }
+
+fn scheduled(key: &SigningKey, starts_at: UnixSeconds) -> ScheduledKey {
+    ScheduledKey {
+        material: SigningKeyMaterial::Ed25519(key.clone()),
+        starts_at,
+    }
+}
+
+#[test]
+fn the_key_that_signs_is_the_latest_started_and_every_key_verifies() {
+    let (old, new) = (
+        SigningKey::generate(&mut rand::rngs::OsRng),
+        SigningKey::generate(&mut rand::rngs::OsRng),
+    );
+    let ttl = Duration::from_secs(TTL as u64);
+    let leeway = Duration::from_secs(LEEWAY as u64);
+    let keys = vec![scheduled(&new, 1_000), scheduled(&old, 0)];
+    let authority = TokenAuthority::with_keys(keys, "authd", "authd", ttl, leeway).unwrap();
+    let user = UserId::generate();
+    let before = authority.issue(user, SessionId::generate(), 999).unwrap();
+    let after = authority.issue(user, SessionId::generate(), 1_000).unwrap();
+    let kid = |token: &IssuedToken| decode_header(token.token.expose()).unwrap().kid.unwrap();
+    assert_eq!(kid(&before), authority.schedule()[0].0);
+    assert_eq!(kid(&after), authority.schedule()[1].0);
+    assert!(authority.decode(&before.token).is_ok());
+    assert!(authority.decode(&after.token).is_ok());
+}
+
+#[test]
+fn a_token_decoded_before_its_key_was_removed_is_not_current() {
+    let (old, new) = (
+        SigningKey::generate(&mut rand::rngs::OsRng),
+        SigningKey::generate(&mut rand::rngs::OsRng),
+    );
+    let ttl = Duration::from_secs(TTL as u64);
+    let leeway = Duration::from_secs(LEEWAY as u64);
+    let authority = TokenAuthority::with_keys(
+        vec![scheduled(&old, 0), scheduled(&new, 1_000)],
+        "authd",
+        "authd",
+        ttl,
+        leeway,
+    )
+    .unwrap();
+    let token = authority
+        .issue(UserId::generate(), SessionId::generate(), 10)
+        .unwrap();
+    let decoded = authority.decode(&token.token).unwrap();
+    assert!(authority.decoded_with_current_keys(&decoded));
+    // Adding a key keeps what was decoded current; removing one does not.
+    let added = authority
+        .replace_keys(vec![
+            scheduled(&old, 0),
+            scheduled(&new, 1_000),
+            scheduled(&SigningKey::generate(&mut rand::rngs::OsRng), 2_000),
+        ])
+        .unwrap();
+    assert!(added.changed && !added.lost_keys);
+    assert!(authority.decoded_with_current_keys(&decoded));
+    let removed = authority
+        .replace_keys(vec![scheduled(&new, 1_000)])
+        .unwrap();
+    assert!(removed.lost_keys);
+    assert!(!authority.decoded_with_current_keys(&decoded));
+    assert!(matches!(
+        authority.decode(&token.token),
+        Err(TokenError::Invalid)
+    ));
+}

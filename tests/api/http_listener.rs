@@ -581,3 +581,60 @@ async fn the_documents_are_served_over_h2c() {
         assert_eq!(over_h2.body, over_h1.body, "{path}");
     }
 }
+
+/// Reads until the server closes the connection; how long that took (panics after `within`).
+async fn closed_within(stream: &mut tokio::net::TcpStream, within: Duration) -> Duration {
+    use tokio::io::AsyncReadExt as _;
+    let started = std::time::Instant::now();
+    let mut buffer = [0u8; 256];
+    loop {
+        match tokio::time::timeout(within, stream.read(&mut buffer)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return started.elapsed(),
+            Ok(Ok(_)) => {}
+            Err(_) => panic!("the connection is still open after {within:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_that_sends_nothing_or_half_a_preface_is_closed_and_frees_its_slot() {
+    use tokio::io::AsyncWriteExt as _;
+    let state = TestState::new(Backend::Embedded).await;
+    let app = state
+        .app()
+        .arg("--max-connections=3")
+        .arg("--max-connections-per-source=3")
+        .start()
+        .await;
+    let address = app.http_address.unwrap();
+    let mut silent = tokio::net::TcpStream::connect(address).await.unwrap();
+    let mut half_preface = tokio::net::TcpStream::connect(address).await.unwrap();
+    half_preface.write_all(b"PRI * HT").await.unwrap();
+    let mut third = tokio::net::TcpStream::connect(address).await.unwrap();
+    // At the cap (3), a fourth is closed at once, and a request cannot get through.
+    let mut fourth = tokio::net::TcpStream::connect(address).await.unwrap();
+    assert!(closed_within(&mut fourth, Duration::from_secs(2)).await < Duration::from_secs(2));
+    // Within the header timeout (10 s) the silent ones are closed, and requests get through.
+    for stream in [&mut silent, &mut half_preface, &mut third] {
+        let waited = closed_within(stream, Duration::from_secs(15)).await;
+        assert!(waited <= Duration::from_secs(12), "closed after {waited:?}");
+    }
+    assert_eq!(app.http().get("/healthz").await.status, StatusCode::OK);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_http_listener_keeps_the_per_source_connection_limit() {
+    let state = TestState::new(Backend::Embedded).await;
+    let app = state
+        .app()
+        .arg("--max-connections-per-source=2")
+        .start()
+        .await;
+    let address = app.http_address.unwrap();
+    let _first = tokio::net::TcpStream::connect(address).await.unwrap();
+    let _second = tokio::net::TcpStream::connect(address).await.unwrap();
+    let mut third = tokio::net::TcpStream::connect(address).await.unwrap();
+    assert!(closed_within(&mut third, Duration::from_secs(2)).await < Duration::from_secs(2));
+    app.stop().await;
+}
