@@ -9,6 +9,7 @@ mod api {
     mod account;
     mod cached_mode;
     mod connections;
+    mod deploy;
     mod emails;
     mod ext_authz;
     mod health;
