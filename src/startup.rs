@@ -321,13 +321,8 @@ fn always(material: SigningKeyMaterial) -> ScheduledKey {
     }
 }
 
-/// Creates `dir` (and its parents) readable by its owner only.
+/// Creates the data directory readable by its owner only.
 fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
-    let mut builder = std::fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    builder
-        .create(dir)
+    tokens::create_private_dir(dir)
         .with_context(|| format!("invalid AUTHD_DATA_DIR: cannot create {}", dir.display()))
 }

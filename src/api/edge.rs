@@ -93,12 +93,12 @@ where
             match tokio::time::timeout(timeout, call).await {
                 // The connection stays busy until the response body ends (a stream may last).
                 Ok(Ok(response)) => {
-                    let response = rewrite(response);
                     // A trailers-only response (every error status) ends here; any other ends
                     // with the grpc-status of its trailers.
-                    let metered = match Status::from_header_map(response.headers()) {
-                        Some(status) => {
-                            metered.finish(status.code());
+                    let (response, code) = rewrite_with_code(response);
+                    let metered = match code {
+                        Some(code) => {
+                            metered.finish(code);
                             None
                         }
                         None => Some(metered),
@@ -176,10 +176,24 @@ impl http_body::Body for BusyUntilEnd {
 }
 
 /// Replaces a trailers-only error response from tonic's own decoding with a clearer status.
+#[cfg(test)]
 fn rewrite(response: Response<Body>) -> Response<Body> {
-    Status::from_header_map(response.headers())
-        .and_then(|status| status::from_transport(&status))
-        .map_or(response, Status::into_http)
+    rewrite_with_code(response).0
+}
+
+/// [`rewrite`], with the code of a trailers-only response (`None` for any other): its headers
+/// are read once.
+fn rewrite_with_code(response: Response<Body>) -> (Response<Body>, Option<tonic::Code>) {
+    let Some(status) = Status::from_header_map(response.headers()) else {
+        return (response, None);
+    };
+    match status::from_transport(&status) {
+        Some(replaced) => {
+            let code = replaced.code();
+            (replaced.into_http(), Some(code))
+        }
+        None => (response, Some(status.code())),
+    }
 }
 
 #[cfg(test)]

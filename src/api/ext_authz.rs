@@ -110,7 +110,7 @@ impl Authorization for ExtAuthz {
         &self,
         request: Request<CheckRequest>,
     ) -> Result<Response<CheckResponse>, Status> {
-        let token = authorization(request.get_ref()).and_then(|header| bearer::parse(&header));
+        let token = authorization(request.into_inner()).and_then(|header| bearer::parse(&header));
         let verdict = Verdict::from_verify(self.service.verify(token).await);
         Ok(Response::new(self.response(verdict)))
     }
@@ -120,20 +120,13 @@ impl Authorization for ExtAuthz {
 /// of repeated headers joined with ", " by Envoy), or, when Envoy sends raw headers
 /// (`encode_raw_headers`), from `header_map`, joined the same way so a repeated header never
 /// verifies.
-fn authorization(request: &CheckRequest) -> Option<String> {
-    let http = request
-        .attributes
-        .as_ref()?
-        .request
-        .as_ref()?
-        .http
-        .as_ref()?;
-    if let Some(value) = http.headers.get("authorization") {
-        return Some(value.clone());
+fn authorization(request: CheckRequest) -> Option<String> {
+    let mut http = request.attributes?.request?.http?;
+    if let Some(value) = http.headers.remove("authorization") {
+        return Some(value);
     }
     let values: Vec<String> = http
-        .header_map
-        .as_ref()?
+        .header_map?
         .headers
         .iter()
         .filter(|header| header.key.eq_ignore_ascii_case("authorization"))

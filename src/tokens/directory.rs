@@ -18,7 +18,7 @@ use ed25519_dalek::SigningKey;
 
 use super::{
     ScheduledKey, SigningKeyMaterial,
-    keys::{parse_ed25519_pem, pkcs8_v1_pem, write_new_private_file},
+    keys::{create_private_dir, parse_ed25519_pem, pkcs8_v1_pem, write_new_private_file},
 };
 use crate::clock::UnixSeconds;
 
@@ -118,7 +118,8 @@ impl KeyDirectory {
     /// start. Instances starting at once agree on one (the file is linked into place once).
     /// Whether a key was generated.
     pub fn ensure_key(&self, legacy: Option<&Path>) -> Result<bool, anyhow::Error> {
-        create_private_dir(&self.path)?;
+        create_private_dir(&self.path)
+            .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", self.path.display()))?;
         if !self.load()?.is_empty() {
             return Ok(false);
         }
@@ -142,7 +143,8 @@ impl KeyDirectory {
 
     /// Adds a new key, published at once, signing from `now + lead`.
     pub fn rotate(&self, now: UnixSeconds, lead: Duration) -> Result<StoredKey, anyhow::Error> {
-        create_private_dir(&self.path)?;
+        create_private_dir(&self.path)
+            .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", self.path.display()))?;
         let key = SigningKey::generate(&mut rand::rngs::OsRng);
         let starts_at = now.saturating_add(i64::try_from(lead.as_secs()).unwrap_or(i64::MAX));
         let kid = super::keys::ed25519_kid(&key);
@@ -225,17 +227,6 @@ fn starts_at_of(name: &str) -> Option<UnixSeconds> {
         return None;
     }
     starts_at.parse().ok()
-}
-
-/// Creates `dir` (and its parents) readable by its owner only.
-fn create_private_dir(dir: &Path) -> Result<(), anyhow::Error> {
-    let mut builder = fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    builder
-        .create(dir)
-        .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))
 }
 
 #[cfg(test)]

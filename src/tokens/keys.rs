@@ -229,6 +229,15 @@ pub(super) fn write_new_private_file(path: &Path, contents: &[u8]) -> Result<(),
     result.map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))
 }
 
+/// Creates `dir` (and its parents) readable by its owner only.
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut builder = fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
+}
+
 /// Warns, once per path in the life of the process (keys are read again every few seconds), that
 /// a key file is readable by group or others.
 fn warn_if_readable_by_others(path: &Path) {

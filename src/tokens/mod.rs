@@ -18,7 +18,9 @@ mod tests;
 
 pub use cache::{DEFAULT_CAPACITY as DEFAULT_VERIFY_CACHE_ENTRIES, VerifiedTokenCache};
 pub use jwt::{ACCESS_TOKEN_TYP, DecodedToken, KeysReplaced, MAX_TOKEN_BYTES, TokenAuthority};
-pub use keys::{SigningKeyMaterial, load_ed25519_key, load_or_generate_ed25519_key};
+pub use keys::{
+    SigningKeyMaterial, create_private_dir, load_ed25519_key, load_or_generate_ed25519_key,
+};
 pub use ring::ScheduledKey;
 
 use crate::{
