@@ -1,10 +1,18 @@
 //! The HTTP listener (`AUTHD_HTTP_LISTEN_ADDR`): HTTP/1.1 and h2c (prior knowledge) on one port,
 //! serving `routes.rs`, with bounded headers, slow-client timeouts, a connection cap, and the
 //! gRPC side's graceful shutdown (stop accepting, let requests in flight finish, then close).
+//! Like the gRPC side, a connection with no request in flight for AUTHD_IDLE_TIMEOUT is closed
+//! (an HTTP/2 connection that opens no stream would otherwise hold its slot for ever).
 
 mod routes;
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    io,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::Duration,
+};
 
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
@@ -12,13 +20,15 @@ use hyper_util::{
     service::TowerToHyperService,
 };
 use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
     net::{TcpListener, TcpStream},
     sync::Semaphore,
 };
+use tower::ServiceExt;
 
 pub use routes::{HttpState, router};
 
-use crate::server::connections::{ConnectionLimits, PerSource};
+use crate::server::connections::{Activity, ConnectionLimits, IdleDeadline, PerSource};
 
 /// Time a client has to send a request's headers (HTTP/1.1, and the wait for the next request
 /// on a kept-alive connection); then the connection is closed.
@@ -37,7 +47,8 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// waits (at most [`SHUTDOWN_GRACE`]) for requests in flight. At most `limits.max_connections`
 /// at once, and `limits.max_connections_per_source` from one address; past either, new
 /// connections are closed as soon as accepted. A connection that has not sent enough to tell
-/// HTTP/1.1 from HTTP/2 within [`HEADER_READ_TIMEOUT`] is closed.
+/// HTTP/1.1 from HTTP/2 within [`HEADER_READ_TIMEOUT`] is closed, and so is one with no request
+/// in flight for `limits.idle_timeout`.
 pub async fn serve(
     listener: TcpListener,
     state: Arc<HttpState>,
@@ -95,8 +106,22 @@ pub async fn serve(
                 Ok(Ok(true)) => {}
                 _ => return,
             }
+            let activity = Arc::new(Activity::new());
+            let stream = ClosedWhenIdle {
+                stream,
+                idle: IdleDeadline::new(activity.clone(), limits.idle_timeout),
+            };
+            let service = tower::service_fn(move |request| {
+                let in_flight = activity.call_started();
+                let response = app.clone().oneshot(request);
+                async move {
+                    let response = response.await;
+                    drop(in_flight);
+                    response
+                }
+            });
             let connection = builder
-                .serve_connection(TokioIo::new(stream), TowerToHyperService::new(app))
+                .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
                 .into_owned();
             if let Err(error) = watcher.watch(connection).await {
                 tracing::debug!(%peer, error = %error, "HTTP: connection ended with an error");
@@ -129,5 +154,59 @@ async fn protocol_known(stream: &TcpStream) -> std::io::Result<bool> {
         }
         // A partial preface: wait for the rest (peek does not wait for more than it has).
         tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A connection whose reads fail once it has had no request in flight for its idle timeout,
+/// which makes hyper close it.
+struct ClosedWhenIdle {
+    stream: TcpStream,
+    idle: IdleDeadline,
+}
+
+impl AsyncRead for ClosedWhenIdle {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        if this.idle.poll_expired(cx) {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "no request within AUTHD_IDLE_TIMEOUT",
+            )));
+        }
+        Pin::new(&mut this.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for ClosedWhenIdle {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
     }
 }

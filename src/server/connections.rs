@@ -59,7 +59,7 @@ pub struct Activity {
 }
 
 impl Activity {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self {
             calls: AtomicUsize::new(0),
             quiet_since_ms: AtomicI64::new(0),
@@ -78,6 +78,49 @@ impl Activity {
         }
         let quiet = self.elapsed_ms() - self.quiet_since_ms.load(Ordering::Acquire);
         Duration::from_millis(u64::try_from(quiet).unwrap_or(0))
+    }
+
+    /// Marks a call in flight on this connection until the returned guard is dropped.
+    pub(crate) fn call_started(self: &Arc<Self>) -> CallInFlight {
+        self.calls.fetch_add(1, Ordering::AcqRel);
+        CallInFlight(Some(self.clone()))
+    }
+}
+
+/// A connection's idle deadline: expired once it has had no call in flight for `timeout`.
+pub(crate) struct IdleDeadline {
+    activity: Arc<Activity>,
+    /// Fires at the earliest moment the connection could have been idle for `timeout`.
+    timer: Pin<Box<Sleep>>,
+    timeout: Duration,
+}
+
+impl IdleDeadline {
+    pub(crate) fn new(activity: Arc<Activity>, timeout: Duration) -> Self {
+        Self {
+            activity,
+            timer: Box::pin(tokio::time::sleep(timeout)),
+            timeout,
+        }
+    }
+
+    /// Whether the connection has been idle for its timeout; re-arms the timer when it fired
+    /// early (a call came or is still running).
+    pub(crate) fn poll_expired(&mut self, cx: &mut Context<'_>) -> bool {
+        while self.timer.as_mut().poll(cx).is_ready() {
+            let idle_for = self.activity.idle_for();
+            if idle_for >= self.timeout && self.activity.calls.load(Ordering::Acquire) == 0 {
+                return true;
+            }
+            let rest = self
+                .timeout
+                .saturating_sub(idle_for)
+                .max(Duration::from_millis(10));
+            self.timer
+                .as_mut()
+                .reset(tokio::time::Instant::now() + rest);
+        }
+        false
     }
 }
 
@@ -103,11 +146,10 @@ pub struct ActivityRegistry(Arc<Mutex<HashMap<SocketAddr, Arc<Activity>>>>);
 impl ActivityRegistry {
     /// Marks a call in flight on the connection from `peer` (nothing when unknown).
     pub fn call_started(&self, peer: Option<SocketAddr>) -> CallInFlight {
-        let activity = peer.and_then(|peer| self.0.lock().ok()?.get(&peer).cloned());
-        if let Some(activity) = &activity {
-            activity.calls.fetch_add(1, Ordering::AcqRel);
+        match peer.and_then(|peer| self.0.lock().ok()?.get(&peer).cloned()) {
+            Some(activity) => activity.call_started(),
+            None => CallInFlight(None),
         }
-        CallInFlight(activity)
     }
 
     fn register(&self, peer: SocketAddr) -> Arc<Activity> {
@@ -229,11 +271,10 @@ pub fn incoming(
                 _slot: slot,
                 _source_slot: source_slot,
                 registry: registry.clone(),
+                idle: IdleDeadline::new(activity.clone(), limits.idle_timeout),
                 activity,
                 preface_left: PREFACE_BYTES,
                 handshake: Box::pin(tokio::time::sleep(limits.handshake_timeout)),
-                idle: Box::pin(tokio::time::sleep(limits.idle_timeout)),
-                idle_timeout: limits.idle_timeout,
             };
             if accepted.send(Ok(connection)).await.is_err() {
                 return;
@@ -254,28 +295,7 @@ pub struct LimitedConnection {
     /// Preface bytes still expected; 0 once the handshake is done.
     preface_left: usize,
     handshake: Pin<Box<Sleep>>,
-    /// Fires at the earliest moment the connection could have been idle for `idle_timeout`.
-    idle: Pin<Box<Sleep>>,
-    idle_timeout: Duration,
-}
-
-impl LimitedConnection {
-    /// Whether the connection has been idle for its timeout; re-arms the timer when it fired
-    /// early (a call came or is still running).
-    fn poll_idle(&mut self, cx: &mut Context<'_>) -> bool {
-        while self.idle.as_mut().poll(cx).is_ready() {
-            let idle_for = self.activity.idle_for();
-            if idle_for >= self.idle_timeout && self.activity.calls.load(Ordering::Acquire) == 0 {
-                return true;
-            }
-            let rest = self
-                .idle_timeout
-                .saturating_sub(idle_for)
-                .max(Duration::from_millis(10));
-            self.idle.as_mut().reset(tokio::time::Instant::now() + rest);
-        }
-        false
-    }
+    idle: IdleDeadline,
 }
 
 impl Drop for LimitedConnection {
@@ -305,7 +325,7 @@ impl AsyncRead for LimitedConnection {
                 "no HTTP/2 preface within AUTHD_HANDSHAKE_TIMEOUT",
             )));
         }
-        if this.preface_left == 0 && this.poll_idle(cx) {
+        if this.preface_left == 0 && this.idle.poll_expired(cx) {
             return Poll::Ready(Err(io::Error::new(
                 io::ErrorKind::TimedOut,
                 "no call within AUTHD_IDLE_TIMEOUT",

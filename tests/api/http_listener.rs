@@ -638,3 +638,41 @@ async fn the_http_listener_keeps_the_per_source_connection_limit() {
     assert!(closed_within(&mut third, Duration::from_secs(2)).await < Duration::from_secs(2));
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_with_no_request_is_closed_after_the_idle_timeout_and_a_busy_one_is_not() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let state = TestState::new(Backend::Embedded).await;
+    let app = state.app().arg("--idle-timeout=1s").start().await;
+    let address = app.http_address.unwrap();
+    // Busy: an HTTP/1.1 request every 200 ms for 2.5 s on one kept-alive connection.
+    let mut busy = tokio::net::TcpStream::connect(address).await.unwrap();
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_millis(2500) {
+        busy.write_all(b"GET /healthz HTTP/1.1\r\nhost: authd\r\n\r\n")
+            .await
+            .unwrap();
+        let mut response = [0u8; 512];
+        let read = tokio::time::timeout(Duration::from_secs(2), busy.read(&mut response))
+            .await
+            .expect("an answer within 2 s")
+            .unwrap();
+        assert!(
+            response[..read].starts_with(b"HTTP/1.1 200"),
+            "a busy connection stays open: {:?}",
+            String::from_utf8_lossy(&response[..read])
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Idle: an HTTP/2 connection that sends the preface and its SETTINGS, then opens no stream.
+    let mut idle = tokio::net::TcpStream::connect(address).await.unwrap();
+    idle.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .await
+        .unwrap();
+    let waited = closed_within(&mut idle, Duration::from_secs(5)).await;
+    assert!(
+        waited >= Duration::from_millis(900),
+        "closed before the idle timeout: {waited:?}"
+    );
+    app.stop().await;
+}
