@@ -12,6 +12,7 @@ mod api {
     mod deploy;
     mod emails;
     mod ext_authz;
+    mod gateways;
     mod health;
     mod hostile_requests;
     mod hostile_tokens;

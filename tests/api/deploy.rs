@@ -2,8 +2,9 @@
 //! filter points at a cluster on authd's gRPC port over HTTP/2 and never fails open; the
 //! jwt_authn variant fetches the JWKS from authd's HTTP port and keeps ext_authz beside it for
 //! revocation; the Kubernetes Deployment probes grpc.health.v1 and mounts the keys directory
-//! where AUTHD_SIGNING_KEYS_DIR points. (Envoy and Kubernetes are not available here, so the
-//! files are parsed and checked, not run.)
+//! where AUTHD_SIGNING_KEYS_DIR points; Traefik's forwardAuth asks authd's `/verify` and copies
+//! exactly authd's identity headers. (Envoy, Kubernetes and Traefik are not available here, so
+//! these files are parsed and checked, not run; nginx and Caddy run in `gateways.rs`.)
 
 use std::net::SocketAddr;
 
@@ -166,4 +167,50 @@ fn the_kubernetes_deployment_probes_grpc_health_and_mounts_the_keys_directory() 
         .collect();
     assert!(ports.contains(&grpc_port));
     assert!(ports.contains(&port(authd::config::DEFAULT_HTTP_LISTEN_ADDR)));
+}
+
+#[test]
+fn the_traefik_configuration_forward_auths_to_verify_and_copies_exactly_authds_headers() {
+    let dynamic = &load("deploy/traefik/dynamic.yml")[0]["http"];
+    let forward_auth = &dynamic["middlewares"]["authd"]["forwardAuth"];
+    let address = url::Url::parse(forward_auth["address"].as_str().expect("an address")).unwrap();
+    assert_eq!(address.path(), "/verify");
+    assert_eq!(
+        address.port().map(i64::from),
+        Some(port(authd::config::DEFAULT_HTTP_LISTEN_ADDR))
+    );
+    assert_eq!(forward_auth["trustForwardHeader"].as_bool(), Some(false));
+    let copied: Vec<String> = forward_auth["authResponseHeaders"]
+        .as_vec()
+        .expect("authResponseHeaders")
+        .iter()
+        .map(|h| h.as_str().unwrap().to_ascii_lowercase())
+        .collect();
+    let prefix = authd::config::DEFAULT_FORWARD_HEADER_PREFIX;
+    assert_eq!(
+        copied,
+        ["user-id", "session-id", "jti"].map(|name| format!("{prefix}{name}"))
+    );
+    let app = &dynamic["routers"]["app"];
+    assert_eq!(app["middlewares"][0].as_str(), Some("authd"));
+    let grpc = &dynamic["services"][dynamic["routers"]["authd-grpc"]["service"]
+        .as_str()
+        .unwrap()];
+    let servers = grpc["loadBalancer"]["servers"].as_vec().unwrap();
+    assert!(servers.len() >= 2, "several instances");
+    for server in servers {
+        let url = url::Url::parse(server["url"].as_str().unwrap()).unwrap();
+        assert_eq!(url.scheme(), "h2c", "gRPC to authd without TLS is h2c");
+    }
+    let static_config = &load("deploy/traefik/traefik.yml")[0];
+    for entry_point in [
+        &app["entryPoints"][0],
+        &dynamic["routers"]["authd-grpc"]["entryPoints"][0],
+    ] {
+        let name = entry_point.as_str().unwrap();
+        assert!(
+            !static_config["entryPoints"][name]["address"].is_badvalue(),
+            "entry point {name} is defined"
+        );
+    }
 }

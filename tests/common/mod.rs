@@ -8,6 +8,7 @@
 #![allow(dead_code)]
 
 pub mod cluster;
+pub mod gateway;
 pub mod http;
 pub mod proxy;
 pub mod redis_server;
