@@ -15,8 +15,9 @@ use crate::{
     hashing::PasswordHasher,
     service::{AuthService, NormalizationReport, Parts},
     store::{
-        EvictionPolicy, MirroredRevocations, RedisStore, ResidentRevocations, RevocationStore,
-        SessionStore, SqlStore, ThrottleStore, UserStore, warn_unknown_eviction_policy,
+        EvictionPolicy, MirroredRevocations, RedisStore, RedisTls, ResidentRevocations,
+        RevocationStore, SessionStore, SqlStore, ThrottleStore, UserStore,
+        warn_unknown_eviction_policy,
     },
     throttle::LoginThrottle,
     tokens::{
@@ -222,8 +223,10 @@ async fn connect_backends(settings: &Settings, clock: Arc<dyn Clock>) -> anyhow:
             throttle: Arc::new(sql),
         });
     };
+    let redis_tls = read_redis_tls(&settings.redis_tls)?;
     let redis = RedisStore::connect(
         topology,
+        &redis_tls,
         &settings.redis_key_prefix,
         settings.redis_allow_eviction,
     )
@@ -325,4 +328,28 @@ fn always(material: SigningKeyMaterial) -> ScheduledKey {
 fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
     tokens::create_private_dir(dir)
         .with_context(|| format!("invalid AUTHD_DATA_DIR: cannot create {}", dir.display()))
+}
+
+/// Reads the Redis TLS files named by the settings.
+fn read_redis_tls(files: &crate::config::RedisTlsFiles) -> anyhow::Result<RedisTls> {
+    let read = |path: &std::path::Path, setting: &str| {
+        std::fs::read(path).with_context(|| format!("{setting}: cannot read {}", path.display()))
+    };
+    Ok(RedisTls {
+        root_ca_pem: files
+            .ca_file
+            .as_deref()
+            .map(|path| read(path, "AUTHD_REDIS_CA_FILE"))
+            .transpose()?,
+        client_identity_pem: files
+            .client_identity
+            .as_ref()
+            .map(|(cert, key)| {
+                Ok::<_, anyhow::Error>((
+                    read(cert, "AUTHD_REDIS_CLIENT_CERT_FILE")?,
+                    read(key, "AUTHD_REDIS_CLIENT_KEY_FILE")?,
+                ))
+            })
+            .transpose()?,
+    })
 }

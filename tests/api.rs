@@ -28,5 +28,6 @@ mod api {
     mod sessions;
     mod startup;
     mod throttling;
+    mod tls;
     mod verify;
 }

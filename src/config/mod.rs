@@ -9,8 +9,8 @@ pub use parse::HttpListenAddr;
 mod settings;
 
 pub use settings::{
-    ConfigError, GatewaySettings, HttpSettings, ServerLimits, Settings, SigningKeySetting,
-    TokenSettings,
+    ConfigError, GatewaySettings, HttpSettings, ListenerTls, RedisTlsFiles, ServerLimits, Settings,
+    SigningKeySetting, TokenSettings,
 };
 
 use std::{
@@ -173,6 +173,23 @@ pub struct Config {
     #[arg(long, env = "AUTHD_LISTEN_ADDR", value_name = "AUTHD_LISTEN_ADDR", default_value = DEFAULT_LISTEN_ADDR)]
     pub listen_addr: SocketAddr,
 
+    /// PEM certificate chain the listeners present: with AUTHD_TLS_KEY_FILE, the gRPC and HTTP
+    /// listeners speak TLS only. Re-read when the file changes.
+    #[arg(long, env = "AUTHD_TLS_CERT_FILE", value_name = "AUTHD_TLS_CERT_FILE")]
+    pub tls_cert_file: Option<PathBuf>,
+
+    /// PEM private key of AUTHD_TLS_CERT_FILE.
+    #[arg(long, env = "AUTHD_TLS_KEY_FILE", value_name = "AUTHD_TLS_KEY_FILE")]
+    pub tls_key_file: Option<PathBuf>,
+
+    /// PEM CA certificates for mutual TLS: clients must present a certificate they issued.
+    #[arg(
+        long,
+        env = "AUTHD_TLS_CLIENT_CA_FILE",
+        value_name = "AUTHD_TLS_CLIENT_CA_FILE"
+    )]
+    pub tls_client_ca_file: Option<PathBuf>,
+
     /// Address of the HTTP listener (JWKS, OpenID discovery, forward-auth `/verify`, `/healthz`,
     /// `/readyz`, `/metrics`); `off` disables it.
     #[arg(long, env = "AUTHD_HTTP_LISTEN_ADDR", value_name = "AUTHD_HTTP_LISTEN_ADDR", default_value = DEFAULT_HTTP_LISTEN_ADDR, value_parser = http_listen_addr)]
@@ -226,6 +243,27 @@ pub struct Config {
     /// can then verify again once Redis is full. Off: such a Redis stops start-up.
     #[arg(long, env = "AUTHD_REDIS_ALLOW_EVICTION", value_name = "AUTHD_REDIS_ALLOW_EVICTION", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub redis_allow_eviction: bool,
+
+    /// PEM file of the CA certificates to trust for `rediss://` instead of the system's roots.
+    #[arg(long, env = "AUTHD_REDIS_CA_FILE", value_name = "AUTHD_REDIS_CA_FILE")]
+    pub redis_ca_file: Option<PathBuf>,
+
+    /// PEM certificate chain authd presents to Redis (TLS client authentication); needs
+    /// AUTHD_REDIS_CLIENT_KEY_FILE.
+    #[arg(
+        long,
+        env = "AUTHD_REDIS_CLIENT_CERT_FILE",
+        value_name = "AUTHD_REDIS_CLIENT_CERT_FILE"
+    )]
+    pub redis_client_cert_file: Option<PathBuf>,
+
+    /// PEM private key of AUTHD_REDIS_CLIENT_CERT_FILE.
+    #[arg(
+        long,
+        env = "AUTHD_REDIS_CLIENT_KEY_FILE",
+        value_name = "AUTHD_REDIS_CLIENT_KEY_FILE"
+    )]
+    pub redis_client_key_file: Option<PathBuf>,
 
     /// Largest number of Postgres connections this instance opens.
     #[arg(long, env = "AUTHD_DATABASE_MAX_CONNECTIONS", value_name = "AUTHD_DATABASE_MAX_CONNECTIONS", default_value = DEFAULT_DATABASE_MAX_CONNECTIONS)]

@@ -96,11 +96,33 @@ pub struct GatewaySettings {
     pub strip_authorization: bool,
 }
 
+/// The listeners' TLS (AUTHD_TLS_*): their files, read at start and again when they change.
+#[derive(Debug, Clone)]
+pub struct ListenerTls {
+    /// PEM certificate chain.
+    pub cert_file: PathBuf,
+    /// PEM private key.
+    pub key_file: PathBuf,
+    /// PEM CA certificates a client certificate must chain to (mutual TLS), if required.
+    pub client_ca_file: Option<PathBuf>,
+}
+
+/// TLS towards Redis (`rediss://`): files read at start.
+#[derive(Debug, Clone, Default)]
+pub struct RedisTlsFiles {
+    /// CA certificates to trust instead of the system's roots.
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate chain and key (TLS client authentication).
+    pub client_identity: Option<(PathBuf, PathBuf)>,
+}
+
 /// The whole configuration, typed and checked.
 #[derive(Debug)]
 pub struct Settings {
     /// Where to serve gRPC.
     pub listen_addr: SocketAddr,
+    /// TLS on the gRPC and HTTP listeners, if configured.
+    pub tls: Option<ListenerTls>,
     /// The HTTP listener, unless `off`.
     pub http: Option<HttpSettings>,
     /// What gateways are told.
@@ -115,6 +137,8 @@ pub struct Settings {
     pub redis_key_prefix: String,
     /// Whether an evicting Redis is accepted (with a warning).
     pub redis_allow_eviction: bool,
+    /// TLS material for `rediss://`.
+    pub redis_tls: RedisTlsFiles,
     /// How Verify checks revocation (cached only with Redis).
     pub revocation_mode: RevocationMode,
     /// Directory of the embedded database and the generated signing key.
@@ -163,6 +187,8 @@ impl Config {
             ));
         }
         let signing_key = self.signing_key()?;
+        let tls = self.listener_tls()?;
+        let redis_tls = self.redis_tls()?;
         let database = match parse::database_url(self.database_url.expose_secret())
             .map_err(|reason| ConfigError::new("AUTHD_DATABASE_URL", reason))?
         {
@@ -181,6 +207,7 @@ impl Config {
         };
         Ok(Settings {
             listen_addr: self.listen_addr,
+            tls,
             http: self.http_listen_addr.0.map(|listen_addr| HttpSettings {
                 listen_addr,
                 public_url: self.public_url,
@@ -194,6 +221,7 @@ impl Config {
             redis,
             redis_key_prefix: self.redis_key_prefix,
             redis_allow_eviction: self.redis_allow_eviction,
+            redis_tls,
             revocation_mode: self.revocation_mode,
             data_dir: self.data_dir,
             signing_key,
@@ -239,6 +267,52 @@ impl Config {
                 max_per_user: self.max_sessions_per_user,
             },
             log_format: self.log_format,
+        })
+    }
+
+    fn listener_tls(&self) -> Result<Option<ListenerTls>, ConfigError> {
+        match (&self.tls_cert_file, &self.tls_key_file) {
+            (Some(cert_file), Some(key_file)) => Ok(Some(ListenerTls {
+                cert_file: cert_file.clone(),
+                key_file: key_file.clone(),
+                client_ca_file: self.tls_client_ca_file.clone(),
+            })),
+            (None, None) if self.tls_client_ca_file.is_some() => Err(ConfigError::new(
+                "AUTHD_TLS_CLIENT_CA_FILE",
+                "mutual TLS needs AUTHD_TLS_CERT_FILE and AUTHD_TLS_KEY_FILE",
+            )),
+            (None, None) => Ok(None),
+            (Some(_), None) => Err(ConfigError::new(
+                "AUTHD_TLS_KEY_FILE",
+                "required with AUTHD_TLS_CERT_FILE",
+            )),
+            (None, Some(_)) => Err(ConfigError::new(
+                "AUTHD_TLS_CERT_FILE",
+                "required with AUTHD_TLS_KEY_FILE",
+            )),
+        }
+    }
+
+    fn redis_tls(&self) -> Result<RedisTlsFiles, ConfigError> {
+        let client_identity = match (&self.redis_client_cert_file, &self.redis_client_key_file) {
+            (Some(cert), Some(key)) => Some((cert.clone(), key.clone())),
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(ConfigError::new(
+                    "AUTHD_REDIS_CLIENT_KEY_FILE",
+                    "required with AUTHD_REDIS_CLIENT_CERT_FILE",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::new(
+                    "AUTHD_REDIS_CLIENT_CERT_FILE",
+                    "required with AUTHD_REDIS_CLIENT_KEY_FILE",
+                ));
+            }
+        };
+        Ok(RedisTlsFiles {
+            ca_file: self.redis_ca_file.clone(),
+            client_identity,
         })
     }
 

@@ -34,7 +34,7 @@ pub mod sql;
 
 pub use self::{
     mirror::MirroredRevocations,
-    redis::{EvictionPolicy, RedisStore, RedisTopology, warn_unknown_eviction_policy},
+    redis::{EvictionPolicy, RedisStore, RedisTls, RedisTopology, warn_unknown_eviction_policy},
     resident::ResidentRevocations,
     revoked_set::RevokedSet,
     sql::{DatabaseLocation, SqlStore},

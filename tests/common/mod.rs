@@ -12,6 +12,7 @@ pub mod gateway;
 pub mod http;
 pub mod proxy;
 pub mod redis_server;
+pub mod tls;
 
 use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 

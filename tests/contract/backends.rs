@@ -164,9 +164,14 @@ impl Fresh<SqlStore> {
 /// A Redis store on the shared server, under a new key prefix.
 pub async fn redis() -> Fresh<RedisStore> {
     let prefix = RedisPrefix::new(redis_url());
-    let store = RedisStore::connect(&RedisTopology::Single(redis_url()), &prefix.prefix, false)
-        .await
-        .expect("connect to Redis");
+    let store = RedisStore::connect(
+        &RedisTopology::Single(redis_url()),
+        &Default::default(),
+        &prefix.prefix,
+        false,
+    )
+    .await
+    .expect("connect to Redis");
     assert_eq!(RevocationStore::describe(&store), "redis");
     Fresh {
         store,
@@ -213,9 +218,14 @@ pub async fn on_cluster(cluster: &RedisCluster) -> Fresh<RedisStore> {
         .map(|port| format!("redis://127.0.0.1:{port}"))
         .collect();
     let prefix = unique_prefix();
-    let store = RedisStore::connect(&RedisTopology::Cluster(nodes), &prefix, false)
-        .await
-        .expect("connect to the Redis Cluster");
+    let store = RedisStore::connect(
+        &RedisTopology::Cluster(nodes),
+        &Default::default(),
+        &prefix,
+        false,
+    )
+    .await
+    .expect("connect to the Redis Cluster");
     assert_eq!(RevocationStore::describe(&store), "redis cluster");
     Fresh {
         store,

@@ -47,7 +47,10 @@ impl RedisStore {
         for url in self.nodes.iter() {
             let node = redact_url(url);
             let policy = if self.is_cluster() {
-                read_policy(url).await
+                match self.tls.client(url) {
+                    Ok(client) => read_policy(client).await,
+                    Err(error) => Err(error),
+                }
             } else {
                 self.query(REDIS_TIMEOUT, async |connection| {
                     config_get_policy().query_async(connection).await
@@ -127,8 +130,7 @@ pub fn warn_unknown(node: &str, reason: &str) {
     );
 }
 
-async fn read_policy(url: &str) -> Result<String, StoreError> {
-    let client = Client::open(url).map_err(StoreError::unexpected)?;
+async fn read_policy(client: Client) -> Result<String, StoreError> {
     bounded(BACKEND, REDIS_TIMEOUT, async move {
         let mut connection = client
             .get_multiplexed_async_connection()

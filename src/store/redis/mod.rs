@@ -1,6 +1,7 @@
 //! Redis: the shared revocation set (`revocations.rs`) and login-throttle counts (`throttle.rs`),
 //! on one server or a Redis Cluster, over a multiplexed, auto-reconnecting connection. This file
-//! owns the topology, the connection and the key names.
+//! owns the topology, the connection (TLS for `rediss://`, with a CA and a client certificate of
+//! the operator's) and the key names.
 
 mod eviction;
 mod revocations;
@@ -38,6 +39,54 @@ pub const REDIS_TIMEOUT: Duration = Duration::from_secs(1);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long one page of the mirror's index load may take.
 const INDEX_PAGE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// TLS material for `rediss://` URLs (PEM bytes). Empty: the system's roots (webpki), no client
+/// certificate. Ignored for `redis://`.
+#[derive(Clone, Default)]
+pub struct RedisTls {
+    /// CA certificates to trust instead of the system's roots.
+    pub root_ca_pem: Option<Vec<u8>>,
+    /// Client certificate chain and private key (TLS client authentication).
+    pub client_identity_pem: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl fmt::Debug for RedisTls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisTls")
+            .field("root_ca", &self.root_ca_pem.is_some())
+            .field("client_identity", &self.client_identity_pem.is_some())
+            .finish()
+    }
+}
+
+impl RedisTls {
+    fn certificates(&self) -> Option<redis::TlsCertificates> {
+        if self.root_ca_pem.is_none() && self.client_identity_pem.is_none() {
+            return None;
+        }
+        Some(redis::TlsCertificates {
+            client_tls: self
+                .client_identity_pem
+                .clone()
+                .map(|(client_cert, client_key)| redis::ClientTlsConfig {
+                    client_cert,
+                    client_key,
+                }),
+            root_cert: self.root_ca_pem.clone(),
+        })
+    }
+
+    /// A client of `url`, with this TLS material when the URL is `rediss://`.
+    pub(crate) fn client(&self, url: &str) -> Result<Client, StoreError> {
+        match self.certificates() {
+            Some(certificates) if url.starts_with("rediss:") => {
+                Client::build_with_tls(url, certificates)
+            }
+            _ => Client::open(url),
+        }
+        .map_err(StoreError::unexpected)
+    }
+}
 
 /// Where the Redis data lives. Every URL was parsed by the redis crate when the settings were read.
 #[derive(Clone, PartialEq, Eq)]
@@ -144,6 +193,8 @@ pub struct RedisStore {
     nodes: Arc<[String]>,
     /// The eviction-policy check after reconnects.
     eviction: Arc<EvictionCheck>,
+    /// TLS material for the connections opened later (pub/sub, policy reads).
+    tls: Arc<RedisTls>,
 }
 
 /// Whether an evicting policy is accepted, and when to look again.
@@ -165,12 +216,13 @@ impl RedisStore {
     /// after a reconnect with a warning instead of an unhealthy store.
     pub async fn connect(
         topology: &RedisTopology,
+        tls: &RedisTls,
         prefix: &str,
         allow_eviction: bool,
     ) -> Result<Self, StoreError> {
         let connection = match topology {
             RedisTopology::Single(url) => {
-                let client = Client::open(url.as_str()).map_err(StoreError::unexpected)?;
+                let client = tls.client(url)?;
                 let config = ConnectionManagerConfig::new()
                     .set_connection_timeout(Some(REDIS_TIMEOUT))
                     // Every call is already bounded by `bounded` (one timer per call is enough).
@@ -186,7 +238,13 @@ impl RedisStore {
                 RedisConnection::Single(manager)
             }
             RedisTopology::Cluster(nodes) => {
-                let client = ClusterClient::builder(nodes.iter().map(String::as_str))
+                let mut builder = ClusterClient::builder(nodes.iter().map(String::as_str));
+                if let Some(certificates) = tls.certificates()
+                    && nodes.iter().all(|node| node.starts_with("rediss:"))
+                {
+                    builder = builder.certs(certificates);
+                }
+                let client = builder
                     .connection_timeout(REDIS_TIMEOUT)
                     .response_timeout(REDIS_TIMEOUT)
                     .retries(2)
@@ -219,6 +277,7 @@ impl RedisStore {
                 last_checked_ms: std::sync::atomic::AtomicU64::new(0),
                 since: std::time::Instant::now(),
             }),
+            tls: Arc::new(tls.clone()),
         })
     }
 
@@ -297,7 +356,7 @@ impl RedisStore {
 
     /// A dedicated subscription to the revocation channel.
     pub(crate) async fn subscribe(&self) -> Result<redis::aio::PubSub, StoreError> {
-        let client = Client::open(self.pubsub_url.as_str()).map_err(StoreError::unexpected)?;
+        let client = self.tls.client(&self.pubsub_url)?;
         let channel = self.channel();
         bounded(BACKEND, REDIS_TIMEOUT, async move {
             let mut pubsub = client.get_async_pubsub().await.map_err(redis_error)?;
