@@ -13,6 +13,7 @@ use crate::{
         GatewaySettings, RevocationMode, ServerLimits, Settings, SigningKeySetting, TokenSettings,
     },
     hashing::PasswordHasher,
+    server::tls::{self, ReloadingTls},
     service::{AuthService, NormalizationReport, Parts},
     store::{
         EvictionPolicy, MirroredRevocations, RedisStore, RedisTls, ResidentRevocations,
@@ -31,6 +32,9 @@ pub struct App {
     pub(crate) listener: TcpListener,
     /// The HTTP listener (`http.rs`), unless `off`, and the public URL it is reached at.
     pub(crate) http: Option<(TcpListener, String)>,
+    /// TLS of the gRPC and HTTP listeners, when configured (their ALPN differs).
+    pub(crate) grpc_tls: Option<Arc<ReloadingTls>>,
+    pub(crate) http_tls: Option<Arc<ReloadingTls>>,
     /// What gateways are told for an accepted token.
     pub(crate) gateway: GatewaySettings,
     /// How often the signing keys directory is read again.
@@ -47,6 +51,13 @@ impl App {
     /// Wires everything from `settings`, reading time from `clock` (the system clock in
     /// production, a settable one in tests).
     pub async fn build(settings: Settings, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
+        let (grpc_tls, http_tls) = match &settings.tls {
+            Some(files) => (
+                Some(ReloadingTls::load(files, tls::GRPC_ALPN)?),
+                Some(ReloadingTls::load(files, tls::HTTP_ALPN)?),
+            ),
+            None => (None, None),
+        };
         let database_lock = lock_database(&settings)?;
         let backends = connect_backends(&settings, clock.clone()).await?;
         tracing::info!(
@@ -98,7 +109,11 @@ impl App {
                 })?;
                 let public_url = match &http.public_url {
                     Some(url) => url.clone(),
-                    None => format!("http://{}", listener.local_addr()?),
+                    None => format!(
+                        "{}://{}",
+                        if http_tls.is_some() { "https" } else { "http" },
+                        listener.local_addr()?
+                    ),
                 };
                 Some((listener, public_url))
             }
@@ -107,6 +122,8 @@ impl App {
         Ok(Self {
             listener,
             http,
+            grpc_tls,
+            http_tls,
             gateway: settings.gateway,
             keys_reload: settings.signing_keys_reload,
             service,

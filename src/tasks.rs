@@ -2,7 +2,8 @@
 //! the signing keys directory (periodically and on SIGHUP), the purge
 //! of expired SQL revocations, forgotten throttle counts and long-ended sessions (once a minute), and the watch for a
 //! revocation store that lost its data (every second), and the metrics recorder's upkeep (every
-//! few seconds: histogram samples are drained even when nobody scrapes `/metrics`). (The health
+//! few seconds: histogram samples are drained even when nobody scrapes `/metrics`), and the
+//! listeners' TLS files (every 2 s: a rotated certificate is served to new connections). (The health
 //! reporter, which feeds grpc.health.v1, lives at the gRPC edge: `api/health.rs`.)
 
 use std::{sync::Arc, time::Duration};
@@ -107,6 +108,26 @@ pub fn metrics_upkeep(stopped: watch::Receiver<bool>) -> JoinHandle<()> {
     every(METRICS_UPKEEP_INTERVAL, stopped, || async {
         crate::metrics::handle().run_upkeep();
     })
+}
+
+/// Reads the listeners' TLS files again when they change.
+pub fn reload_tls(
+    listeners: Vec<Arc<crate::server::tls::ReloadingTls>>,
+    stopped: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    let listeners = Arc::new(listeners);
+    every(
+        crate::server::tls::TLS_RELOAD_INTERVAL,
+        stopped,
+        move || {
+            let listeners = listeners.clone();
+            async move {
+                for listener in listeners.iter() {
+                    listener.reload_if_changed();
+                }
+            }
+        },
+    )
 }
 
 /// Runs `work` every `interval` on a task of its own until `stopped` flips.

@@ -28,7 +28,10 @@ use tower::ServiceExt;
 
 pub use routes::{HttpState, router};
 
-use crate::server::connections::{Activity, ConnectionLimits, IdleDeadline, PerSource};
+use crate::server::{
+    connections::{Activity, ConnectionLimits, IdleDeadline, PerSource},
+    tls::{ReloadingTls, Transport},
+};
 
 /// Time a client has to send a request's headers (HTTP/1.1, and the wait for the next request
 /// on a kept-alive connection); then the connection is closed.
@@ -51,6 +54,7 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// in flight for `limits.idle_timeout`.
 pub async fn serve(
     listener: TcpListener,
+    tls: Option<Arc<ReloadingTls>>,
     state: Arc<HttpState>,
     limits: ConnectionLimits,
     shutdown: impl Future<Output = ()>,
@@ -100,12 +104,33 @@ pub async fn serve(
         let builder = builder.clone();
         let app = app.clone();
         let watcher = graceful.watcher();
+        let tls = tls.as_ref().map(|tls| tls.acceptor());
         tokio::spawn(async move {
-            // hyper's timers start once it parses; until it can tell the protocol, this one.
-            match tokio::time::timeout(HEADER_READ_TIMEOUT, protocol_known(&stream)).await {
-                Ok(Ok(true)) => {}
-                _ => return,
-            }
+            let (stream, builder) = match tls {
+                // hyper's timers start once it parses; until it can tell the protocol, this one.
+                None => {
+                    match tokio::time::timeout(HEADER_READ_TIMEOUT, protocol_known(&stream)).await {
+                        Ok(Ok(true)) => (Transport::Plain(stream), builder),
+                        _ => return,
+                    }
+                }
+                // With TLS the handshake has the same deadline, and ALPN names the protocol, so
+                // hyper does not wait to read it.
+                Some(acceptor) => {
+                    match tokio::time::timeout(HEADER_READ_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => {
+                            let stream = Transport::Tls(Box::new(stream));
+                            let builder = if stream.negotiated_h2() {
+                                builder.http2_only()
+                            } else {
+                                builder.http1_only()
+                            };
+                            (stream, builder)
+                        }
+                        _ => return,
+                    }
+                }
+            };
             let activity = Arc::new(Activity::new());
             let stream = ClosedWhenIdle {
                 stream,
@@ -160,7 +185,7 @@ async fn protocol_known(stream: &TcpStream) -> std::io::Result<bool> {
 /// A connection whose reads fail once it has had no request in flight for its idle timeout,
 /// which makes hyper close it.
 struct ClosedWhenIdle {
-    stream: TcpStream,
+    stream: Transport,
     idle: IdleDeadline,
 }
 

@@ -1,7 +1,7 @@
 //! The listener's side of connections: at most AUTHD_MAX_CONNECTIONS open at once, and at most
 //! AUTHD_MAX_CONNECTIONS_PER_SOURCE from one peer address (past either, a new connection is
-//! closed as soon as it is accepted), a client that has not sent the HTTP/2 preface
-//! within AUTHD_HANDSHAKE_TIMEOUT is disconnected, and so is one that has had no call in flight for
+//! closed as soon as it is accepted), a client that has not completed the TLS handshake (when TLS
+//! is on) and sent the HTTP/2 preface within AUTHD_HANDSHAKE_TIMEOUT is disconnected, and so is one that has had no call in flight for
 //! AUTHD_IDLE_TIMEOUT. Without these, sockets that never speak held a task and a descriptor each
 //! for ever.
 //!
@@ -25,12 +25,14 @@ use std::{
 
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
-    net::{TcpListener, TcpStream},
+    net::TcpListener,
     sync::{OwnedSemaphorePermit, Semaphore, mpsc},
     time::Sleep,
 };
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::{Connected, TcpConnectInfo};
+
+use super::tls::{ReloadingTls, Transport};
 
 /// Length of the HTTP/2 client connection preface (RFC 9113 §3.4).
 const PREFACE_BYTES: usize = 24;
@@ -211,12 +213,14 @@ impl Drop for SourceSlot {
     }
 }
 
-/// Accepts connections from `listener` within `limits`, as the stream tonic serves. The accept
-/// loop ends when the server stops taking connections (the stream is dropped).
+/// Accepts connections from `listener` within `limits`, as the stream tonic serves; with `tls`,
+/// each completes its TLS handshake (on a task of its own, within the handshake timeout) first.
+/// The accept loop ends when the server stops taking connections (the stream is dropped).
 pub fn incoming(
     listener: TcpListener,
     limits: ConnectionLimits,
     registry: ActivityRegistry,
+    tls: Option<Arc<ReloadingTls>>,
 ) -> ReceiverStream<io::Result<LimitedConnection>> {
     let (accepted, stream) = mpsc::channel(64);
     let slots = Arc::new(Semaphore::new(limits.max_connections));
@@ -264,21 +268,59 @@ pub fn incoming(
                 continue;
             };
             let _ = stream.set_nodelay(true);
-            let activity = registry.register(peer);
-            let connection = LimitedConnection {
-                stream,
-                peer,
-                _slot: slot,
-                _source_slot: source_slot,
-                registry: registry.clone(),
-                idle: IdleDeadline::new(activity.clone(), limits.idle_timeout),
-                activity,
-                preface_left: PREFACE_BYTES,
-                handshake: Box::pin(tokio::time::sleep(limits.handshake_timeout)),
+            let handshake = Box::pin(tokio::time::sleep(limits.handshake_timeout));
+            let Some(tls) = &tls else {
+                let activity = registry.register(peer);
+                let connection = LimitedConnection {
+                    stream: Transport::Plain(stream),
+                    peer,
+                    _slot: slot,
+                    _source_slot: source_slot,
+                    registry: registry.clone(),
+                    idle: IdleDeadline::new(activity.clone(), limits.idle_timeout),
+                    activity,
+                    preface_left: PREFACE_BYTES,
+                    handshake,
+                };
+                if accepted.send(Ok(connection)).await.is_err() {
+                    return;
+                }
+                continue;
             };
-            if accepted.send(Ok(connection)).await.is_err() {
-                return;
-            }
+            let acceptor = tls.acceptor();
+            let accepted = accepted.clone();
+            let registry = registry.clone();
+            tokio::spawn(async move {
+                let stream = match tokio::time::timeout(
+                    limits.handshake_timeout,
+                    acceptor.accept(stream),
+                )
+                .await
+                {
+                    Ok(Ok(stream)) => stream,
+                    Ok(Err(error)) => {
+                        tracing::debug!(%peer, %error, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%peer, "no TLS handshake within AUTHD_HANDSHAKE_TIMEOUT");
+                        return;
+                    }
+                };
+                let activity = registry.register(peer);
+                let connection = LimitedConnection {
+                    stream: Transport::Tls(Box::new(stream)),
+                    peer,
+                    _slot: slot,
+                    _source_slot: source_slot,
+                    registry: registry.clone(),
+                    idle: IdleDeadline::new(activity.clone(), limits.idle_timeout),
+                    activity,
+                    preface_left: PREFACE_BYTES,
+                    handshake,
+                };
+                let _ = accepted.send(Ok(connection)).await;
+            });
         }
     });
     ReceiverStream::new(stream)
@@ -286,7 +328,7 @@ pub fn incoming(
 
 /// One accepted connection, holding its slot until closed.
 pub struct LimitedConnection {
-    stream: TcpStream,
+    stream: Transport,
     peer: SocketAddr,
     _slot: OwnedSemaphorePermit,
     _source_slot: SourceSlot,
@@ -308,7 +350,7 @@ impl Connected for LimitedConnection {
     type ConnectInfo = TcpConnectInfo;
 
     fn connect_info(&self) -> TcpConnectInfo {
-        self.stream.connect_info()
+        self.stream.tcp().connect_info()
     }
 }
 

@@ -1,8 +1,9 @@
 //! Serving: `auth.v1.AuthService`, Envoy's `envoy.service.auth.v3.Authorization`,
 //! grpc.health.v1 and reflection (v1 and v1alpha) on the bound listener, with the HTTP/2 limits
 //! and the edge layer, and the HTTP listener (`http`) beside it, until shutdown (SIGTERM/SIGINT
-//! or a given future), then draining in-flight calls on both. `connections.rs` accepts the connections (cap,
-//! handshake and idle timeouts); the background tasks run beside it (`tasks.rs`).
+//! or a given future), then draining in-flight calls on both. `connections.rs` accepts the
+//! connections (cap, handshake and idle timeouts), `tls.rs` holds the listeners' TLS; the
+//! background tasks run beside it (`tasks.rs`).
 
 use std::{sync::Arc, time::Duration};
 
@@ -11,6 +12,7 @@ use tokio::sync::watch;
 use tonic::transport::Server;
 
 pub mod connections;
+pub mod tls;
 
 use self::connections::ActivityRegistry;
 use crate::{
@@ -61,7 +63,15 @@ impl App {
             tasks::purge_expired(self.service.clone(), stopped.clone()),
             tasks::watch_revocation_store(self.service.clone(), stopped.clone()),
             tasks::metrics_upkeep(stopped.clone()),
-            tasks::reload_signing_keys(self.service.clone(), self.keys_reload, stopped),
+            tasks::reload_signing_keys(self.service.clone(), self.keys_reload, stopped.clone()),
+            tasks::reload_tls(
+                self.grpc_tls
+                    .iter()
+                    .chain(&self.http_tls)
+                    .cloned()
+                    .collect(),
+                stopped,
+            ),
         ];
 
         // AUTHD_REFLECTION=false leaves both out: reflection calls answer UNIMPLEMENTED.
@@ -99,7 +109,7 @@ impl App {
         let stop_http_on_drain = stop_http.clone();
         let http_server = self.http.map(|(listener, public_url)| {
             let http_address = listener.local_addr().ok();
-            tracing::info!(address = ?http_address, %public_url, "serving HTTP");
+            tracing::info!(address = ?http_address, %public_url, tls = self.http_tls.is_some(), "serving HTTP");
             let state = Arc::new(HttpState {
                 service: self.service.clone(),
                 headers: forwarded,
@@ -108,6 +118,7 @@ impl App {
             let mut stopped = http_stopped;
             tokio::spawn(http::serve(
                 listener,
+                self.http_tls.clone(),
                 state,
                 self.limits.connections,
                 async move {
@@ -116,10 +127,14 @@ impl App {
             ))
         });
 
-        tracing::info!(%address, "serving gRPC");
+        tracing::info!(%address, tls = self.grpc_tls.is_some(), "serving gRPC");
         let registry = ActivityRegistry::default();
-        let incoming =
-            connections::incoming(self.listener, self.limits.connections, registry.clone());
+        let incoming = connections::incoming(
+            self.listener,
+            self.limits.connections,
+            registry.clone(),
+            self.grpc_tls.clone(),
+        );
         let served = Server::builder()
             .max_concurrent_streams(self.limits.max_concurrent_streams)
             // Larger flow-control windows: fewer WINDOW_UPDATE frames under many small calls.

@@ -1,11 +1,13 @@
 //! TLS on every hop, on real servers: authd reaches a TLS-only Postgres and a TLS-only Redis
-//! with verification on, and refuses servers whose certificate another CA issued.
+//! with verification on, and refuses servers whose certificate another CA issued; its own
+//! listeners speak TLS only when configured, require client certificates with mutual TLS, and
+//! serve a certificate rotated on disk to new connections without dropping open ones.
 
 use tonic::Code;
 
 use crate::common::{
-    Backend, TestState, assert_status,
-    tls::{TestCa, TlsPostgres, TlsRedis},
+    Backend, TestApp, TestState, assert_status,
+    tls::{IdentityFiles, TestCa, TlsPostgres, TlsRedis, grpc_client_tls, https_get},
 };
 
 /// Register → Verify → Logout → Verify (revoked) on `app`.
@@ -135,5 +137,191 @@ async fn authd_presents_its_client_certificate_to_a_redis_that_requires_one() {
     assert!(
         refused.is_err(),
         "Redis accepted authd without a client certificate"
+    );
+}
+
+/// A call that never reached authd's handlers: the connection was refused or closed (under TLS
+/// 1.3 a refused client certificate shows only after the client's handshake). A handler's answer
+/// to the invalid token would be UNAUTHENTICATED or INVALID_ARGUMENT.
+fn assert_refused_by_transport(status: &tonic::Status, who: &str) {
+    assert!(
+        matches!(
+            status.code(),
+            Code::Unavailable | Code::Cancelled | Code::Unknown
+        ),
+        "{who}: the call reached authd: {status:?}"
+    );
+}
+
+/// The flags that turn TLS on with `identity`, and mTLS with `client_ca`.
+fn tls_flags(identity: &IdentityFiles, client_ca: Option<&TestCa>) -> Vec<String> {
+    let mut flags = vec![
+        format!("--tls-cert-file={}", identity.cert.display()),
+        format!("--tls-key-file={}", identity.key.display()),
+    ];
+    if let Some(ca) = client_ca {
+        flags.push(format!("--tls-client-ca-file={}", ca.cert_file.display()));
+    }
+    flags
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_tls_both_listeners_speak_tls_only() {
+    let pki = tempfile::tempdir().unwrap();
+    let ca = TestCa::new(pki.path(), "authd");
+    let other = TestCa::new(pki.path(), "other");
+    let state = TestState::new(Backend::Postgres).await;
+    let app = state
+        .app()
+        .args(tls_flags(&ca.server("authd"), None))
+        .client_tls(grpc_client_tls(&ca.cert_file, None))
+        .start()
+        .await;
+    round_trip(&app).await;
+
+    // gRPC: a plaintext client, or one that trusts another CA, gets nowhere.
+    let plaintext = TestApp::try_connect_with(app.address, None).await;
+    if let Ok(plaintext) = plaintext {
+        let refused = plaintext.verify("x").await.unwrap_err();
+        assert_refused_by_transport(&refused, "a plaintext client");
+    }
+    assert!(
+        TestApp::try_connect_with(app.address, Some(grpc_client_tls(&other.cert_file, None)))
+            .await
+            .is_err(),
+        "a client trusting another CA connected"
+    );
+
+    // HTTP: served over TLS (HTTP/1.1 here), and the discovery document says https.
+    let http = app.http_address.unwrap();
+    let healthz = https_get(http, &ca.cert_file, "/healthz").await.unwrap();
+    assert!(healthz.starts_with("HTTP/1.1 200"), "{healthz}");
+    let discovery = https_get(http, &ca.cert_file, "/.well-known/openid-configuration")
+        .await
+        .unwrap();
+    assert!(
+        discovery.contains(&format!("\"jwks_uri\":\"https://{http}/")),
+        "{discovery}"
+    );
+    assert!(https_get(http, &other.cert_file, "/healthz").await.is_err());
+    let answer = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let mut stream = tokio::net::TcpStream::connect(http).await.unwrap();
+        let _ = stream
+            .write_all(b"GET /healthz HTTP/1.1\r\nhost: localhost\r\n\r\n")
+            .await;
+        let mut answer = Vec::new();
+        let _ = stream.read_to_end(&mut answer).await;
+        answer
+    })
+    .await
+    .expect("a plaintext request is refused at once");
+    assert!(
+        !answer.starts_with(b"HTTP/"),
+        "plaintext HTTP was served: {}",
+        String::from_utf8_lossy(&answer)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_mutual_tls_only_clients_with_a_certificate_from_the_client_ca_get_in() {
+    let pki = tempfile::tempdir().unwrap();
+    let ca = TestCa::new(pki.path(), "authd");
+    let clients = TestCa::new(pki.path(), "clients");
+    let strangers = TestCa::new(pki.path(), "strangers");
+    let state = TestState::new(Backend::Embedded).await;
+    let good = clients.client("gateway");
+    let app = state
+        .app()
+        .args(tls_flags(&ca.server("authd"), Some(&clients)))
+        .client_tls(grpc_client_tls(&ca.cert_file, Some(&good)))
+        .start()
+        .await;
+    round_trip(&app).await;
+
+    for (who, identity) in [
+        ("without a certificate", None),
+        (
+            "with a certificate of another CA",
+            Some(strangers.client("intruder")),
+        ),
+    ] {
+        let connected = TestApp::try_connect_with(
+            app.address,
+            Some(grpc_client_tls(&ca.cert_file, identity.as_ref())),
+        )
+        .await;
+        if let Ok(client) = connected {
+            let refused = client.verify("x").await.unwrap_err();
+            assert_refused_by_transport(&refused, who);
+        }
+    }
+    // The HTTP listener asks for client certificates too.
+    assert!(
+        !matches!(
+            https_get(app.http_address.unwrap(), &ca.cert_file, "/healthz").await,
+            Ok(response) if response.contains(" 200 ")
+        ),
+        "HTTPS without a client certificate was served"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_rotated_on_disk_is_served_to_new_connections_and_a_broken_one_is_not() {
+    let pki = tempfile::tempdir().unwrap();
+    let old_ca = TestCa::new(pki.path(), "old");
+    let new_ca = TestCa::new(pki.path(), "new");
+    let live = IdentityFiles {
+        cert: pki.path().join("live.pem"),
+        key: pki.path().join("live.key"),
+    };
+    let install = |identity: &IdentityFiles| {
+        // As cert-manager does: new files moved into place.
+        for (from, to) in [(&identity.cert, &live.cert), (&identity.key, &live.key)] {
+            let staged = to.with_extension("new");
+            std::fs::copy(from, &staged).unwrap();
+            std::fs::rename(&staged, to).unwrap();
+        }
+    };
+    install(&old_ca.server("first"));
+    let state = TestState::new(Backend::Embedded).await;
+    let app = state
+        .app()
+        .args(tls_flags(&live, None))
+        .client_tls(grpc_client_tls(&old_ca.cert_file, None))
+        .start()
+        .await;
+    let (_, user_id, token) = app.new_user().await;
+
+    install(&new_ca.server("second"));
+    let rotated = crate::common::eventually(std::time::Duration::from_secs(10), || async {
+        TestApp::try_connect_with(app.address, Some(grpc_client_tls(&new_ca.cert_file, None)))
+            .await
+            .is_ok()
+    })
+    .await;
+    assert!(
+        rotated,
+        "new connections did not get the rotated certificate"
+    );
+    assert!(
+        TestApp::try_connect_with(app.address, Some(grpc_client_tls(&old_ca.cert_file, None)))
+            .await
+            .is_err(),
+        "a new connection still got the old certificate"
+    );
+    // The connection opened before the rotation was not dropped.
+    assert_eq!(app.verify(&token).await.expect("verify").user_id, user_id);
+
+    // A broken file keeps the certificate in use.
+    std::fs::write(&live.cert, "-----BEGIN CERTIFICATE-----\nnot base64\n").unwrap();
+    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    let client =
+        TestApp::try_connect_with(app.address, Some(grpc_client_tls(&new_ca.cert_file, None)))
+            .await
+            .expect("the previous certificate is still served");
+    assert_eq!(
+        client.verify(&token).await.expect("verify").user_id,
+        user_id
     );
 }

@@ -149,6 +149,7 @@ impl TestState {
             redis_prefix: self.redis_prefix.clone(),
             extra: Vec::new(),
             clock: Arc::new(SystemClock),
+            client_tls: None,
         }
     }
 
@@ -190,6 +191,7 @@ pub struct AppBuilder<'a> {
     redis_prefix: String,
     extra: Vec<String>,
     clock: Arc<dyn Clock>,
+    client_tls: Option<tonic::transport::ClientTlsConfig>,
 }
 
 impl AppBuilder<'_> {
@@ -220,6 +222,12 @@ impl AppBuilder<'_> {
     /// Another Redis key prefix than the state's.
     pub fn redis_prefix(mut self, prefix: impl Into<String>) -> Self {
         self.redis_prefix = prefix.into();
+        self
+    }
+
+    /// The test's clients connect with TLS configured so (for an app started with TLS).
+    pub fn client_tls(mut self, tls: tonic::transport::ClientTlsConfig) -> Self {
+        self.client_tls = Some(tls);
         self
     }
 
@@ -264,20 +272,31 @@ impl AppBuilder<'_> {
         }
         let settings = Config::try_parse_from(self.command_line())?.settings()?;
         let app = App::build(settings, self.clock).await?;
-        TestApp::serve(app).await
+        TestApp::serve(app, self.client_tls).await
     }
 }
 
 impl TestApp {
     /// Serves a built app on a task and connects clients to it.
-    async fn serve(app: App) -> anyhow::Result<Self> {
+    async fn serve(
+        app: App,
+        client_tls: Option<tonic::transport::ClientTlsConfig>,
+    ) -> anyhow::Result<Self> {
         let address = app.local_addr();
         let http_address = app.http_local_addr();
         let (shutdown, stopped) = oneshot::channel();
         let server = tokio::spawn(app.run_until_stopped(async move {
             let _ = stopped.await;
         }));
-        let mut connected = Self::try_connect(address).await?;
+        let connected = Self::try_connect_with(address, client_tls).await;
+        let mut connected = match connected {
+            Ok(connected) => connected,
+            Err(error) => {
+                let _ = shutdown.send(());
+                let _ = server.await;
+                return Err(error);
+            }
+        };
         connected.http_address = http_address;
         connected.shutdown = Some(shutdown);
         connected.server = Some(server);
@@ -291,10 +310,22 @@ impl TestApp {
     }
 
     async fn try_connect(address: SocketAddr) -> anyhow::Result<Self> {
-        let channel = Channel::from_shared(format!("http://{address}"))?
+        Self::try_connect_with(address, None).await
+    }
+
+    /// Clients on a connection of their own, over TLS configured by `tls` if given.
+    pub async fn try_connect_with(
+        address: SocketAddr,
+        tls: Option<tonic::transport::ClientTlsConfig>,
+    ) -> anyhow::Result<Self> {
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let mut endpoint = Channel::from_shared(format!("{scheme}://{address}"))?
             .timeout(Duration::from_secs(30))
-            .connect()
-            .await?;
+            .connect_timeout(Duration::from_secs(10));
+        if let Some(tls) = tls {
+            endpoint = endpoint.tls_config(tls)?;
+        }
+        let channel = endpoint.connect().await?;
         Ok(Self {
             address,
             http_address: None,

@@ -327,3 +327,59 @@ fn postgres_user() -> (u32, u32) {
         })
         .expect("a postgres user (the Debian package creates it)")
 }
+
+/// A tonic client TLS configuration trusting `ca_file`, for `localhost`, presenting `identity`.
+pub fn grpc_client_tls(
+    ca_file: &Path,
+    identity: Option<&IdentityFiles>,
+) -> tonic::transport::ClientTlsConfig {
+    use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+    let mut tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(std::fs::read(ca_file).unwrap()))
+        .domain_name("localhost");
+    if let Some(identity) = identity {
+        tls = tls.identity(Identity::from_pem(
+            std::fs::read(&identity.cert).unwrap(),
+            std::fs::read(&identity.key).unwrap(),
+        ));
+    }
+    tls
+}
+
+/// `GET path` over HTTPS/1.1 to `address`, trusting `ca_file` for `localhost`: the status line
+/// and the rest, or the TLS error.
+pub async fn https_get(
+    address: std::net::SocketAddr,
+    ca_file: &Path,
+    path: &str,
+) -> Result<String, std::io::Error> {
+    use rustls_pki_types::{CertificateDer, ServerName, pem::PemObject as _};
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    use tokio_rustls::rustls::{ClientConfig, RootCertStore};
+    let mut roots = RootCertStore::empty();
+    for certificate in CertificateDer::pem_file_iter(ca_file).unwrap() {
+        roots.add(certificate.unwrap()).unwrap();
+    }
+    let mut config = ClientConfig::builder_with_provider(std::sync::Arc::new(
+        tokio_rustls::rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(address).await?;
+    let mut stream = connector
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await?;
+    stream
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .await?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await?;
+    Ok(String::from_utf8_lossy(&response).into_owned())
+}
