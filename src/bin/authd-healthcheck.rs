@@ -1,6 +1,9 @@
 //! `authd-healthcheck [ADDR]`: calls grpc.health.v1 Check for `auth.v1.AuthService` and exits 0
 //! only when it is SERVING. For container health checks; ADDR defaults to the port of
-//! AUTHD_LISTEN_ADDR on 127.0.0.1.
+//! AUTHD_LISTEN_ADDR on 127.0.0.1. When authd serves TLS (AUTHD_TLS_CERT_FILE is set), the check
+//! does too: it trusts AUTHD_HEALTHCHECK_CA_FILE, expects the name AUTHD_HEALTHCHECK_DOMAIN
+//! (default `localhost`) and, under mutual TLS, presents AUTHD_HEALTHCHECK_CLIENT_CERT_FILE and
+//! AUTHD_HEALTHCHECK_CLIENT_KEY_FILE.
 
 use std::{process::ExitCode, time::Duration};
 
@@ -35,15 +38,42 @@ fn default_address() -> String {
 }
 
 async fn check(address: &str) -> Result<ServingStatus, Box<dyn std::error::Error>> {
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))?
+    let tls = std::env::var_os("AUTHD_TLS_CERT_FILE").is_some();
+    let scheme = if tls { "https" } else { "http" };
+    let mut endpoint = tonic::transport::Endpoint::from_shared(format!("{scheme}://{address}"))?
         .connect_timeout(Duration::from_secs(2))
-        .timeout(Duration::from_secs(2))
-        .connect()
-        .await?;
+        .timeout(Duration::from_secs(2));
+    if tls {
+        endpoint = endpoint.tls_config(client_tls()?)?;
+    }
+    let channel = endpoint.connect().await?;
     let response = HealthClient::new(channel)
         .check(HealthCheckRequest {
             service: authd::api::health::SERVICE_NAME.into(),
         })
         .await?;
     Ok(response.into_inner().status())
+}
+
+/// The TLS client configuration from the AUTHD_HEALTHCHECK_* variables.
+fn client_tls() -> Result<tonic::transport::ClientTlsConfig, Box<dyn std::error::Error>> {
+    use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+    let read = |name: &str| -> Result<Vec<u8>, Box<dyn std::error::Error>> {
+        let path = std::env::var_os(name)
+            .ok_or_else(|| format!("authd serves TLS: set {name} for the health check"))?;
+        Ok(std::fs::read(&path)
+            .map_err(|e| format!("{name}: cannot read {}: {e}", path.to_string_lossy()))?)
+    };
+    let domain =
+        std::env::var("AUTHD_HEALTHCHECK_DOMAIN").unwrap_or_else(|_| "localhost".to_owned());
+    let mut tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(read("AUTHD_HEALTHCHECK_CA_FILE")?))
+        .domain_name(domain);
+    if std::env::var_os("AUTHD_HEALTHCHECK_CLIENT_CERT_FILE").is_some() {
+        tls = tls.identity(Identity::from_pem(
+            read("AUTHD_HEALTHCHECK_CLIENT_CERT_FILE")?,
+            read("AUTHD_HEALTHCHECK_CLIENT_KEY_FILE")?,
+        ));
+    }
+    Ok(tls)
 }
