@@ -29,7 +29,7 @@ use tower::ServiceExt;
 pub use routes::{HttpState, router};
 
 use crate::server::{
-    connections::{Activity, ConnectionLimits, IdleDeadline, PerSource},
+    connections::{Activity, ConnectionLimits, IdleDeadline, PerSource, WriteStall},
     tls::{ReloadingTls, Transport},
 };
 
@@ -135,6 +135,7 @@ pub async fn serve(
             let stream = ClosedWhenIdle {
                 stream,
                 idle: IdleDeadline::new(activity.clone(), limits.idle_timeout),
+                write_stall: WriteStall::default(),
             };
             let service = tower::service_fn(move |request| {
                 let in_flight = activity.call_started();
@@ -182,11 +183,15 @@ async fn protocol_known(stream: &TcpStream) -> std::io::Result<bool> {
     }
 }
 
-/// A connection whose reads fail once it has had no request in flight for its idle timeout,
-/// which makes hyper close it.
+/// A connection whose reads fail once it has had no request in flight for its idle timeout, and
+/// whose writes fail once its peer has read nothing for [`WRITE_STALL_TIMEOUT`], which makes hyper
+/// close it.
+///
+/// [`WRITE_STALL_TIMEOUT`]: crate::server::connections::WRITE_STALL_TIMEOUT
 struct ClosedWhenIdle {
     stream: Transport,
     idle: IdleDeadline,
+    write_stall: WriteStall,
 }
 
 impl AsyncRead for ClosedWhenIdle {
@@ -212,11 +217,15 @@ impl AsyncWrite for ClosedWhenIdle {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.stream).poll_write(cx, buf);
+        this.write_stall.check(cx, polled)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.stream).poll_flush(cx);
+        this.write_stall.check(cx, polled)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -228,7 +237,9 @@ impl AsyncWrite for ClosedWhenIdle {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.stream).poll_write_vectored(cx, bufs);
+        this.write_stall.check(cx, polled)
     }
 
     fn is_write_vectored(&self) -> bool {

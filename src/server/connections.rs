@@ -89,6 +89,42 @@ impl Activity {
     }
 }
 
+/// How long a connection's writes may make no progress (its peer reads nothing) before it is
+/// closed: a client that never reads its responses would otherwise hold its slot for ever, since
+/// the idle deadline is seen only when the connection reads.
+pub const WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A connection's write-stall deadline ([`WRITE_STALL_TIMEOUT`]), armed while writes wait.
+#[derive(Default)]
+pub(crate) struct WriteStall {
+    timer: Option<Pin<Box<Sleep>>>,
+}
+
+impl WriteStall {
+    /// Passes a write's outcome through; a write that has waited [`WRITE_STALL_TIMEOUT`] since
+    /// the last progress fails instead (hyper then closes the connection).
+    pub(crate) fn check<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        polled: Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        if polled.is_ready() {
+            self.timer = None;
+            return polled;
+        }
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(WRITE_STALL_TIMEOUT)));
+        if timer.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the peer read nothing for 10 s",
+            )));
+        }
+        Poll::Pending
+    }
+}
+
 /// A connection's idle deadline: expired once it has had no call in flight for `timeout`.
 pub(crate) struct IdleDeadline {
     activity: Arc<Activity>,
@@ -281,6 +317,7 @@ pub fn incoming(
                     activity,
                     preface_left: PREFACE_BYTES,
                     handshake,
+                    write_stall: WriteStall::default(),
                 };
                 if accepted.send(Ok(connection)).await.is_err() {
                     return;
@@ -318,6 +355,7 @@ pub fn incoming(
                     activity,
                     preface_left: PREFACE_BYTES,
                     handshake,
+                    write_stall: WriteStall::default(),
                 };
                 let _ = accepted.send(Ok(connection)).await;
             });
@@ -338,6 +376,7 @@ pub struct LimitedConnection {
     preface_left: usize,
     handshake: Pin<Box<Sleep>>,
     idle: IdleDeadline,
+    write_stall: WriteStall,
 }
 
 impl Drop for LimitedConnection {
@@ -389,11 +428,15 @@ impl AsyncWrite for LimitedConnection {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.stream).poll_write(cx, buf);
+        this.write_stall.check(cx, polled)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.stream).poll_flush(cx);
+        this.write_stall.check(cx, polled)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -405,7 +448,9 @@ impl AsyncWrite for LimitedConnection {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.stream).poll_write_vectored(cx, bufs);
+        this.write_stall.check(cx, polled)
     }
 
     fn is_write_vectored(&self) -> bool {

@@ -676,3 +676,31 @@ async fn a_connection_with_no_request_is_closed_after_the_idle_timeout_and_a_bus
     );
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_reads_its_responses_is_disconnected() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let state = TestState::new(Backend::Embedded).await;
+    let app = state.app().start().await;
+    let address = app.http_address.unwrap();
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(2048).unwrap();
+    let mut stream = socket.connect(address).await.unwrap();
+    const REQUESTS: usize = 400;
+    let pipelined = "GET /metrics HTTP/1.1\r\nhost: authd\r\n\r\n".repeat(REQUESTS);
+    stream.write_all(pipelined.as_bytes()).await.unwrap();
+    // Read nothing for longer than the write-stall timeout (10 s): the server gives up on us.
+    tokio::time::sleep(Duration::from_secs(13)).await;
+    let mut received = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut received))
+        .await
+        .expect("the connection was closed");
+    let answered = String::from_utf8_lossy(&received)
+        .matches("HTTP/1.1 200")
+        .count();
+    assert!(
+        answered < REQUESTS,
+        "every response was delivered ({answered}): the stalled connection was kept"
+    );
+    assert_eq!(app.http().get("/healthz").await.status, StatusCode::OK);
+}

@@ -144,11 +144,15 @@ async fn authd_presents_its_client_certificate_to_a_redis_that_requires_one() {
 /// 1.3 a refused client certificate shows only after the client's handshake). A handler's answer
 /// to the invalid token would be UNAUTHENTICATED or INVALID_ARGUMENT.
 fn assert_refused_by_transport(status: &tonic::Status, who: &str) {
+    // A plaintext client may read the TLS alert as a malformed HTTP/2 frame.
+    let protocol_error =
+        status.code() == Code::Internal && status.message().contains("protocol error");
     assert!(
-        matches!(
-            status.code(),
-            Code::Unavailable | Code::Cancelled | Code::Unknown
-        ),
+        protocol_error
+            || matches!(
+                status.code(),
+                Code::Unavailable | Code::Cancelled | Code::Unknown
+            ),
         "{who}: the call reached authd: {status:?}"
     );
 }
@@ -323,5 +327,44 @@ async fn a_certificate_rotated_on_disk_is_served_to_new_connections_and_a_broken
     assert_eq!(
         client.verify(&token).await.expect("verify").user_id,
         user_id
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_container_health_check_speaks_tls_when_authd_does() {
+    let pki = tempfile::tempdir().unwrap();
+    let ca = TestCa::new(pki.path(), "authd");
+    let identity = ca.server("authd");
+    let state = TestState::new(Backend::Embedded).await;
+    let app = state
+        .app()
+        .args(tls_flags(&identity, None))
+        .client_tls(grpc_client_tls(&ca.cert_file, None))
+        .start()
+        .await;
+    let check = |ca_file: Option<std::path::PathBuf>| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_authd-healthcheck"));
+        command
+            .arg(app.address.to_string())
+            .env("AUTHD_TLS_CERT_FILE", &identity.cert)
+            .env_remove("AUTHD_HEALTHCHECK_CA_FILE");
+        if let Some(ca_file) = ca_file {
+            command.env("AUTHD_HEALTHCHECK_CA_FILE", ca_file);
+        }
+        // The check runs its own runtime and blocks: off this test's runtime threads.
+        std::thread::scope(|scope| scope.spawn(|| command.output().unwrap()).join().unwrap())
+    };
+    let healthy = check(Some(ca.cert_file.clone()));
+    assert!(
+        healthy.status.success(),
+        "{}",
+        String::from_utf8_lossy(&healthy.stderr)
+    );
+    let unconfigured = check(None);
+    assert!(!unconfigured.status.success());
+    assert!(
+        String::from_utf8_lossy(&unconfigured.stderr).contains("AUTHD_HEALTHCHECK_CA_FILE"),
+        "{}",
+        String::from_utf8_lossy(&unconfigured.stderr)
     );
 }
