@@ -2,17 +2,12 @@
 //! serving `routes.rs`, with bounded headers, slow-client timeouts, a connection cap, and the
 //! gRPC side's graceful shutdown (stop accepting, let requests in flight finish, then close).
 //! Like the gRPC side, a connection with no request in flight for AUTHD_IDLE_TIMEOUT is closed
-//! (an HTTP/2 connection that opens no stream would otherwise hold its slot for ever).
+//! (an HTTP/2 connection that opens no stream would otherwise hold its slot for ever), and so is
+//! one whose peer has read nothing of its responses for 10 s.
 
 mod routes;
 
-use std::{
-    io,
-    pin::Pin,
-    sync::Arc,
-    task::{Context, Poll},
-    time::Duration,
-};
+use std::{sync::Arc, time::Duration};
 
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
@@ -20,7 +15,6 @@ use hyper_util::{
     service::TowerToHyperService,
 };
 use tokio::{
-    io::{AsyncRead, AsyncWrite, ReadBuf},
     net::{TcpListener, TcpStream},
     sync::Semaphore,
 };
@@ -29,7 +23,7 @@ use tower::ServiceExt;
 pub use routes::{HttpState, router};
 
 use crate::server::{
-    connections::{Activity, ConnectionLimits, IdleDeadline, PerSource, WriteStall},
+    connections::{Activity, ConnectionLimits, Guarded, PerSource},
     tls::{ReloadingTls, Transport},
 };
 
@@ -132,11 +126,7 @@ pub async fn serve(
                 }
             };
             let activity = Arc::new(Activity::new());
-            let stream = ClosedWhenIdle {
-                stream,
-                idle: IdleDeadline::new(activity.clone(), limits.idle_timeout),
-                write_stall: WriteStall::default(),
-            };
+            let stream = Guarded::new(stream, activity.clone(), limits.idle_timeout);
             let service = tower::service_fn(move |request| {
                 let in_flight = activity.call_started();
                 let response = app.clone().oneshot(request);
@@ -180,69 +170,5 @@ async fn protocol_known(stream: &TcpStream) -> std::io::Result<bool> {
         }
         // A partial preface: wait for the rest (peek does not wait for more than it has).
         tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-/// A connection whose reads fail once it has had no request in flight for its idle timeout, and
-/// whose writes fail once its peer has read nothing for [`WRITE_STALL_TIMEOUT`], which makes hyper
-/// close it.
-///
-/// [`WRITE_STALL_TIMEOUT`]: crate::server::connections::WRITE_STALL_TIMEOUT
-struct ClosedWhenIdle {
-    stream: Transport,
-    idle: IdleDeadline,
-    write_stall: WriteStall,
-}
-
-impl AsyncRead for ClosedWhenIdle {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = &mut *self;
-        if this.idle.poll_expired(cx) {
-            return Poll::Ready(Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "no request within AUTHD_IDLE_TIMEOUT",
-            )));
-        }
-        Pin::new(&mut this.stream).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for ClosedWhenIdle {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let this = &mut *self;
-        let polled = Pin::new(&mut this.stream).poll_write(cx, buf);
-        this.write_stall.check(cx, polled)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = &mut *self;
-        let polled = Pin::new(&mut this.stream).poll_flush(cx);
-        this.write_stall.check(cx, polled)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_shutdown(cx)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        let this = &mut *self;
-        let polled = Pin::new(&mut this.stream).poll_write_vectored(cx, bufs);
-        this.write_stall.check(cx, polled)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
     }
 }

@@ -306,19 +306,14 @@ pub fn incoming(
             let _ = stream.set_nodelay(true);
             let handshake = Box::pin(tokio::time::sleep(limits.handshake_timeout));
             let Some(tls) = &tls else {
-                let activity = registry.register(peer);
-                let connection = LimitedConnection {
-                    stream: Transport::Plain(stream),
+                let connection = LimitedConnection::new(
+                    Transport::Plain(stream),
                     peer,
-                    _slot: slot,
-                    _source_slot: source_slot,
-                    registry: registry.clone(),
-                    idle: IdleDeadline::new(activity.clone(), limits.idle_timeout),
-                    activity,
-                    preface_left: PREFACE_BYTES,
+                    (slot, source_slot),
+                    &registry,
+                    limits.idle_timeout,
                     handshake,
-                    write_stall: WriteStall::default(),
-                };
+                );
                 if accepted.send(Ok(connection)).await.is_err() {
                     return;
                 }
@@ -344,19 +339,14 @@ pub fn incoming(
                         return;
                     }
                 };
-                let activity = registry.register(peer);
-                let connection = LimitedConnection {
-                    stream: Transport::Tls(Box::new(stream)),
+                let connection = LimitedConnection::new(
+                    Transport::Tls(Box::new(stream)),
                     peer,
-                    _slot: slot,
-                    _source_slot: source_slot,
-                    registry: registry.clone(),
-                    idle: IdleDeadline::new(activity.clone(), limits.idle_timeout),
-                    activity,
-                    preface_left: PREFACE_BYTES,
+                    (slot, source_slot),
+                    &registry,
+                    limits.idle_timeout,
                     handshake,
-                    write_stall: WriteStall::default(),
-                };
+                );
                 let _ = accepted.send(Ok(connection)).await;
             });
         }
@@ -366,17 +356,72 @@ pub fn incoming(
 
 /// One accepted connection, holding its slot until closed.
 pub struct LimitedConnection {
-    stream: Transport,
+    guarded: Guarded,
     peer: SocketAddr,
-    _slot: OwnedSemaphorePermit,
-    _source_slot: SourceSlot,
+    _slots: (OwnedSemaphorePermit, SourceSlot),
     registry: ActivityRegistry,
     activity: Arc<Activity>,
     /// Preface bytes still expected; 0 once the handshake is done.
     preface_left: usize,
     handshake: Pin<Box<Sleep>>,
+}
+
+impl LimitedConnection {
+    fn new(
+        stream: Transport,
+        peer: SocketAddr,
+        slots: (OwnedSemaphorePermit, SourceSlot),
+        registry: &ActivityRegistry,
+        idle_timeout: Duration,
+        handshake: Pin<Box<Sleep>>,
+    ) -> Self {
+        let activity = registry.register(peer);
+        Self {
+            guarded: Guarded::new(stream, activity.clone(), idle_timeout),
+            peer,
+            _slots: slots,
+            registry: registry.clone(),
+            activity,
+            preface_left: PREFACE_BYTES,
+            handshake,
+        }
+    }
+}
+
+/// A connection's stream under its deadlines: reads fail once it has had no call in flight for
+/// its idle timeout, writes once its peer has read nothing for [`WRITE_STALL_TIMEOUT`]; hyper
+/// then closes it.
+pub(crate) struct Guarded {
+    stream: Transport,
     idle: IdleDeadline,
     write_stall: WriteStall,
+}
+
+impl Guarded {
+    pub(crate) fn new(stream: Transport, activity: Arc<Activity>, idle_timeout: Duration) -> Self {
+        Self {
+            stream,
+            idle: IdleDeadline::new(activity, idle_timeout),
+            write_stall: WriteStall::default(),
+        }
+    }
+}
+
+impl AsyncRead for Guarded {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        if this.idle.poll_expired(cx) {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "no call within AUTHD_IDLE_TIMEOUT",
+            )));
+        }
+        Pin::new(&mut this.stream).poll_read(cx, buf)
+    }
 }
 
 impl Drop for LimitedConnection {
@@ -389,7 +434,7 @@ impl Connected for LimitedConnection {
     type ConnectInfo = TcpConnectInfo;
 
     fn connect_info(&self) -> TcpConnectInfo {
-        self.stream.tcp().connect_info()
+        self.guarded.stream.tcp().connect_info()
     }
 }
 
@@ -406,14 +451,11 @@ impl AsyncRead for LimitedConnection {
                 "no HTTP/2 preface within AUTHD_HANDSHAKE_TIMEOUT",
             )));
         }
-        if this.preface_left == 0 && this.idle.poll_expired(cx) {
-            return Poll::Ready(Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "no call within AUTHD_IDLE_TIMEOUT",
-            )));
+        if this.preface_left == 0 {
+            return Pin::new(&mut this.guarded).poll_read(cx, buf);
         }
         let before = buf.filled().len();
-        let read = Pin::new(&mut this.stream).poll_read(cx, buf);
+        let read = Pin::new(&mut this.guarded.stream).poll_read(cx, buf);
         if read.is_ready() {
             let received = buf.filled().len() - before;
             this.preface_left = this.preface_left.saturating_sub(received);
@@ -423,6 +465,36 @@ impl AsyncRead for LimitedConnection {
 }
 
 impl AsyncWrite for LimitedConnection {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.guarded).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.guarded).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.guarded).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.guarded).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.guarded.is_write_vectored()
+    }
+}
+
+impl AsyncWrite for Guarded {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
