@@ -7,7 +7,7 @@ use tonic::Code;
 
 use crate::common::{
     Backend, TestApp, TestState, assert_status,
-    tls::{IdentityFiles, TestCa, TlsPostgres, TlsRedis, grpc_client_tls, https_get},
+    tls::{IdentityFiles, TestCa, TlsPostgres, TlsRedis, grpc_client_tls, https_get, https_h2_get},
 };
 
 /// Register → Verify → Logout → Verify (revoked) on `app`.
@@ -208,6 +208,11 @@ async fn with_tls_both_listeners_speak_tls_only() {
         "{discovery}"
     );
     assert!(https_get(http, &other.cert_file, "/healthz").await.is_err());
+    // HTTP/2 when ALPN says so.
+    assert_eq!(
+        https_h2_get(http, &ca.cert_file, "/healthz").await,
+        (hyper::StatusCode::OK, hyper::Version::HTTP_2)
+    );
     let answer = tokio::time::timeout(std::time::Duration::from_secs(5), async {
         use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
         let mut stream = tokio::net::TcpStream::connect(http).await.unwrap();

@@ -353,8 +353,49 @@ pub async fn https_get(
     ca_file: &Path,
     path: &str,
 ) -> Result<String, std::io::Error> {
-    use rustls_pki_types::{CertificateDer, ServerName, pem::PemObject as _};
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = tls_connect(address, ca_file, b"http/1.1").await?;
+    stream
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .await?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await?;
+    Ok(String::from_utf8_lossy(&response).into_owned())
+}
+
+/// `GET path` over HTTP/2 on TLS (ALPN h2) to `address`, trusting `ca_file` for `localhost`:
+/// the status and the negotiated version.
+pub async fn https_h2_get(
+    address: std::net::SocketAddr,
+    ca_file: &Path,
+    path: &str,
+) -> (hyper::StatusCode, hyper::Version) {
+    let stream = tls_connect(address, ca_file, b"h2").await.unwrap();
+    assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(connection);
+    let request = hyper::Request::get(format!("https://localhost{path}"))
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    (response.status(), response.version())
+}
+
+/// A TLS connection to `address` for `localhost`, trusting `ca_file`, offering `alpn`.
+async fn tls_connect(
+    address: std::net::SocketAddr,
+    ca_file: &Path,
+    alpn: &[u8],
+) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, std::io::Error> {
+    use rustls_pki_types::{CertificateDer, ServerName, pem::PemObject as _};
     use tokio_rustls::rustls::{ClientConfig, RootCertStore};
     let mut roots = RootCertStore::empty();
     for certificate in CertificateDer::pem_file_iter(ca_file).unwrap() {
@@ -367,19 +408,10 @@ pub async fn https_get(
     .unwrap()
     .with_root_certificates(roots)
     .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.alpn_protocols = vec![alpn.to_vec()];
     let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
     let tcp = tokio::net::TcpStream::connect(address).await?;
-    let mut stream = connector
+    connector
         .connect(ServerName::try_from("localhost").unwrap(), tcp)
-        .await?;
-    stream
-        .write_all(
-            format!("GET {path} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")
-                .as_bytes(),
-        )
-        .await?;
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).await?;
-    Ok(String::from_utf8_lossy(&response).into_owned())
+        .await
 }
