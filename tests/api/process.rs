@@ -103,7 +103,9 @@ async fn sigterm_lets_in_flight_calls_finish_then_exits_zero() {
     let data_dir = tempfile::tempdir().unwrap();
     let process = Process::start(&embedded_args(data_dir.path()));
     let client = process.client().await;
-    // Sixteen registrations queue behind argon2 (one hash per core): still in flight at SIGTERM.
+    // Sixteen registrations queue behind argon2 (one hash per core): still in flight at
+    // SIGTERM. They are given 100 ms to reach the server first: a call sent after shutdown began
+    // is refused (or its connection reset), which is HTTP/2's graceful shutdown, not a lost call.
     let calls: Vec<_> = (0..16)
         .map(|i| {
             let mut client = client.clone();
@@ -119,7 +121,7 @@ async fn sigterm_lets_in_flight_calls_finish_then_exits_zero() {
             })
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(30)).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
     let signalled = std::time::Instant::now();
     process.signal("TERM");
     let mut finished_after_signal = 0;
