@@ -1,9 +1,9 @@
 //! The listener's side of connections: at most AUTHD_MAX_CONNECTIONS open at once, and at most
 //! AUTHD_MAX_CONNECTIONS_PER_SOURCE from one peer address (past either, a new connection is
 //! closed as soon as it is accepted), a client that has not completed the TLS handshake (when TLS
-//! is on) and sent the HTTP/2 preface within AUTHD_HANDSHAKE_TIMEOUT is disconnected, and so is one that has had no call in flight for
-//! AUTHD_IDLE_TIMEOUT. Without these, sockets that never speak held a task and a descriptor each
-//! for ever.
+//! is on) and sent the HTTP/2 preface within AUTHD_HANDSHAKE_TIMEOUT is disconnected, and so is
+//! one that has had no call in flight for AUTHD_IDLE_TIMEOUT or has read nothing of its responses
+//! for 10 s. Without these, sockets that never speak held a task and a descriptor each for ever.
 //!
 //! Calls are seen by the edge layer, bytes by the connection: they meet in [`Activity`], one per
 //! connection, found by the peer's address (unique per TCP connection) in a shared registry. Each
