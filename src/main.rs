@@ -17,8 +17,27 @@ use clap::{Parser, ValueEnum as _};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-#[tokio::main]
-async fn main() -> ExitCode {
+/// How long the runtime waits, once serving has stopped, for work on its blocking pool (a file
+/// read stuck on a hung mount must not keep a SIGTERMed process alive).
+const BLOCKING_WORK_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
+fn main() -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("authd: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let code = runtime.block_on(run());
+    runtime.shutdown_timeout(BLOCKING_WORK_GRACE);
+    code
+}
+
+async fn run() -> ExitCode {
     let config = match Config::try_parse() {
         Ok(config) => config,
         // --help and --version: not errors.

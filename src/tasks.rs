@@ -123,7 +123,7 @@ pub fn reload_tls(
             let listeners = listeners.clone();
             async move {
                 for listener in listeners.iter() {
-                    listener.reload_if_changed();
+                    listener.check_files().await;
                 }
             }
         },

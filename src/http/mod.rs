@@ -108,10 +108,11 @@ pub async fn serve(
                         _ => return,
                     }
                 }
-                // With TLS the handshake has the same deadline, and ALPN names the protocol, so
-                // hyper does not wait to read it.
+                // With TLS the handshake has the gRPC port's deadline (AUTHD_HANDSHAKE_TIMEOUT),
+                // and ALPN names the protocol, so hyper does not wait to read it.
                 Some(acceptor) => {
-                    match tokio::time::timeout(HEADER_READ_TIMEOUT, acceptor.accept(stream)).await {
+                    let deadline = limits.handshake_timeout;
+                    match tokio::time::timeout(deadline, acceptor.accept(stream)).await {
                         Ok(Ok(stream)) => {
                             let stream = Transport::Tls(Box::new(stream));
                             let builder = if stream.negotiated_h2() {

@@ -2,16 +2,22 @@
 //! the rustls configuration built from the files, and built again when one of them changes
 //! (cert-manager and Vault rotate certificates in place): new connections get the new
 //! certificate, open ones keep theirs. A file that does not parse keeps the previous
-//! configuration and logs an error. With a client CA, every client must present a certificate
+//! configuration and logs an error. Only regular files of at most [`MAX_PEM_FILE_BYTES`] are read
+//! (a FIFO or a device in their place is an error, not a blocked thread), and the periodic check
+//! runs on the blocking pool within [`TLS_RELOAD_DEADLINE`]. With a client CA, every client must present a certificate
 //! it issued (mutual TLS). Also the stream a listener serves: plain TCP, or TLS over it.
 
 use std::{
-    io,
+    io::{self, Read as _},
+    os::unix::fs::MetadataExt as _,
     path::Path,
     pin::Pin,
-    sync::{Arc, Mutex, RwLock},
+    sync::{
+        Arc, Mutex, RwLock,
+        atomic::{AtomicBool, Ordering},
+    },
     task::{Context, Poll},
-    time::{Duration, SystemTime},
+    time::Duration,
 };
 
 use anyhow::Context as _;
@@ -36,8 +42,21 @@ pub const GRPC_ALPN: &[&[u8]] = &[b"h2"];
 /// ALPN of the HTTP listener: HTTP/2, else HTTP/1.1.
 pub const HTTP_ALPN: &[&[u8]] = &[b"h2", b"http/1.1"];
 
-/// What the files looked like when last read: a change of any is a reason to read them again.
-type FileStamps = Vec<Option<(SystemTime, u64)>>;
+/// How long one check of the files may take before it is given up (and logged); until it ends,
+/// no other check starts.
+pub const TLS_RELOAD_DEADLINE: Duration = Duration::from_secs(5);
+
+/// The largest certificate, key or CA file read (a PEM bundle of many CAs is far smaller).
+pub const MAX_PEM_FILE_BYTES: u64 = 1 << 20;
+
+/// What a file looked like when last read (device, inode, size, modification and change times in
+/// nanoseconds): a change of any is a reason to read the files again. A rename over the file (how
+/// Kubernetes secret volumes and most tools rotate) changes the inode even when size and
+/// modification time are kept.
+type FileStamp = (u64, u64, u64, i64, i64, i64, i64);
+
+/// One stamp per file, `None` for a file that cannot be examined.
+type FileStamps = Vec<Option<FileStamp>>;
 
 /// One listener's TLS configuration, kept current with its files.
 pub struct ReloadingTls {
@@ -45,6 +64,7 @@ pub struct ReloadingTls {
     alpn: Vec<Vec<u8>>,
     current: RwLock<Arc<ServerConfig>>,
     stamps: Mutex<FileStamps>,
+    checking: AtomicBool,
 }
 
 impl std::fmt::Debug for ReloadingTls {
@@ -66,7 +86,36 @@ impl ReloadingTls {
             alpn,
             current: RwLock::new(Arc::new(config)),
             stamps: Mutex::new(stamps),
+            checking: AtomicBool::new(false),
         }))
+    }
+
+    /// [`Self::reload_if_changed`] on the blocking pool, within [`TLS_RELOAD_DEADLINE`]: a file
+    /// system that hangs (a stalled network mount) holds a blocking thread, never a runtime
+    /// worker, and while one check is still running the next is skipped instead of piling up.
+    pub async fn check_files(self: &Arc<Self>) {
+        if self.checking.swap(true, Ordering::AcqRel) {
+            tracing::warn!(
+                cert = %self.files.cert_file.display(),
+                "TLS: the previous check of the certificate files has not finished; skipping this one"
+            );
+            return;
+        }
+        let this = self.clone();
+        let check = tokio::task::spawn_blocking(move || {
+            this.reload_if_changed();
+            this.checking.store(false, Ordering::Release);
+        });
+        if tokio::time::timeout(TLS_RELOAD_DEADLINE, check)
+            .await
+            .is_err()
+        {
+            tracing::error!(
+                cert = %self.files.cert_file.display(),
+                deadline = ?TLS_RELOAD_DEADLINE,
+                "TLS: reading the certificate files did not finish in time; keeping the current ones"
+            );
+        }
     }
 
     /// An acceptor with the current configuration.
@@ -120,16 +169,64 @@ fn stamps(files: &ListenerTls) -> FileStamps {
     .into_iter()
     .flatten()
     .map(|path| {
-        let metadata = std::fs::metadata(path).ok()?;
-        Some((metadata.modified().ok()?, metadata.len()))
+        std::fs::metadata(path)
+            .ok()
+            .map(|metadata| stamp(&metadata))
     })
     .collect()
+}
+
+fn stamp(metadata: &std::fs::Metadata) -> FileStamp {
+    (
+        metadata.dev(),
+        metadata.ino(),
+        metadata.size(),
+        metadata.mtime(),
+        metadata.mtime_nsec(),
+        metadata.ctime(),
+        metadata.ctime_nsec(),
+    )
+}
+
+/// The bytes of a certificate or key file: a regular file (after symbolic links) of at most
+/// [`MAX_PEM_FILE_BYTES`]. The type is checked before opening, so a FIFO put in the file's place
+/// is refused instead of blocking the open until a writer appears, and again on the open file.
+fn read_pem_file(path: &Path, setting: &str) -> anyhow::Result<Vec<u8>> {
+    let is_regular = |metadata: &std::fs::Metadata| metadata.file_type().is_file();
+    let metadata = std::fs::metadata(path)
+        .with_context(|| format!("{setting}: cannot read {}", path.display()))?;
+    anyhow::ensure!(
+        is_regular(&metadata),
+        "{setting}: {} is not a regular file",
+        path.display()
+    );
+    let file = std::fs::File::open(path)
+        .with_context(|| format!("{setting}: cannot read {}", path.display()))?;
+    let metadata = file
+        .metadata()
+        .with_context(|| format!("{setting}: cannot read {}", path.display()))?;
+    anyhow::ensure!(
+        is_regular(&metadata),
+        "{setting}: {} is not a regular file",
+        path.display()
+    );
+    let mut bytes = Vec::new();
+    file.take(MAX_PEM_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("{setting}: cannot read {}", path.display()))?;
+    anyhow::ensure!(
+        bytes.len() as u64 <= MAX_PEM_FILE_BYTES,
+        "{setting}: {} is larger than {MAX_PEM_FILE_BYTES} bytes",
+        path.display()
+    );
+    Ok(bytes)
 }
 
 /// The rustls configuration the files describe.
 fn build(files: &ListenerTls, alpn: &[Vec<u8>]) -> anyhow::Result<ServerConfig> {
     let chain = certificates(&files.cert_file, "AUTHD_TLS_CERT_FILE")?;
-    let key = PrivateKeyDer::from_pem_file(&files.key_file).with_context(|| {
+    let key_pem = read_pem_file(&files.key_file, "AUTHD_TLS_KEY_FILE")?;
+    let key = PrivateKeyDer::from_pem_slice(&key_pem).with_context(|| {
         format!(
             "AUTHD_TLS_KEY_FILE: no PEM private key in {}",
             files.key_file.display()
@@ -170,8 +267,8 @@ fn build(files: &ListenerTls, alpn: &[Vec<u8>]) -> anyhow::Result<ServerConfig> 
 
 /// Every certificate in a PEM file (at least one).
 fn certificates(path: &Path, setting: &str) -> anyhow::Result<Vec<CertificateDer<'static>>> {
-    let certificates = CertificateDer::pem_file_iter(path)
-        .with_context(|| format!("{setting}: cannot read {}", path.display()))?
+    let pem = read_pem_file(path, setting)?;
+    let certificates = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<Vec<_>, _>>()
         .with_context(|| format!("{setting}: {} is not PEM", path.display()))?;
     anyhow::ensure!(

@@ -333,6 +333,34 @@ async fn a_certificate_rotated_on_disk_is_served_to_new_connections_and_a_broken
         client.verify(&token).await.expect("verify").user_id,
         user_id
     );
+
+    // A FIFO in the key file's place (opening it would block until a writer came) and a file
+    // larger than any PEM are refused like a broken file: handshakes go on with the certificate
+    // in use, and the server still stops when told to.
+    std::fs::remove_file(&live.key).unwrap();
+    let made = std::process::Command::new("mkfifo")
+        .arg(&live.key)
+        .status()
+        .unwrap();
+    assert!(made.success(), "mkfifo failed");
+    std::fs::write(&live.cert, vec![b'A'; 2 << 20]).unwrap();
+    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    for _ in 0..3 {
+        let client = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            TestApp::try_connect_with(app.address, Some(grpc_client_tls(&new_ca.cert_file, None))),
+        )
+        .await
+        .expect("the TLS handshake hung while the key file was a FIFO")
+        .expect("the previous certificate is still served");
+        assert_eq!(
+            client.verify(&token).await.expect("verify").user_id,
+            user_id
+        );
+    }
+    tokio::time::timeout(std::time::Duration::from_secs(15), app.stop())
+        .await
+        .expect("the server did not stop while the key file was a FIFO");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
