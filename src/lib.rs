@@ -14,9 +14,11 @@
 //! `http` is the second edge (JWKS, discovery, forward-auth, probes) and `api::ext_authz` the
 //! Envoy one; both answer from `gateway`'s verdict on Verify's checks.
 //! `config` parses the flags into typed `Settings`; `startup` wires an `App` from them and a
-//! `Clock`; `server` serves it, with `tasks` beside; `telemetry` sets up logs.
+//! `Clock`; `server` serves it, with `tasks` beside; `telemetry` sets up logs and traces, and
+//! `audit` is where the use cases record security-relevant actions.
 
 pub mod api;
+pub mod audit;
 pub mod clock;
 pub mod config;
 pub mod domain;

@@ -29,6 +29,10 @@ pub const MIRROR_STALENESS: &str = "authd_revocation_mirror_staleness_seconds";
 pub const MIRROR_ENTRIES: &str = "authd_revocation_mirror_entries";
 /// Password hashes waiting for a hashing thread.
 pub const HASHING_QUEUE_DEPTH: &str = "authd_hashing_queue_depth";
+/// Audit events recorded, by `event` (`login.failed`, `session.ended`, …).
+pub const AUDIT_EVENTS: &str = "authd_audit_events_total";
+/// Audit events that did not reach AUTHD_AUDIT_LOG (the writer behind, or a write failed).
+pub const AUDIT_EVENTS_DROPPED: &str = "authd_audit_events_dropped_total";
 
 /// Histogram buckets (seconds) for call durations: go-grpc-prometheus's defaults, with finer
 /// ones below 5 ms, where Verify lives.
@@ -65,6 +69,11 @@ pub fn render() -> String {
 
 fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(AUDIT_EVENTS, "Audit events recorded, by event.");
+    describe_counter!(
+        AUDIT_EVENTS_DROPPED,
+        "Audit events that could not be written to AUTHD_AUDIT_LOG."
+    );
     describe_counter!(
         "grpc_server_started_total",
         "Total number of RPCs started on the server."

@@ -68,6 +68,7 @@ impl App {
         );
         let (tokens, signing_keys) = token_authority(&settings.signing_key, &settings.tokens)?;
         let hasher = PasswordHasher::new(settings.hashing, settings.password_params)?;
+        let audit = audit_log(&settings.audit)?;
         tracing::info!(
             threads = settings.hashing.concurrency,
             queue = settings.hashing.queue,
@@ -83,6 +84,7 @@ impl App {
             tokens,
             signing_keys,
             verified_tokens: VerifiedTokenCache::new(settings.verify_cache_entries),
+            audit,
             clock,
         }));
         report_email_normalization(service.normalize_stored_emails().await?);
@@ -369,4 +371,29 @@ fn read_redis_tls(files: &crate::config::RedisTlsFiles) -> anyhow::Result<RedisT
             })
             .transpose()?,
     })
+}
+
+/// The audit log the settings describe; with no AUTHD_AUDIT_HASH_KEY, email hashes are keyed
+/// with a random key of this process (they correlate until it restarts, and not across
+/// instances).
+fn audit_log(settings: &crate::config::AuditSettings) -> anyhow::Result<crate::audit::AuditLog> {
+    use secrecy::ExposeSecret as _;
+    let key: Vec<u8> = match &settings.email_hash_key {
+        Some(key) => key.expose_secret().as_bytes().to_vec(),
+        None => {
+            tracing::info!(
+                "audit: no AUTHD_AUDIT_HASH_KEY; email hashes in audit events correlate within this process only"
+            );
+            (0..32).map(|_| rand::random::<u8>()).collect()
+        }
+    };
+    let audit = crate::audit::AuditLog::new(
+        settings.instance_id.clone(),
+        secrecy::SecretSlice::from(key),
+        settings.file.as_deref(),
+    )?;
+    if let Some(file) = &settings.file {
+        tracing::info!(path = %file.display(), instance_id = %settings.instance_id, "audit events also go to AUTHD_AUDIT_LOG");
+    }
+    Ok(audit)
 }

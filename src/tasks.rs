@@ -100,6 +100,27 @@ pub fn reload_signing_keys(
     })
 }
 
+/// Reopens AUTHD_AUDIT_LOG on each SIGHUP (logrotate moved it).
+pub fn reopen_audit_log_on_hangup(
+    service: Arc<AuthService>,
+    mut stopped: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let Ok(mut hangup) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            tracing::warn!("SIGHUP cannot be handled: AUTHD_AUDIT_LOG is not reopened on it");
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = hangup.recv() => service.reopen_audit_log(),
+                _ = stopped.changed() => return,
+            }
+        }
+    })
+}
+
 /// How often the metrics recorder drains its histogram samples.
 pub const METRICS_UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
 

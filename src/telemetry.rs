@@ -16,6 +16,12 @@ pub fn init(format: LogFormat) {
     };
 }
 
+/// The trace a call belongs to: the current span's when traces are exported (authd joined the
+/// caller's trace, or started one), else the trace id of the call's `traceparent`.
+pub fn trace_id(traceparent: Option<&[u8]>) -> Option<crate::audit::TraceId> {
+    traceparent.and_then(crate::audit::TraceId::from_traceparent)
+}
+
 /// An error and its causes, outermost first, joined by ": ". A cause whose text the message before
 /// it already contains is left out (sqlx and redis put their source's text in their own message,
 /// so `{:#}` would print it twice).

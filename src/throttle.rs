@@ -171,6 +171,16 @@ pub struct LoginAttempt {
     backoff_key: String,
     /// The window counters this attempt took a place in.
     windows: Vec<Reservation>,
+    /// If this attempt fails, how long the next one must wait (it reached a limit).
+    wait_if_failed: Option<Duration>,
+}
+
+impl LoginAttempt {
+    /// How long the next attempt must wait if this one fails: `Some` when this attempt is the
+    /// one that reaches a limit (the audit log's `login.throttled`).
+    pub fn wait_if_failed(&self) -> Option<Duration> {
+        self.wait_if_failed
+    }
 }
 
 /// Applies the policy to logins.
@@ -226,10 +236,17 @@ impl LoginThrottle {
                 self.policy.account_window,
             ));
         }
+        let mut wait_if_failed = remaining(backoff.after.until, now);
         let mut held = Vec::new();
         for (key, max, window) in windows {
             match self.reserve(&key, Limit::Window { max, window }, now).await {
-                Ok(reservation) => held.push(reservation),
+                Ok(reservation) => {
+                    if reservation.after.count >= max {
+                        let wait = remaining(reservation.after.until, now).unwrap_or(FLOODED_RETRY);
+                        wait_if_failed = Some(wait_if_failed.map_or(wait, |other| other.max(wait)));
+                    }
+                    held.push(reservation);
+                }
                 Err(error) => {
                     self.give_back_detached(Some(backoff), held, now);
                     return Err(error);
@@ -239,6 +256,7 @@ impl LoginThrottle {
         Ok(LoginAttempt {
             backoff_key,
             windows: held,
+            wait_if_failed,
         })
     }
 

@@ -53,6 +53,7 @@ impl AuthApi {
                 .metadata()
                 .get("user-agent")
                 .and_then(|value| UserAgent::from_header(value.as_bytes())),
+            trace_id: crate::telemetry::trace_id(request.metadata().get("traceparent").map(|v| v.as_bytes())),
         }
     }
 }
@@ -114,10 +115,11 @@ impl AuthServiceRpc for AuthApi {
         &self,
         request: Request<pb::LogoutRequest>,
     ) -> Result<Response<pb::LogoutResponse>, Status> {
+        let client = self.client(&request);
         let (metadata, _, message) = request.into_parts();
         let token = bearer::token(&metadata, message.access_token);
         self.service
-            .logout(token, &message.refresh_token)
+            .logout(token, &message.refresh_token, &client)
             .await
             .map_err(status::from_service)?;
         Ok(Response::new(pb::LogoutResponse {}))
@@ -142,9 +144,10 @@ impl AuthServiceRpc for AuthApi {
         &self,
         request: Request<pb::RefreshRequest>,
     ) -> Result<Response<pb::RefreshResponse>, Status> {
+        let client = self.client(&request);
         let session = self
             .service
-            .refresh(&request.into_inner().refresh_token)
+            .refresh(&request.into_inner().refresh_token, &client)
             .await
             .map_err(status::from_service)?;
         Ok(Response::new(pb::RefreshResponse {
@@ -158,10 +161,11 @@ impl AuthServiceRpc for AuthApi {
         &self,
         request: Request<pb::LogoutAllRequest>,
     ) -> Result<Response<pb::LogoutAllResponse>, Status> {
+        let client = self.client(&request);
         let token = bearer::token_from(request, |message| message.access_token);
         let sessions_ended = self
             .service
-            .logout_all(token)
+            .logout_all(token, &client)
             .await
             .map_err(status::from_service)?;
         Ok(Response::new(pb::LogoutAllResponse { sessions_ended }))
@@ -223,6 +227,7 @@ impl AuthServiceRpc for AuthApi {
         &self,
         request: Request<pb::RevokeSessionRequest>,
     ) -> Result<Response<pb::RevokeSessionResponse>, Status> {
+        let client = self.client(&request);
         let (metadata, _, message) = request.into_parts();
         let session_id = SessionId::parse(message.session_id.trim()).ok_or_else(|| {
             status::invalid_argument(vec![FieldViolation {
@@ -232,7 +237,7 @@ impl AuthServiceRpc for AuthApi {
         })?;
         let token = bearer::token(&metadata, message.access_token);
         self.service
-            .revoke_session(token, session_id)
+            .revoke_session(token, session_id, &client)
             .await
             .map_err(status::from_service)?;
         Ok(Response::new(pb::RevokeSessionResponse {}))

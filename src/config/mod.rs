@@ -9,7 +9,7 @@ pub use parse::HttpListenAddr;
 mod settings;
 
 pub use settings::{
-    ConfigError, GatewaySettings, HttpSettings, ListenerTls, RedisTlsFiles, ServerLimits, Settings,
+    AuditSettings, ConfigError, GatewaySettings, HttpSettings, ListenerTls, RedisTlsFiles, ServerLimits, Settings,
     SigningKeySetting, TokenSettings,
 };
 
@@ -466,6 +466,19 @@ pub struct Config {
     /// Time a connection may stay open with no call in flight, at least 1s.
     #[arg(long, env = "AUTHD_IDLE_TIMEOUT", value_name = "AUTHD_IDLE_TIMEOUT", default_value = DEFAULT_IDLE_TIMEOUT, value_parser = duration_at_least(Duration::from_secs(1)))]
     pub idle_timeout: Duration,
+
+    /// Also append the audit events (JSON lines) to this file; reopened on SIGHUP (logrotate).
+    #[arg(long, env = "AUTHD_AUDIT_LOG", value_name = "AUTHD_AUDIT_LOG")]
+    pub audit_log: Option<PathBuf>,
+
+    /// Key of the audit log's email hashes (at least 32 bytes; the same on every instance so that
+    /// their events correlate). Unset: a random key per process.
+    #[arg(long, env = "AUTHD_AUDIT_HASH_KEY", value_name = "AUTHD_AUDIT_HASH_KEY", hide_env_values = true)]
+    pub audit_hash_key: Option<SecretString>,
+
+    /// This instance's name in audit events. Default: the host name (a pod's name).
+    #[arg(long, env = "AUTHD_INSTANCE_ID", value_name = "AUTHD_INSTANCE_ID")]
+    pub instance_id: Option<String>,
 
     /// Log format.
     #[arg(

@@ -165,9 +165,26 @@ pub struct Settings {
     pub reflection: bool,
     /// Session lifetimes and the refresh-token reuse grace.
     pub sessions: crate::service::SessionPolicy,
+    /// The audit log.
+    pub audit: AuditSettings,
     /// Log format.
     pub log_format: LogFormat,
 }
+
+/// Where audit events go and what they carry (AUTHD_AUDIT_LOG, AUTHD_AUDIT_HASH_KEY,
+/// AUTHD_INSTANCE_ID).
+#[derive(Debug, Clone)]
+pub struct AuditSettings {
+    /// The file events are appended to, besides the log.
+    pub file: Option<PathBuf>,
+    /// The key of the email hashes; `None`: a random one per process.
+    pub email_hash_key: Option<SecretString>,
+    /// The instance's name.
+    pub instance_id: String,
+}
+
+/// The shortest AUTHD_AUDIT_HASH_KEY.
+pub const MIN_AUDIT_HASH_KEY_BYTES: usize = 32;
 
 impl Config {
     /// The typed settings, once the rules that join several flags hold.
@@ -187,6 +204,7 @@ impl Config {
             ));
         }
         let signing_key = self.signing_key()?;
+        let audit = self.audit()?;
         let tls = self.listener_tls()?;
         let redis_tls = self.redis_tls()?;
         let database = match parse::database_url(self.database_url.expose_secret())
@@ -266,6 +284,7 @@ impl Config {
                 reuse_grace: self.refresh_reuse_grace,
                 max_per_user: self.max_sessions_per_user,
             },
+            audit,
             log_format: self.log_format,
         })
     }
@@ -291,6 +310,35 @@ impl Config {
                 "required with AUTHD_TLS_KEY_FILE",
             )),
         }
+    }
+
+    fn audit(&self) -> Result<AuditSettings, ConfigError> {
+        if let Some(key) = &self.audit_hash_key
+            && key.expose_secret().len() < MIN_AUDIT_HASH_KEY_BYTES
+        {
+            return Err(ConfigError::new(
+                "AUTHD_AUDIT_HASH_KEY",
+                format!("must be at least {MIN_AUDIT_HASH_KEY_BYTES} bytes"),
+            ));
+        }
+        let instance_id = match self.instance_id.as_deref().map(str::trim) {
+            Some("") => {
+                return Err(ConfigError::new("AUTHD_INSTANCE_ID", "must not be empty"));
+            }
+            Some(id) if id.len() > 253 || id.chars().any(char::is_control) => {
+                return Err(ConfigError::new(
+                    "AUTHD_INSTANCE_ID",
+                    "at most 253 characters, none of them control characters",
+                ));
+            }
+            Some(id) => id.to_owned(),
+            None => crate::audit::default_instance_id(),
+        };
+        Ok(AuditSettings {
+            file: self.audit_log.clone(),
+            email_hash_key: self.audit_hash_key.clone(),
+            instance_id,
+        })
     }
 
     fn redis_tls(&self) -> Result<RedisTlsFiles, ConfigError> {

@@ -63,6 +63,7 @@ impl App {
             tasks::purge_expired(self.service.clone(), stopped.clone()),
             tasks::watch_revocation_store(self.service.clone(), stopped.clone()),
             tasks::metrics_upkeep(stopped.clone()),
+            tasks::reopen_audit_log_on_hangup(self.service.clone(), stopped.clone()),
             tasks::reload_signing_keys(self.service.clone(), self.keys_reload, stopped.clone()),
             tasks::reload_tls(
                 self.grpc_tls

@@ -4,6 +4,8 @@
 
 use super::{AuthService, Client, ServiceError, Session};
 use crate::{
+    audit::{Action, AuditEvent},
+    throttle::LoginAttempt,
     domain::{
         AccessToken, Credentials, Email, FieldViolation, Password, PasswordHashString,
         Registration, UserId, personal_words,
@@ -55,7 +57,14 @@ impl AuthService {
         };
         self.parts.users.insert(&user).await?;
         tracing::info!(user_id = %user.id, "registered");
-        self.start_session(user.id, client, None).await
+        let session = self.start_session(user.id, client, None).await?;
+        self.audit(
+            AuditEvent::new(Action::UserRegistered)
+                .user(user.id)
+                .session(session.session_id)
+                .caller(client.caller()),
+        );
+        Ok(session)
     }
 
     /// Checks an email and password and signs the user in. An unknown email costs the same
@@ -79,11 +88,22 @@ impl AuthService {
     ) -> Result<Session, ServiceError> {
         let Credentials { email, password } = credentials;
         let now = self.parts.clock.now_millis();
-        let attempt = self
-            .parts
-            .throttle
-            .begin(&email, client.source, now)
-            .await?;
+        let failed = || {
+            self.parts.audit.with_email(
+                AuditEvent::new(Action::LoginFailed).caller(client.caller()),
+                &email,
+            )
+        };
+        let attempt = match self.parts.throttle.begin(&email, client.source, now).await {
+            Ok(attempt) => attempt,
+            Err(error) => {
+                let error = ServiceError::from(error);
+                if let ServiceError::Throttled { retry_after } = &error {
+                    self.audit(failed().reason("throttled").retry_after(*retry_after));
+                }
+                return Err(error);
+            }
+        };
         let stored = self.parts.users.find_credentials(&email).await?;
         let (user_id, hash) = match stored {
             Some(stored) => (Some(stored.id), Some(stored.password_hash)),
@@ -100,12 +120,21 @@ impl AuthService {
                 let session = self.start_session(user_id, client, Some(&hash)).await?;
                 self.rehash_if_outdated(user_id, hash, password);
                 tracing::info!(%user_id, "logged in");
+                self.audit(
+                    AuditEvent::new(Action::LoginSucceeded)
+                        .user(user_id)
+                        .session(session.session_id)
+                        .caller(client.caller()),
+                );
                 Ok(session)
             }
             _ => {
-                // The failure was counted when the attempt began.
-                drop(attempt);
                 tracing::info!(source = ?client.source, "login refused");
+                let mut event = failed().reason("invalid_credentials");
+                if let Some(user_id) = user_id {
+                    event = event.user(user_id);
+                }
+                self.audit_failure(event, attempt);
                 Err(ServiceError::InvalidCredentials)
             }
         }
@@ -126,11 +155,21 @@ impl AuthService {
         let key = stored
             .as_ref()
             .map_or("", |user| user.email_normalized.as_str());
-        let attempt = self
-            .parts
-            .throttle
-            .begin_for(key, client.source, now)
-            .await?;
+        let failed = || {
+            AuditEvent::new(Action::LoginFailed)
+                .user(user_id)
+                .caller(client.caller())
+        };
+        let attempt = match self.parts.throttle.begin_for(key, client.source, now).await {
+            Ok(attempt) => attempt,
+            Err(error) => {
+                let error = ServiceError::from(error);
+                if let ServiceError::Throttled { retry_after } = &error {
+                    self.audit(failed().reason("throttled").retry_after(*retry_after));
+                }
+                return Err(error);
+            }
+        };
         let (matched, password) = self
             .parts
             .hasher
@@ -145,8 +184,8 @@ impl AuthService {
                 Ok((stored, password))
             }
             _ => {
-                drop(attempt);
                 tracing::info!(%user_id, source = ?client.source, "password check refused");
+                self.audit_failure(failed().reason("invalid_credentials"), attempt);
                 Err(ServiceError::InvalidCredentials)
             }
         }
@@ -198,9 +237,34 @@ impl AuthService {
         }
         // Every session that exists now ends; a Login that checked the old password can no longer
         // start one (`start_session` checks the hash it verified).
-        self.end_every_session_retrying(user_id).await?;
+        let ended = self.end_every_session_retrying(user_id).await?;
         tracing::info!(%user_id, "password changed; every session ended");
-        self.start_session(user_id, client, Some(&new_hash)).await
+        self.audit(
+            AuditEvent::new(Action::PasswordChanged)
+                .user(user_id)
+                .caller(client.caller()),
+        );
+        self.audit(
+            AuditEvent::new(Action::SessionEnded)
+                .user(user_id)
+                .by("password_change")
+                .sessions_ended(ended)
+                .caller(client.caller()),
+        );
+        let session = self.start_session(user_id, client, Some(&new_hash)).await?;
+        Ok(session)
+    }
+
+    /// Records a refused password check (the failure was counted when the attempt began) and,
+    /// when it was the one that reached a limit, that the throttle now makes callers wait.
+    fn audit_failure(&self, failed: AuditEvent, attempt: LoginAttempt) {
+        let wait = attempt.wait_if_failed();
+        drop(attempt);
+        let throttled = wait.map(|wait| failed.clone().retry_after(wait));
+        self.audit(failed);
+        if let Some(throttled) = throttled {
+            self.audit(throttled.action(Action::LoginThrottled).without_reason());
+        }
     }
 
     /// Deletes the token's user after checking `password` like Login: its row, its sessions and
@@ -229,6 +293,11 @@ impl AuthService {
             .forget_account(&stored.email_normalized, client.source)
             .await?;
         tracing::info!(%user_id, "account deleted");
+        self.audit(
+            AuditEvent::new(Action::AccountDeleted)
+                .user(user_id)
+                .caller(client.caller()),
+        );
         Ok(())
     }
 

@@ -22,6 +22,7 @@ use std::sync::{
 };
 
 use crate::{
+    audit::{AuditEvent, AuditLog},
     clock::Clock,
     domain::{RefreshToken, SessionId, UserId},
     hashing::PasswordHasher,
@@ -77,6 +78,8 @@ pub struct Parts {
     pub signing_keys: Option<crate::tokens::directory::KeyDirectory>,
     /// Tokens whose signature was already checked.
     pub verified_tokens: VerifiedTokenCache,
+    /// Where security-relevant actions are recorded.
+    pub audit: AuditLog,
     /// The time.
     pub clock: Arc<dyn Clock>,
 }
@@ -89,6 +92,16 @@ impl AuthService {
             revocation_cutoff: AtomicI64::new(0),
             revocation_store_losses: AtomicU64::new(0),
         }
+    }
+
+    /// Records `event` in the audit log, at the service's time.
+    pub(super) fn audit(&self, event: AuditEvent) {
+        self.parts.audit.record(event, self.parts.clock.now_millis());
+    }
+
+    /// Closes and reopens AUTHD_AUDIT_LOG (SIGHUP, after logrotate moved it).
+    pub fn reopen_audit_log(&self) {
+        self.parts.audit.reopen();
     }
 
     /// Writes `revocations` to the revocation store, counting them by kind.

@@ -7,6 +7,7 @@
 //! its id (every access token issued in it), which Verify checks with the jti and the user's
 //! cut-off in one round trip.
 
+use crate::audit::{Action, AuditEvent};
 use std::{net::IpAddr, time::Duration};
 
 use super::{AuthService, ServiceError, Session};
@@ -57,6 +58,19 @@ pub struct Client {
     pub source: Option<IpAddr>,
     /// The call's `user-agent`.
     pub user_agent: Option<UserAgent>,
+    /// The trace the call belongs to (audit events name it).
+    pub trace_id: Option<crate::audit::TraceId>,
+}
+
+impl Client {
+    /// The caller as an audit event records it.
+    pub fn caller(&self) -> crate::audit::Caller {
+        crate::audit::Caller {
+            source: self.source,
+            user_agent: self.user_agent.clone(),
+            trace_id: self.trace_id,
+        }
+    }
 }
 
 fn millis(duration: Duration) -> UnixMillis {
@@ -151,7 +165,7 @@ impl AuthService {
 
     /// Exchanges the current refresh token for a new pair. A spent one (outside the grace) is
     /// reuse: the session ends and the answer is `RefreshTokenReused`.
-    pub async fn refresh(&self, presented: &str) -> Result<Session, ServiceError> {
+    pub async fn refresh(&self, presented: &str, client: &Client) -> Result<Session, ServiceError> {
         let presented = RefreshToken::parse(presented).ok_or(ServiceError::RefreshTokenInvalid)?;
         let sessions = &self.parts.sessions;
         let policy = &self.parts.session_policy;
@@ -166,6 +180,12 @@ impl AuthService {
                 idle_until: now.saturating_add(millis(policy.refresh_token_ttl)),
             };
             if let Some(session) = sessions.rotate_refresh_token(&rotation).await? {
+                self.audit(
+                    AuditEvent::new(Action::SessionRefreshed)
+                        .user(session.user_id)
+                        .session(session.id)
+                        .caller(client.caller()),
+                );
                 return self.session_tokens(
                     session.user_id,
                     session.id,
@@ -187,6 +207,12 @@ impl AuthService {
                 // case the call that ended it could not write it (Redis down).
                 self.end_sessions(session.user_id, std::slice::from_ref(&session), &[])
                     .await?;
+                self.audit(
+                    AuditEvent::new(Action::SessionRefreshReuseDetected)
+                        .user(session.user_id)
+                        .session(session.id)
+                        .caller(client.caller()),
+                );
                 return Err(ServiceError::RefreshTokenReused);
             }
             if session.ended_at.is_some() {
@@ -205,6 +231,13 @@ impl AuthService {
                         .await?
                     {
                         tracing::info!(session_id = %session.id, "refresh token reused within the grace");
+                        self.audit(
+                            AuditEvent::new(Action::SessionRefreshed)
+                                .user(session.user_id)
+                                .session(session.id)
+                                .reason("reuse_within_grace")
+                                .caller(client.caller()),
+                        );
                         return self.session_tokens(
                             session.user_id,
                             session.id,
@@ -226,6 +259,20 @@ impl AuthService {
                         user_id = %session.user_id,
                         session_id = %session.id,
                         "a spent refresh token was presented again: the session is ended"
+                    );
+                    self.audit(
+                        AuditEvent::new(Action::SessionRefreshReuseDetected)
+                            .user(session.user_id)
+                            .session(session.id)
+                            .caller(client.caller()),
+                    );
+                    self.audit(
+                        AuditEvent::new(Action::SessionEnded)
+                            .user(session.user_id)
+                            .session(session.id)
+                            .by("reuse")
+                            .sessions_ended(1)
+                            .caller(client.caller()),
                     );
                     return Err(ServiceError::RefreshTokenReused);
                 }
@@ -254,6 +301,7 @@ impl AuthService {
         &self,
         access_token: Option<AccessToken>,
         refresh_token: &str,
+        client: &Client,
     ) -> Result<(), ServiceError> {
         let refresh_token = match refresh_token.trim() {
             "" => None,
@@ -266,7 +314,21 @@ impl AuthService {
         if let Some(access_token) = access_token {
             let decoded = self.parts.tokens.decode(&access_token)?;
             match self.parts.tokens.check_time(&decoded, now.div_euclid(1000)) {
-                Ok(()) => self.logout_access_token(&decoded.claims, now).await?,
+                Ok(()) => {
+                    self.logout_access_token(&decoded.claims, now).await?;
+                    let claims = &decoded.claims;
+                    let mut revoked = AuditEvent::new(Action::TokenRevoked)
+                        .user(claims.user_id)
+                        .by("logout")
+                        .caller(client.caller());
+                    if let Some(session_id) = claims.session_id {
+                        revoked = revoked.session(session_id);
+                    }
+                    self.audit(revoked.clone());
+                    if claims.session_id.is_some() {
+                        self.audit(revoked.action(Action::SessionEnded).sessions_ended(1));
+                    }
+                }
                 // An expired token needs no revoking, and ends nothing.
                 Err(TokenError::Expired) => {}
                 Err(other) => return Err(other.into()),
@@ -286,6 +348,14 @@ impl AuthService {
             self.end_sessions(session.user_id, std::slice::from_ref(&session), &[])
                 .await?;
             tracing::info!(user_id = %session.user_id, session_id = %session.id, "logged out");
+            self.audit(
+                AuditEvent::new(Action::SessionEnded)
+                    .user(session.user_id)
+                    .session(session.id)
+                    .by("logout")
+                    .sessions_ended(1)
+                    .caller(client.caller()),
+            );
         }
         metrics::counter!(crate::metrics::LOGOUTS, "kind" => "logout").increment(1);
         Ok(())
@@ -426,9 +496,20 @@ impl AuthService {
     }
 
     /// LogoutAll: ends every session of the token's user, on every instance.
-    pub async fn logout_all(&self, access_token: Option<AccessToken>) -> Result<u32, ServiceError> {
+    pub async fn logout_all(
+        &self,
+        access_token: Option<AccessToken>,
+        client: &Client,
+    ) -> Result<u32, ServiceError> {
         let claims = self.verify(access_token).await?;
         let ended = self.end_every_session(claims.user_id).await?;
+        self.audit(
+            AuditEvent::new(Action::SessionEnded)
+                .user(claims.user_id)
+                .by("logout_all")
+                .sessions_ended(ended)
+                .caller(client.caller()),
+        );
         tracing::info!(user_id = %claims.user_id, sessions_ended = ended, "logged out everywhere");
         metrics::counter!(crate::metrics::LOGOUTS, "kind" => "logout_all").increment(1);
         Ok(ended)
@@ -455,6 +536,7 @@ impl AuthService {
         &self,
         access_token: Option<AccessToken>,
         session_id: SessionId,
+        client: &Client,
     ) -> Result<(), ServiceError> {
         let claims = self.verify(access_token).await?;
         let sessions = &self.parts.sessions;
@@ -473,6 +555,14 @@ impl AuthService {
             .end_session(session_id, Some(claims.user_id), now)
             .await?;
         tracing::info!(user_id = %claims.user_id, %session_id, "session revoked");
+        self.audit(
+            AuditEvent::new(Action::SessionEnded)
+                .user(claims.user_id)
+                .session(session_id)
+                .by("revoke_session")
+                .sessions_ended(1)
+                .caller(client.caller()),
+        );
         Ok(())
     }
 
