@@ -28,6 +28,9 @@ use crate::{
 
 /// The tracing target of audit events.
 pub const TARGET: &str = "authd::audit";
+/// The target of this module's own messages (the file cannot be written, …), kept apart from
+/// the events.
+const OPERATIONS: &str = "authd::audit_log";
 
 /// Events queued for the file before new ones are dropped (and counted) rather than wait.
 const FILE_QUEUE: usize = 65_536;
@@ -443,6 +446,7 @@ impl FileSink {
         if self.queue.try_send(Message::Line(line)).is_err() {
             metrics::counter!(crate::metrics::AUDIT_EVENTS_DROPPED).increment(1);
             tracing::error!(
+                target: OPERATIONS,
                 path = %self.path.display(),
                 "AUTHD_AUDIT_LOG: the writer is behind; an audit event was not written to the file"
             );
@@ -481,7 +485,7 @@ fn write_lines(path: PathBuf, file: File, lines: crossbeam_channel::Receiver<Mes
                         .write_all(line.as_bytes())
                         .and_then(|()| writer.write_all(b"\n"));
                     if let Err(error) = written {
-                        tracing::error!(path = %path.display(), %error, "AUTHD_AUDIT_LOG: write failed");
+                        tracing::error!(target: OPERATIONS, path = %path.display(), %error, "AUTHD_AUDIT_LOG: write failed");
                         metrics::counter!(crate::metrics::AUDIT_EVENTS_DROPPED).increment(1);
                         out = None;
                     }
@@ -494,7 +498,7 @@ fn write_lines(path: PathBuf, file: File, lines: crossbeam_channel::Receiver<Mes
                     let _ = writer.flush();
                 }
                 out = reopen(&path);
-                tracing::info!(path = %path.display(), "AUTHD_AUDIT_LOG: reopened");
+                tracing::info!(target: OPERATIONS, path = %path.display(), "AUTHD_AUDIT_LOG: reopened");
             }
         }
         next = match lines.try_recv() {
@@ -503,7 +507,7 @@ fn write_lines(path: PathBuf, file: File, lines: crossbeam_channel::Receiver<Mes
                 if let Some(writer) = out.as_mut()
                     && let Err(error) = writer.flush()
                 {
-                    tracing::error!(path = %path.display(), %error, "AUTHD_AUDIT_LOG: write failed");
+                    tracing::error!(target: OPERATIONS, path = %path.display(), %error, "AUTHD_AUDIT_LOG: write failed");
                     out = None;
                 }
                 lines.recv()
@@ -520,7 +524,7 @@ fn reopen(path: &Path) -> Option<BufWriter<File>> {
     match open_for_append(path) {
         Ok(file) => Some(BufWriter::new(file)),
         Err(error) => {
-            tracing::error!("{error:#}");
+            tracing::error!(target: OPERATIONS, "{error:#}");
             None
         }
     }

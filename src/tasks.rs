@@ -106,8 +106,7 @@ pub fn reopen_audit_log_on_hangup(
     mut stopped: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
-        let Ok(mut hangup) =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        let Ok(mut hangup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         else {
             tracing::warn!("SIGHUP cannot be handled: AUTHD_AUDIT_LOG is not reopened on it");
             return;

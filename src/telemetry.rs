@@ -12,7 +12,12 @@ pub fn init(format: LogFormat) {
     let builder = fmt().with_env_filter(filter).with_target(false);
     let _already_set = match format {
         LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        // JSON lines name their target, so a shipper can route `authd::audit` on its own.
+        LogFormat::Json => builder
+            .json()
+            .with_target(true)
+            .flatten_event(true)
+            .try_init(),
     };
 }
 

@@ -7,6 +7,7 @@ mod common;
 /// One module per feature, in `tests/api/`.
 mod api {
     mod account;
+    mod audit;
     mod cached_mode;
     mod connections;
     mod deploy;

@@ -53,7 +53,9 @@ impl AuthApi {
                 .metadata()
                 .get("user-agent")
                 .and_then(|value| UserAgent::from_header(value.as_bytes())),
-            trace_id: crate::telemetry::trace_id(request.metadata().get("traceparent").map(|v| v.as_bytes())),
+            trace_id: crate::telemetry::trace_id(
+                request.metadata().get("traceparent").map(|v| v.as_bytes()),
+            ),
         }
     }
 }

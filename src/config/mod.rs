@@ -9,8 +9,8 @@ pub use parse::HttpListenAddr;
 mod settings;
 
 pub use settings::{
-    AuditSettings, ConfigError, GatewaySettings, HttpSettings, ListenerTls, RedisTlsFiles, ServerLimits, Settings,
-    SigningKeySetting, TokenSettings,
+    AuditSettings, ConfigError, GatewaySettings, HttpSettings, ListenerTls, RedisTlsFiles,
+    ServerLimits, Settings, SigningKeySetting, TokenSettings,
 };
 
 use std::{
@@ -473,7 +473,12 @@ pub struct Config {
 
     /// Key of the audit log's email hashes (at least 32 bytes; the same on every instance so that
     /// their events correlate). Unset: a random key per process.
-    #[arg(long, env = "AUTHD_AUDIT_HASH_KEY", value_name = "AUTHD_AUDIT_HASH_KEY", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "AUTHD_AUDIT_HASH_KEY",
+        value_name = "AUTHD_AUDIT_HASH_KEY",
+        hide_env_values = true
+    )]
     pub audit_hash_key: Option<SecretString>,
 
     /// This instance's name in audit events. Default: the host name (a pod's name).

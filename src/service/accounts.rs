@@ -5,12 +5,12 @@
 use super::{AuthService, Client, ServiceError, Session};
 use crate::{
     audit::{Action, AuditEvent},
-    throttle::LoginAttempt,
     domain::{
         AccessToken, Credentials, Email, FieldViolation, Password, PasswordHashString,
         Registration, UserId, personal_words,
     },
     store::{NewUser, Revocation, Revoked, StoredUser},
+    throttle::LoginAttempt,
 };
 
 impl AuthService {

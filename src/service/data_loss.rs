@@ -93,7 +93,9 @@ impl AuthService {
                  flushed): every access token issued before the cut-off is refused from now on; \
                  users sign in again"
             );
-            self.audit(crate::audit::AuditEvent::new(crate::audit::Action::RevocationsLost));
+            self.audit(crate::audit::AuditEvent::new(
+                crate::audit::Action::RevocationsLost,
+            ));
         }
         Ok(())
     }

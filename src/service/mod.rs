@@ -96,7 +96,9 @@ impl AuthService {
 
     /// Records `event` in the audit log, at the service's time.
     pub(super) fn audit(&self, event: AuditEvent) {
-        self.parts.audit.record(event, self.parts.clock.now_millis());
+        self.parts
+            .audit
+            .record(event, self.parts.clock.now_millis());
     }
 
     /// Closes and reopens AUTHD_AUDIT_LOG (SIGHUP, after logrotate moved it).

@@ -14,7 +14,7 @@ use tonic::transport::Channel;
 use crate::common::{PASSWORD, TestDatabase, redis_url};
 
 /// A running `authd` process whose output is collected.
-struct Process {
+pub(super) struct Process {
     child: Child,
     address: SocketAddr,
     output: Arc<Mutex<Vec<String>>>,
@@ -22,7 +22,7 @@ struct Process {
 
 impl Process {
     /// Starts the binary with JSON logs at debug level and waits for its listen address.
-    fn start(args: &[String]) -> Self {
+    pub(super) fn start(args: &[String]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_authd"))
             .args(args)
             .env("AUTHD_LOG_FORMAT", "json")
@@ -59,7 +59,7 @@ impl Process {
         }
     }
 
-    async fn client(&self) -> AuthServiceClient<Channel> {
+    pub(super) async fn client(&self) -> AuthServiceClient<Channel> {
         let channel = Channel::from_shared(format!("http://{}", self.address))
             .unwrap()
             .connect()
@@ -68,7 +68,7 @@ impl Process {
         AuthServiceClient::new(channel)
     }
 
-    fn signal(&self, name: &str) {
+    pub(super) fn signal(&self, name: &str) {
         let status = Command::new("kill")
             .args([format!("-{name}"), self.child.id().to_string()])
             .status()
@@ -76,7 +76,7 @@ impl Process {
         assert!(status.success());
     }
 
-    fn wait(mut self) -> (std::process::ExitStatus, Vec<String>) {
+    pub(super) fn wait(mut self) -> (std::process::ExitStatus, Vec<String>) {
         let status = self.child.wait().unwrap();
         std::thread::sleep(Duration::from_millis(100));
         let output = self.output.lock().unwrap().clone();
@@ -90,7 +90,7 @@ impl Drop for Process {
     }
 }
 
-fn embedded_args(data_dir: &std::path::Path) -> Vec<String> {
+pub(super) fn embedded_args(data_dir: &std::path::Path) -> Vec<String> {
     vec![
         "--listen-addr=127.0.0.1:0".into(),
         "--http-listen-addr=127.0.0.1:0".into(),
