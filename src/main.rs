@@ -48,13 +48,13 @@ async fn run() -> ExitCode {
         // A setting that does not parse is a failure to start like any other: exit 1, and a log
         // line in the requested format (read from the environment: the flags did not parse).
         Err(error) => {
-            telemetry::init(log_format_from_env());
+            let _logs_only = telemetry::init(log_format_from_env());
             tracing::error!("authd stopped: {}", error.to_string().trim_end());
             let _ = error.print();
             return ExitCode::FAILURE;
         }
     };
-    telemetry::init(config.log_format);
+    let telemetry = telemetry::init(config.log_format);
     if let Some(Command::Keys { action }) = config.command.clone() {
         return match keys(config, action) {
             Ok(()) => ExitCode::SUCCESS,
@@ -68,7 +68,12 @@ async fn run() -> ExitCode {
         let app = App::build(config.settings()?, Arc::new(SystemClock)).await?;
         app.run_until_signal().await
     };
-    match result.await {
+    let result = result.await;
+    // The spans still queued are exported (within the exporter's timeout) before exit; the
+    // exporter's task runs on this runtime, so the wait is on a blocking thread.
+    let flushed = tokio::task::spawn_blocking(move || telemetry.shutdown());
+    let _ = tokio::time::timeout(BLOCKING_WORK_GRACE, flushed).await;
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             let error = telemetry::error_chain(error.as_ref());

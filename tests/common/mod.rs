@@ -268,7 +268,7 @@ impl AppBuilder<'_> {
     /// Starts the app, or says why it did not.
     pub async fn try_start(self) -> anyhow::Result<TestApp> {
         if std::env::var_os("TEST_LOG").is_some() {
-            authd::telemetry::init(authd::config::LogFormat::Text);
+            let _logs_only = authd::telemetry::init(authd::config::LogFormat::Text);
         }
         let settings = Config::try_parse_from(self.command_line())?.settings()?;
         let app = App::build(settings, self.clock).await?;
