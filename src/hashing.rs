@@ -363,6 +363,7 @@ impl PasswordHasher {
     }
 
     /// Hashes a new password into an argon2id PHC string with a fresh random salt.
+    #[tracing::instrument(name = "password.hash", level = "debug", skip_all)]
     pub async fn hash(&self, password: Password) -> Result<PasswordHashString, HashError> {
         let params = self.params.clone();
         self.run(&self.new_hashes, move |memory| {
@@ -385,6 +386,7 @@ impl PasswordHasher {
     /// [`verify`](Self::verify), handing the password back with the verdict, for a rehash (see
     /// [`needs_rehash`](Self::needs_rehash)). The same secret moves to the hashing thread and
     /// back, never copied; dropped, it is zeroized as always. On an error it is dropped there.
+    #[tracing::instrument(name = "password.verify", level = "debug", skip_all)]
     pub async fn verify_keeping(
         &self,
         password: Password,

@@ -126,20 +126,32 @@ impl GrpcMetrics {
         }
     }
 
-    /// Counts a call to `path` as started; the returned call records its end.
+    /// Counts a call to `path` as started; the returned call records its end (and its code in
+    /// the call's span, [`GrpcCall::traced`]).
     pub fn start(&self, path: &str) -> GrpcCall {
-        let method = self
-            .index
-            .get(path)
-            .copied()
-            .unwrap_or(self.methods.len() - 1);
+        let method = self.method_index(path);
         self.methods[method].started.increment(1);
         GrpcCall {
             methods: self.methods.clone(),
             method,
             started: Instant::now(),
             finished: false,
+            span: tracing::Span::none(),
         }
+    }
+
+    /// The service and method of `path`, `unknown` for a path authd does not serve (so a client
+    /// cannot choose span names either).
+    pub fn names(&self, path: &str) -> (&str, &str) {
+        let labels = &self.methods[self.method_index(path)].labels;
+        (labels[1].1.as_str(), labels[2].1.as_str())
+    }
+
+    fn method_index(&self, path: &str) -> usize {
+        self.index
+            .get(path)
+            .copied()
+            .unwrap_or(self.methods.len() - 1)
     }
 }
 
@@ -150,9 +162,17 @@ pub struct GrpcCall {
     method: usize,
     started: Instant,
     finished: bool,
+    /// The call's span (disabled when traces are not exported).
+    span: tracing::Span,
 }
 
 impl GrpcCall {
+    /// The call, recording its final code in `span` too.
+    pub fn traced(mut self, span: tracing::Span) -> Self {
+        self.span = span;
+        self
+    }
+
     /// Records the call's end with `code`.
     pub fn finish(mut self, code: tonic::Code) {
         self.record(code);
@@ -165,6 +185,7 @@ impl GrpcCall {
         let metrics = &self.methods[self.method];
         metrics.handled(code).increment(1);
         metrics.seconds.record(self.started.elapsed().as_secs_f64());
+        crate::api::call_trace::record_code(&self.span, code);
     }
 }
 

@@ -1,7 +1,7 @@
 //! A tower layer around every gRPC service: a per-call time limit (DEADLINE_EXCEEDED past it),
 //! the statuses tonic itself produces for bad input (decoding errors, oversized messages) replaced
 //! by the ones a client can act on, and each call's metrics (started, handled with its final code,
-//! duration until the response ends). `status::from_transport` decides which statuses to swap;
+//! duration until the response ends) and its span (`call_trace.rs`). `status::from_transport` decides which statuses to swap;
 //! this file only finds trailers-only error responses and swaps them.
 
 use std::{
@@ -18,7 +18,9 @@ use tonic::{
     transport::server::TcpConnectInfo,
 };
 
-use super::status;
+use tracing::Instrument as _;
+
+use super::{call_trace::call_span, status};
 use crate::{
     api::call_metrics::{GrpcCall, GrpcMetrics},
     server::connections::{ActivityRegistry, CallInFlight},
@@ -86,10 +88,12 @@ where
             .get::<TcpConnectInfo>()
             .and_then(|info| info.remote_addr);
         let in_flight = self.connections.call_started(peer);
-        let metered = self.metrics.start(request.uri().path());
-        let call = self.inner.call(request);
+        let path = request.uri().path();
+        let span = call_span(&self.metrics, path, request.headers());
+        let metered = self.metrics.start(path).traced(span.clone());
+        let call = span.in_scope(|| self.inner.call(request));
         let timeout = self.timeout;
-        Box::pin(async move {
+        let call = async move {
             match tokio::time::timeout(timeout, call).await {
                 // The connection stays busy until the response body ends (a stream may last).
                 Ok(Ok(response)) => {
@@ -120,7 +124,8 @@ where
                     Ok(status::deadline_exceeded(timeout).into_http())
                 }
             }
-        })
+        };
+        Box::pin(call.instrument(span))
     }
 }
 

@@ -6,6 +6,7 @@
 
 pub(crate) mod bearer;
 pub mod call_metrics;
+mod call_trace;
 mod edge;
 pub mod ext_authz;
 pub mod health;

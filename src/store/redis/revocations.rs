@@ -143,6 +143,7 @@ pub(crate) fn parse_index_member(member: &str) -> Option<Revoked> {
 
 #[async_trait]
 impl RevocationStore for RedisStore {
+    #[tracing::instrument(name = "redis.revoke", level = "debug", skip_all, fields(db.system = "redis", otel.kind = "client"))]
     async fn revoke(&self, revocations: &[Revocation], now: UnixSeconds) -> Result<(), StoreError> {
         let revocations: Vec<&Revocation> = revocations.iter().filter(|r| r.until >= now).collect();
         if revocations.is_empty() {
@@ -182,6 +183,7 @@ impl RevocationStore for RedisStore {
         }
     }
 
+    #[tracing::instrument(name = "redis.is_revoked", level = "debug", skip_all, fields(db.system = "redis", otel.kind = "client"))]
     async fn is_revoked(&self, token: &TokenRef, _now: UnixSeconds) -> Result<bool, StoreError> {
         // One slot, one round trip: the jti, the session, the user's cut-off.
         let keys = self.user_keys(token.user);
@@ -226,6 +228,7 @@ impl RevocationStore for RedisStore {
         Ok(found > 0 || legacy_found > 0 || cut_off)
     }
 
+    #[tracing::instrument(name = "redis.purge_expired", level = "debug", skip_all, fields(db.system = "redis", otel.kind = "client"))]
     async fn purge_expired(&self, now: UnixSeconds) -> Result<u64, StoreError> {
         // The revocation keys expire by themselves; the mirrors' index is trimmed here.
         let mut trim = redis::cmd("ZREMRANGEBYSCORE");
@@ -238,6 +241,7 @@ impl RevocationStore for RedisStore {
         .await
     }
 
+    #[tracing::instrument(name = "redis.data_marker", level = "debug", skip_all, fields(db.system = "redis", otel.kind = "client"))]
     async fn data_marker(&self) -> Result<Option<String>, StoreError> {
         let mut get = redis::cmd("GET");
         get.arg(self.marker_key());
@@ -247,6 +251,7 @@ impl RevocationStore for RedisStore {
         .await
     }
 
+    #[tracing::instrument(name = "redis.place_data_marker", level = "debug", skip_all, fields(db.system = "redis", otel.kind = "client"))]
     async fn place_data_marker(&self, marker: &str) -> Result<String, StoreError> {
         // SET NX, no TTL, then read what is there: instances placing at once agree on one.
         let mut pipe = redis::pipe();

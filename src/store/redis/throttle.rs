@@ -40,6 +40,7 @@ static REPLACE: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(RE
 
 #[async_trait]
 impl ThrottleStore for RedisStore {
+    #[tracing::instrument(name = "redis.load", level = "debug", skip_all, fields(db.system = "redis", otel.kind = "client"))]
     async fn load(&self, key: &str, now: UnixMillis) -> Result<Option<Counter>, StoreError> {
         let mut read = redis::cmd("HMGET");
         read.arg(self.throttle_key(key)).arg("f").arg("u").arg("e");
@@ -58,6 +59,7 @@ impl ThrottleStore for RedisStore {
         })
     }
 
+    #[tracing::instrument(name = "redis.replace", level = "debug", skip_all, fields(db.system = "redis", otel.kind = "client"))]
     async fn replace(
         &self,
         key: &str,
@@ -89,6 +91,7 @@ impl ThrottleStore for RedisStore {
         Ok(replaced == 1)
     }
 
+    #[tracing::instrument(name = "redis.clear", level = "debug", skip_all, fields(db.system = "redis", otel.kind = "client"))]
     async fn clear(&self, key: &str) -> Result<(), StoreError> {
         let mut delete = redis::cmd("DEL");
         delete.arg(self.throttle_key(key));
@@ -98,6 +101,7 @@ impl ThrottleStore for RedisStore {
         .await
     }
 
+    #[tracing::instrument(name = "redis.purge_expired", level = "debug", skip_all, fields(db.system = "redis", otel.kind = "client"))]
     async fn purge_expired(&self, _now: UnixMillis) -> Result<u64, StoreError> {
         Ok(0)
     }

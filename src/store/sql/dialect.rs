@@ -150,6 +150,14 @@ impl Pool {
         }
     }
 
+    /// The OpenTelemetry `db.system` of this database.
+    pub fn db_system(&self) -> &'static str {
+        match self {
+            Self::Postgres(_) => "postgresql",
+            Self::Sqlite(_) => "sqlite",
+        }
+    }
+
     /// A short name for logs.
     pub fn describe(&self) -> &'static str {
         match self {

@@ -79,6 +79,7 @@ mod sessions;
 
 #[async_trait]
 impl UserStore for SqlStore {
+    #[tracing::instrument(name = "sql.insert", level = "debug", skip_all, fields(db.system = self.pool.db_system(), otel.kind = "client"))]
     async fn insert(&self, user: &NewUser) -> Result<(), StoreError> {
         run!(self, |db, dialect| {
             sqlx::query(INSERT_USER)
@@ -93,6 +94,7 @@ impl UserStore for SqlStore {
         })
     }
 
+    #[tracing::instrument(name = "sql.find_credentials", level = "debug", skip_all, fields(db.system = self.pool.db_system(), otel.kind = "client"))]
     async fn find_credentials(
         &self,
         email: &Email,
@@ -109,6 +111,7 @@ impl UserStore for SqlStore {
         })
     }
 
+    #[tracing::instrument(name = "sql.users_page", level = "debug", skip_all, fields(db.system = self.pool.db_system(), otel.kind = "client"))]
     async fn users_page(
         &self,
         after: Option<UserId>,
@@ -142,6 +145,7 @@ impl UserStore for SqlStore {
         })
     }
 
+    #[tracing::instrument(name = "sql.find_user", level = "debug", skip_all, fields(db.system = self.pool.db_system(), otel.kind = "client"))]
     async fn find_user(&self, id: UserId) -> Result<Option<StoredUser>, StoreError> {
         run!(self, |db, dialect| {
             let row: Option<(String, String)> = sqlx::query_as(FIND_USER)
@@ -155,6 +159,7 @@ impl UserStore for SqlStore {
         })
     }
 
+    #[tracing::instrument(name = "sql.replace_password_hash", level = "debug", skip_all, fields(db.system = self.pool.db_system(), otel.kind = "client"))]
     async fn replace_password_hash(
         &self,
         id: UserId,
@@ -172,6 +177,7 @@ impl UserStore for SqlStore {
         })
     }
 
+    #[tracing::instrument(name = "sql.delete_user", level = "debug", skip_all, fields(db.system = self.pool.db_system(), otel.kind = "client"))]
     async fn delete_user(&self, id: UserId) -> Result<bool, StoreError> {
         run!(self, |db, dialect| {
             let done = sqlx::query(DELETE_USER)
@@ -182,6 +188,7 @@ impl UserStore for SqlStore {
         })
     }
 
+    #[tracing::instrument(name = "sql.set_normalized_email", level = "debug", skip_all, fields(db.system = self.pool.db_system(), otel.kind = "client"))]
     async fn set_normalized_email(&self, id: UserId, normalized: &str) -> Result<(), StoreError> {
         run!(self, |db, dialect| {
             sqlx::query(SET_NORMALIZED_EMAIL)
@@ -193,6 +200,7 @@ impl UserStore for SqlStore {
         })
     }
 
+    #[tracing::instrument(name = "sql.maintenance_done", level = "debug", skip_all, fields(db.system = self.pool.db_system(), otel.kind = "client"))]
     async fn maintenance_done(&self, name: &str) -> Result<bool, StoreError> {
         run!(self, |db, dialect| {
             let found = sqlx::query(MAINTENANCE_DONE)
@@ -203,6 +211,7 @@ impl UserStore for SqlStore {
         })
     }
 
+    #[tracing::instrument(name = "sql.record_maintenance", level = "debug", skip_all, fields(db.system = self.pool.db_system(), otel.kind = "client"))]
     async fn record_maintenance(&self, name: &str, now: UnixMillis) -> Result<(), StoreError> {
         run!(self, |db, dialect| {
             sqlx::query(RECORD_MAINTENANCE)
@@ -214,12 +223,14 @@ impl UserStore for SqlStore {
         })
     }
 
+    #[tracing::instrument(name = "sql.fact", level = "debug", skip_all, fields(db.system = self.pool.db_system(), otel.kind = "client"))]
     async fn fact(&self, name: &str) -> Result<Option<String>, StoreError> {
         run!(self, |db, dialect| {
             sqlx::query_scalar(FACT).bind(name).fetch_optional(db).await
         })
     }
 
+    #[tracing::instrument(name = "sql.replace_fact", level = "debug", skip_all, fields(db.system = self.pool.db_system(), otel.kind = "client"))]
     async fn replace_fact(
         &self,
         name: &str,
@@ -262,6 +273,7 @@ impl UserStore for SqlStore {
 
 #[async_trait]
 impl RevocationStore for SqlStore {
+    #[tracing::instrument(name = "sql.revoke", level = "debug", skip_all, fields(db.system = self.pool.db_system(), otel.kind = "client"))]
     async fn revoke(
         &self,
         revocations: &[Revocation],
@@ -291,6 +303,7 @@ impl RevocationStore for SqlStore {
         })
     }
 
+    #[tracing::instrument(name = "sql.is_revoked", level = "debug", skip_all, fields(db.system = self.pool.db_system(), otel.kind = "client"))]
     async fn is_revoked(&self, token: &TokenRef, now: UnixSeconds) -> Result<bool, StoreError> {
         run!(self, |db, dialect| {
             let found = sqlx::query(IS_TOKEN_REVOKED)
@@ -309,6 +322,7 @@ impl RevocationStore for SqlStore {
         })
     }
 
+    #[tracing::instrument(name = "sql.purge_expired", level = "debug", skip_all, fields(db.system = self.pool.db_system(), otel.kind = "client"))]
     async fn purge_expired(&self, now: UnixSeconds) -> Result<u64, StoreError> {
         run!(self, |db, dialect| {
             let mut purged = 0;
@@ -323,10 +337,12 @@ impl RevocationStore for SqlStore {
         })
     }
 
+    #[tracing::instrument(name = "sql.data_marker", level = "debug", skip_all, fields(db.system = self.pool.db_system(), otel.kind = "client"))]
     async fn data_marker(&self) -> Result<Option<String>, StoreError> {
         Ok(Some(DURABLE_MARKER.to_owned()))
     }
 
+    #[tracing::instrument(name = "sql.place_data_marker", level = "debug", skip_all, fields(db.system = self.pool.db_system(), otel.kind = "client"))]
     async fn place_data_marker(&self, _marker: &str) -> Result<String, StoreError> {
         Ok(DURABLE_MARKER.to_owned())
     }
@@ -346,6 +362,7 @@ impl RevocationStore for SqlStore {
 
 #[async_trait]
 impl ThrottleStore for SqlStore {
+    #[tracing::instrument(name = "sql.load", level = "debug", skip_all, fields(db.system = self.pool.db_system(), otel.kind = "client"))]
     async fn load(&self, key: &str, now: UnixMillis) -> Result<Option<Counter>, StoreError> {
         run!(self, |db, dialect| {
             let row: Option<(i64, i64, i64)> = sqlx::query_as(LOAD_COUNTER)
@@ -357,6 +374,7 @@ impl ThrottleStore for SqlStore {
         })
     }
 
+    #[tracing::instrument(name = "sql.replace", level = "debug", skip_all, fields(db.system = self.pool.db_system(), otel.kind = "client"))]
     async fn replace(
         &self,
         key: &str,
@@ -395,6 +413,7 @@ impl ThrottleStore for SqlStore {
         })
     }
 
+    #[tracing::instrument(name = "sql.clear", level = "debug", skip_all, fields(db.system = self.pool.db_system(), otel.kind = "client"))]
     async fn clear(&self, key: &str) -> Result<(), StoreError> {
         run!(self, |db, dialect| sqlx::query(CLEAR_FAILURES)
             .bind(key)
@@ -403,6 +422,7 @@ impl ThrottleStore for SqlStore {
             .map(drop))
     }
 
+    #[tracing::instrument(name = "sql.purge_expired", level = "debug", skip_all, fields(db.system = self.pool.db_system(), otel.kind = "client"))]
     async fn purge_expired(&self, now: UnixMillis) -> Result<u64, StoreError> {
         run!(self, |db, dialect| {
             let done = sqlx::query(PURGE_FAILURES).bind(now).execute(db).await?;

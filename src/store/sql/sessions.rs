@@ -126,6 +126,7 @@ impl SqlStore {
 
 #[async_trait]
 impl SessionStore for SqlStore {
+    #[tracing::instrument(name = "sql.create_session", level = "debug", skip_all, fields(db.system = self.pool.db_system(), otel.kind = "client"))]
     async fn create_session(
         &self,
         new: &NewSession,
@@ -152,6 +153,7 @@ impl SessionStore for SqlStore {
         })
     }
 
+    #[tracing::instrument(name = "sql.rotate_refresh_token", level = "debug", skip_all, fields(db.system = self.pool.db_system(), otel.kind = "client"))]
     async fn rotate_refresh_token(
         &self,
         rotation: &Rotation,
@@ -173,6 +175,7 @@ impl SessionStore for SqlStore {
         })
     }
 
+    #[tracing::instrument(name = "sql.replace_current_refresh_token", level = "debug", skip_all, fields(db.system = self.pool.db_system(), otel.kind = "client"))]
     async fn replace_current_refresh_token(
         &self,
         id: SessionId,
@@ -196,6 +199,7 @@ impl SessionStore for SqlStore {
         })
     }
 
+    #[tracing::instrument(name = "sql.find_refresh_token", level = "debug", skip_all, fields(db.system = self.pool.db_system(), otel.kind = "client"))]
     async fn find_refresh_token(
         &self,
         id: SessionId,
@@ -222,6 +226,7 @@ impl SessionStore for SqlStore {
         })
     }
 
+    #[tracing::instrument(name = "sql.session", level = "debug", skip_all, fields(db.system = self.pool.db_system(), otel.kind = "client"))]
     async fn session(&self, id: SessionId) -> Result<Option<StoredSession>, StoreError> {
         run!(self, |db, dialect| {
             let row: Option<SessionRow<dialect::Uuid>> = sqlx::query_as(SESSION)
@@ -232,6 +237,7 @@ impl SessionStore for SqlStore {
         })
     }
 
+    #[tracing::instrument(name = "sql.end_session", level = "debug", skip_all, fields(db.system = self.pool.db_system(), otel.kind = "client"))]
     async fn end_session(
         &self,
         id: SessionId,
@@ -249,6 +255,7 @@ impl SessionStore for SqlStore {
         })
     }
 
+    #[tracing::instrument(name = "sql.end_user_sessions", level = "debug", skip_all, fields(db.system = self.pool.db_system(), otel.kind = "client"))]
     async fn end_user_sessions(
         &self,
         user: UserId,
@@ -257,6 +264,7 @@ impl SessionStore for SqlStore {
         self.user_sessions(END_USER_SESSIONS, user, &[now]).await
     }
 
+    #[tracing::instrument(name = "sql.sessions_used_since", level = "debug", skip_all, fields(db.system = self.pool.db_system(), otel.kind = "client"))]
     async fn sessions_used_since(
         &self,
         user: UserId,
@@ -266,6 +274,7 @@ impl SessionStore for SqlStore {
             .await
     }
 
+    #[tracing::instrument(name = "sql.end_sessions_beyond", level = "debug", skip_all, fields(db.system = self.pool.db_system(), otel.kind = "client"))]
     async fn end_sessions_beyond(
         &self,
         user: UserId,
@@ -276,6 +285,7 @@ impl SessionStore for SqlStore {
             .await
     }
 
+    #[tracing::instrument(name = "sql.live_sessions", level = "debug", skip_all, fields(db.system = self.pool.db_system(), otel.kind = "client"))]
     async fn live_sessions(
         &self,
         user: UserId,
@@ -284,6 +294,7 @@ impl SessionStore for SqlStore {
         self.user_sessions(LIVE_SESSIONS, user, &[now]).await
     }
 
+    #[tracing::instrument(name = "sql.purge_sessions", level = "debug", skip_all, fields(db.system = self.pool.db_system(), otel.kind = "client"))]
     async fn purge_sessions(&self, before: UnixMillis) -> Result<u64, StoreError> {
         run!(self, |db, dialect| {
             let done = sqlx::query(PURGE_SESSIONS).bind(before).execute(db).await?;
