@@ -30,5 +30,6 @@ mod api {
     mod startup;
     mod throttling;
     mod tls;
+    mod traces;
     mod verify;
 }

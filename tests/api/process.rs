@@ -23,8 +23,14 @@ pub(super) struct Process {
 impl Process {
     /// Starts the binary with JSON logs at debug level and waits for its listen address.
     pub(super) fn start(args: &[String]) -> Self {
+        Self::start_with_env(args, &[])
+    }
+
+    /// [`Process::start`] with more environment variables.
+    pub(super) fn start_with_env(args: &[String], env: &[(&str, String)]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_authd"))
             .args(args)
+            .envs(env.iter().map(|(name, value)| (*name, value.as_str())))
             .env("AUTHD_LOG_FORMAT", "json")
             .env("RUST_LOG", "debug")
             .stdout(Stdio::piped())
