@@ -110,9 +110,17 @@ pub fn init(format: LogFormat) -> Telemetry {
 /// The OTLP/gRPC exporter behind a batch processor on the Tokio runtime; endpoint, headers,
 /// timeout, sampler, resource and batch sizes come from the standard OTel variables.
 fn tracer_provider() -> anyhow::Result<SdkTracerProvider> {
-    let exporter = opentelemetry_otlp::SpanExporter::builder()
-        .with_tonic()
-        .build()?;
+    use opentelemetry_otlp::WithTonicConfig as _;
+    let endpoint = std::env::var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+        .ok()
+        .filter(|value| !value.trim().is_empty())
+        .or_else(|| std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").ok())
+        .unwrap_or_default();
+    let mut exporter = opentelemetry_otlp::SpanExporter::builder().with_tonic();
+    if let Some(tls) = crate::server::tls::otlp_client_tls(&endpoint)? {
+        exporter = exporter.with_tls_config(tls);
+    }
+    let exporter = exporter.build()?;
     let processor =
         BatchSpanProcessor::builder(exporter, opentelemetry_sdk::runtime::Tokio).build();
     let mut resource = opentelemetry_sdk::Resource::builder();

@@ -279,6 +279,54 @@ fn certificates(path: &Path, setting: &str) -> anyhow::Result<Vec<CertificateDer
     Ok(certificates)
 }
 
+/// The TLS of the OTLP trace exporter, from the standard OTel variables: the CA of
+/// `OTEL_EXPORTER_OTLP_CERTIFICATE` (else the webpki roots) and, with
+/// `OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE` and `_CLIENT_KEY`, a client certificate. `None` for a
+/// plaintext (`http://`) endpoint.
+pub fn otlp_client_tls(
+    endpoint: &str,
+) -> anyhow::Result<Option<tonic::transport::ClientTlsConfig>> {
+    use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+    if !endpoint
+        .trim_start()
+        .to_ascii_lowercase()
+        .starts_with("https://")
+    {
+        return Ok(None);
+    }
+    let var = |name: &str| std::env::var_os(name).filter(|value| !value.is_empty());
+    let mut config = ClientTlsConfig::new();
+    config = match var("OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE")
+        .or_else(|| var("OTEL_EXPORTER_OTLP_CERTIFICATE"))
+    {
+        Some(path) => {
+            let path = std::path::PathBuf::from(path);
+            let pem = read_pem_file(&path, "OTEL_EXPORTER_OTLP_CERTIFICATE")?;
+            config.ca_certificate(Certificate::from_pem(pem))
+        }
+        None => config.with_webpki_roots(),
+    };
+    let certificate = var("OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE")
+        .or_else(|| var("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE"));
+    let key = var("OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY")
+        .or_else(|| var("OTEL_EXPORTER_OTLP_CLIENT_KEY"));
+    match (certificate, key) {
+        (Some(certificate), Some(key)) => {
+            let certificate = read_pem_file(
+                std::path::Path::new(&certificate),
+                "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE",
+            )?;
+            let key = read_pem_file(std::path::Path::new(&key), "OTEL_EXPORTER_OTLP_CLIENT_KEY")?;
+            config = config.identity(Identity::from_pem(certificate, key));
+        }
+        (None, None) => {}
+        _ => anyhow::bail!(
+            "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE and OTEL_EXPORTER_OTLP_CLIENT_KEY go together"
+        ),
+    }
+    Ok(Some(config))
+}
+
 /// A listener's connection: plain TCP, or TLS over it.
 pub enum Transport {
     Plain(TcpStream),

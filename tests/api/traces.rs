@@ -20,8 +20,11 @@ use opentelemetry_proto::tonic::{
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
-use super::process::Process;
-use crate::common::{PASSWORD, TestDatabase, redis_url};
+use super::process::{Process, embedded_args};
+use crate::common::{
+    PASSWORD, TestDatabase, redis_url,
+    tls::{IdentityFiles, TestCa},
+};
 
 const TRACE_ID: &str = "0af7651916cd43dd8448eb211c80319c";
 const CALLER_SPAN_ID: &str = "b7ad6b7169203331";
@@ -90,18 +93,97 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_login_exports_its_spans_under_the_callers_trace_and_no_secret() {
+/// A collector on a free port (over TLS with `identity`), its address, and its server task.
+async fn start_collector(
+    identity: Option<&IdentityFiles>,
+) -> (
+    Collector,
+    std::net::SocketAddr,
+    tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+) {
     let collector = Collector::default();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let collector_address = listener.local_addr().unwrap();
+    let address = listener.local_addr().unwrap();
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(identity) = identity {
+        let identity = tonic::transport::Identity::from_pem(
+            std::fs::read(&identity.cert).unwrap(),
+            std::fs::read(&identity.key).unwrap(),
+        );
+        builder = builder
+            .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
+            .unwrap();
+    }
     let serving = collector.clone();
     let server = tokio::spawn(async move {
-        tonic::transport::Server::builder()
+        builder
             .add_service(TraceServiceServer::new(serving))
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
             .await
     });
+    (collector, address, server)
+}
+
+/// Waits until `collector` has a span named `name`.
+async fn wait_for_span(collector: &Collector, name: &str) -> bool {
+    for _ in 0..100 {
+        if collector.spans().iter().any(|(_, span)| span.name == name) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_reach_a_tls_collector_verified_with_otel_exporter_otlp_certificate() {
+    let pki = tempfile::tempdir().unwrap();
+    let ca = TestCa::new(pki.path(), "otel");
+    let (collector, address, server) = start_collector(Some(&ca.server("collector"))).await;
+    let data_dir = tempfile::tempdir().unwrap();
+    let process = Process::start_with_env(
+        &embedded_args(data_dir.path()),
+        &[
+            (
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+                format!("https://localhost:{}", address.port()),
+            ),
+            (
+                "OTEL_EXPORTER_OTLP_CERTIFICATE",
+                ca.cert_file.display().to_string(),
+            ),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100".to_owned()),
+        ],
+    );
+    let mut client = process.client().await;
+    client
+        .verify(pb::VerifyRequest {
+            access_token: "not-a-token".into(),
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        wait_for_span(&collector, "auth.v1.AuthService/Verify").await,
+        "no span reached the TLS collector"
+    );
+    let (service, span) = collector
+        .spans()
+        .into_iter()
+        .find(|(_, span)| span.name == "auth.v1.AuthService/Verify")
+        .unwrap();
+    assert_eq!(service, "authd", "OTEL_SERVICE_NAME's default");
+    assert_eq!(
+        text(&span.attributes, "rpc.grpc.status_code").as_deref(),
+        Some("16")
+    );
+    process.signal("TERM");
+    let _ = tokio::task::spawn_blocking(|| process.wait()).await;
+    server.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_exports_its_spans_under_the_callers_trace_and_no_secret() {
+    let (collector, collector_address, server) = start_collector(None).await;
 
     let database = TestDatabase::create().await;
     let data_dir = tempfile::tempdir().unwrap();
