@@ -9,11 +9,14 @@
 
 use std::{
     fs::{File, OpenOptions},
-    io::{BufWriter, Write as _},
+    io::Write as _,
     net::IpAddr,
     path::{Path, PathBuf},
-    sync::Arc,
-    time::{Duration, UNIX_EPOCH},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant, UNIX_EPOCH},
 };
 
 use anyhow::Context as _;
@@ -112,7 +115,12 @@ impl TraceId {
                 .iter()
                 .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b))
         };
-        if !hex(&header[..2]) || &header[..2] == b"ff" || !hex(&header[36..52]) {
+        if !hex(&header[..2])
+            || &header[..2] == b"ff"
+            || !hex(&header[36..52])
+            || header[36..52].iter().all(|b| *b == b'0')
+            || !hex(&header[53..55])
+        {
             return None;
         }
         Self::from_hex(&header[3..35])
@@ -227,7 +235,7 @@ impl AuditEvent {
     }
 
     /// What ended the sessions (`logout`, `logout_all`, `password_change`, `revoke_session`,
-    /// `reuse`, `account_deleted`).
+    /// `reuse`, `session_limit`).
     pub fn by(mut self, by: &'static str) -> Self {
         self.by = Some(by);
         self
@@ -396,11 +404,21 @@ impl AuditLog {
         }
     }
 
-    /// Closes and reopens the file (after logrotate moved it).
+    /// Closes and reopens the file before the next write (after logrotate moved it). Never
+    /// blocks.
     pub fn reopen(&self) {
         if let Some(file) = &self.inner.file {
             file.reopen();
         }
+    }
+
+    /// Waits at most `deadline` for the events recorded so far to reach the file (at shutdown);
+    /// whether they did.
+    pub fn flush(&self, deadline: Duration) -> bool {
+        self.inner
+            .file
+            .as_ref()
+            .is_none_or(|file| file.flush(deadline))
     }
 
     /// Whether events are also written to a file.
@@ -418,27 +436,39 @@ fn rfc3339(now: UnixMillis) -> String {
 /// What the writer thread is asked to do.
 enum Message {
     Line(String),
-    Reopen,
+    /// Everything queued before this is written (or counted lost); then the sender hears back.
+    Flush(crossbeam_channel::Sender<()>),
 }
 
-/// The audit file, written by a thread of its own (a slow disk never holds a request).
+/// The audit file, written by a thread of its own (a slow or stuck disk never holds a request,
+/// nor a runtime thread).
 struct FileSink {
     path: PathBuf,
     queue: crossbeam_channel::Sender<Message>,
+    /// Set by SIGHUP; the writer reopens the file before its next write.
+    reopen: Arc<AtomicBool>,
 }
 
 impl FileSink {
     fn open(path: &Path) -> anyhow::Result<Self> {
         let file = open_for_append(path)?;
         let (queue, lines) = crossbeam_channel::bounded(FILE_QUEUE);
-        let thread_path = path.to_owned();
+        let reopen = Arc::new(AtomicBool::new(false));
+        let writer = Writer {
+            path: path.to_owned(),
+            torn: file_ends_mid_line(&file),
+            file: Some(file),
+            reopen: reopen.clone(),
+            last_checked: Instant::now(),
+        };
         std::thread::Builder::new()
             .name("authd-audit".into())
-            .spawn(move || write_lines(thread_path, file, lines))
+            .spawn(move || writer.run(lines))
             .context("AUTHD_AUDIT_LOG: cannot start its writer thread")?;
         Ok(Self {
             path: path.to_owned(),
             queue,
+            reopen,
         })
     }
 
@@ -454,80 +484,183 @@ impl FileSink {
     }
 
     fn reopen(&self) {
-        // Blocks only while the queue is full; a reopen must not be lost.
-        let _ = self.queue.send(Message::Reopen);
+        self.reopen.store(true, Ordering::Release);
+    }
+
+    /// Waits at most `deadline` for the events queued so far to be written.
+    fn flush(&self, deadline: Duration) -> bool {
+        let (done, heard) = crossbeam_channel::bounded(1);
+        self.queue
+            .send_timeout(Message::Flush(done), deadline)
+            .is_ok()
+            && heard.recv_timeout(deadline).is_ok()
     }
 }
 
+/// Opens `path` to append: a regular file (created mode 0640), never a FIFO or a device, whose
+/// open could block. `O_NONBLOCK` makes the open itself return at once, whatever is there.
 fn open_for_append(path: &Path) -> anyhow::Result<File> {
     use std::os::unix::fs::OpenOptionsExt as _;
-    OpenOptions::new()
+    let file = OpenOptions::new()
         .create(true)
+        .read(true)
         .append(true)
         .mode(0o640)
+        .custom_flags(libc::O_NONBLOCK)
         .open(path)
-        .with_context(|| format!("AUTHD_AUDIT_LOG: cannot open {} to append", path.display()))
+        .with_context(|| format!("AUTHD_AUDIT_LOG: cannot open {} to append", path.display()))?;
+    let metadata = file
+        .metadata()
+        .with_context(|| format!("AUTHD_AUDIT_LOG: cannot examine {}", path.display()))?;
+    anyhow::ensure!(
+        metadata.file_type().is_file(),
+        "AUTHD_AUDIT_LOG: {} is not a regular file",
+        path.display()
+    );
+    Ok(file)
 }
 
-/// The writer thread: appends each line, flushing whenever the queue is empty; reopens the file
-/// when asked. A write that fails is logged, and the file is reopened before the next line.
-fn write_lines(path: PathBuf, file: File, lines: crossbeam_channel::Receiver<Message>) {
-    let mut out = Some(BufWriter::new(file));
-    let mut next = lines.recv();
-    while let Ok(message) = next {
-        match message {
-            Message::Line(line) => {
-                if out.is_none() {
-                    out = reopen(&path);
-                }
-                if let Some(writer) = out.as_mut() {
-                    let written = writer
-                        .write_all(line.as_bytes())
-                        .and_then(|()| writer.write_all(b"\n"));
-                    if let Err(error) = written {
-                        tracing::error!(target: OPERATIONS, path = %path.display(), %error, "AUTHD_AUDIT_LOG: write failed");
-                        metrics::counter!(crate::metrics::AUDIT_EVENTS_DROPPED).increment(1);
-                        out = None;
+/// Lines written per system call at most (a batch of what is queued).
+const MAX_BATCH_BYTES: usize = 256 * 1024;
+/// How often the writer checks that the path still names the file it writes (a file deleted or
+/// moved without a SIGHUP is reopened by itself).
+const PATH_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The writer thread's state.
+struct Writer {
+    path: PathBuf,
+    /// `None` after a failure until a reopen succeeds.
+    file: Option<File>,
+    /// The last write stopped in the middle of a line: the next starts on a new line.
+    torn: bool,
+    reopen: Arc<AtomicBool>,
+    last_checked: Instant,
+}
+
+impl Writer {
+    /// Appends the lines as they come, in batches of what is queued; every line that does not
+    /// reach the file is counted in `authd_audit_events_dropped_total`.
+    fn run(mut self, queue: crossbeam_channel::Receiver<Message>) {
+        let mut batch = Vec::with_capacity(MAX_BATCH_BYTES);
+        while let Ok(first) = queue.recv() {
+            let mut message = Some(first);
+            let mut lines = 0usize;
+            let mut flushed = Vec::new();
+            batch.clear();
+            while let Some(next) = message.take() {
+                match next {
+                    Message::Line(line) => {
+                        batch.extend_from_slice(line.as_bytes());
+                        batch.push(b'\n');
+                        lines += 1;
                     }
-                } else {
-                    metrics::counter!(crate::metrics::AUDIT_EVENTS_DROPPED).increment(1);
+                    Message::Flush(done) => flushed.push(done),
+                }
+                if batch.len() < MAX_BATCH_BYTES {
+                    message = queue.try_recv().ok();
                 }
             }
-            Message::Reopen => {
-                if let Some(mut writer) = out.take() {
-                    let _ = writer.flush();
-                }
-                out = reopen(&path);
-                tracing::info!(target: OPERATIONS, path = %path.display(), "AUTHD_AUDIT_LOG: reopened");
+            if lines > 0 {
+                self.write(&batch, lines);
+            }
+            for done in flushed {
+                let _ = done.send(());
             }
         }
-        next = match lines.try_recv() {
-            Ok(message) => Ok(message),
-            Err(crossbeam_channel::TryRecvError::Empty) => {
-                if let Some(writer) = out.as_mut()
-                    && let Err(error) = writer.flush()
-                {
-                    tracing::error!(target: OPERATIONS, path = %path.display(), %error, "AUTHD_AUDIT_LOG: write failed");
-                    out = None;
-                }
-                lines.recv()
-            }
-            Err(crossbeam_channel::TryRecvError::Disconnected) => Err(crossbeam_channel::RecvError),
-        };
     }
-    if let Some(mut writer) = out {
-        let _ = writer.flush();
+
+    fn write(&mut self, batch: &[u8], lines: usize) {
+        if self.reopen.swap(false, Ordering::AcqRel) {
+            self.reopen_file("SIGHUP");
+        } else if self.last_checked.elapsed() >= PATH_CHECK_INTERVAL {
+            self.last_checked = Instant::now();
+            if !self.path_names_open_file() {
+                self.reopen_file("the file was moved or deleted");
+            }
+        }
+        if self.file.is_none() {
+            self.reopen_file("the last write failed");
+        }
+        let Some(file) = self.file.as_mut() else {
+            metrics::counter!(crate::metrics::AUDIT_EVENTS_DROPPED).increment(lines as u64);
+            return;
+        };
+        let mut written = 0;
+        let mut failure = None;
+        if self.torn {
+            match file.write_all(b"\n") {
+                Ok(()) => self.torn = false,
+                Err(error) => failure = Some(error),
+            }
+        }
+        while failure.is_none() && written < batch.len() {
+            match file.write(&batch[written..]) {
+                Ok(0) => failure = Some(std::io::ErrorKind::WriteZero.into()),
+                Ok(count) => written += count,
+                Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(error) => failure = Some(error),
+            }
+        }
+        let Some(error) = failure else {
+            return;
+        };
+        let complete = batch[..written]
+            .iter()
+            .filter(|byte| **byte == b'\n')
+            .count();
+        self.torn = self.torn || (written > 0 && batch[written - 1] != b'\n');
+        metrics::counter!(crate::metrics::AUDIT_EVENTS_DROPPED)
+            .increment(lines.saturating_sub(complete) as u64);
+        tracing::error!(
+            target: OPERATIONS,
+            path = %self.path.display(),
+            %error,
+            lost = lines.saturating_sub(complete),
+            "AUTHD_AUDIT_LOG: write failed; audit events were not written to the file"
+        );
+        self.file = None;
+    }
+
+    /// Whether the path still names the file open for writing (same device and inode).
+    fn path_names_open_file(&self) -> bool {
+        use std::os::unix::fs::MetadataExt as _;
+        let Some(file) = &self.file else {
+            return false;
+        };
+        match (std::fs::metadata(&self.path), file.metadata()) {
+            (Ok(named), Ok(open)) => named.dev() == open.dev() && named.ino() == open.ino(),
+            _ => false,
+        }
+    }
+
+    fn reopen_file(&mut self, why: &str) {
+        match open_for_append(&self.path) {
+            Ok(file) => {
+                // Whatever the file ends with (a torn line of ours, or of another writer), the
+                // next event starts a line of its own.
+                self.torn = file_ends_mid_line(&file);
+                self.file = Some(file);
+                tracing::info!(target: OPERATIONS, path = %self.path.display(), why, "AUTHD_AUDIT_LOG: reopened");
+            }
+            Err(error) => {
+                self.file = None;
+                tracing::error!(target: OPERATIONS, why, "{error:#}; audit events are not written to the file until it can be opened");
+            }
+        }
     }
 }
 
-fn reopen(path: &Path) -> Option<BufWriter<File>> {
-    match open_for_append(path) {
-        Ok(file) => Some(BufWriter::new(file)),
-        Err(error) => {
-            tracing::error!(target: OPERATIONS, "{error:#}");
-            None
-        }
-    }
+/// Whether `file` is non-empty and its last byte is not a newline (a torn line at its end).
+fn file_ends_mid_line(file: &File) -> bool {
+    use std::os::unix::fs::FileExt as _;
+    let Ok(metadata) = file.metadata() else {
+        return false;
+    };
+    let Some(last) = metadata.len().checked_sub(1) else {
+        return false;
+    };
+    let mut byte = [0u8; 1];
+    file.read_at(&mut byte, last).is_ok() && byte[0] != b'\n'
 }
 
 /// The instance id events carry by default: the host name (a pod's name in Kubernetes).
@@ -566,6 +699,8 @@ mod tests {
             b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
             b"00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01",
             b"garbage",
+            b"00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-zz",
         ] {
             assert!(TraceId::from_traceparent(bad).is_none(), "{bad:?}");
         }
@@ -588,6 +723,33 @@ mod tests {
         assert_ne!(one.email_hash(&email), other.email_hash(&email));
         assert_eq!(one.email_hash(&email).len(), 32);
         assert!(!one.email_hash(&email).contains("example"));
+    }
+
+    #[test]
+    fn a_failed_write_is_not_glued_to_the_next_line_and_the_file_comes_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        // A torn line left by an earlier failure.
+        std::fs::write(&path, "{\"event\":\"torn").unwrap();
+        let file = open_for_append(&path).unwrap();
+        let mut writer = Writer {
+            path: path.clone(),
+            torn: file_ends_mid_line(&file),
+            file: Some(file),
+            reopen: Arc::new(AtomicBool::new(false)),
+            last_checked: Instant::now(),
+        };
+        writer.write(b"{\"n\":1}\n", 1);
+        // A disk that refuses every byte: the batch is lost (and counted), the file let go.
+        writer.file = Some(OpenOptions::new().write(true).open("/dev/full").unwrap());
+        writer.write(b"{\"n\":2}\n{\"n\":3}\n", 2);
+        assert!(writer.file.is_none());
+        // The next write reopens the path and goes on.
+        writer.write(b"{\"n\":4}\n", 1);
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "{\"event\":\"torn\n{\"n\":1}\n{\"n\":4}\n"
+        );
     }
 
     #[test]

@@ -164,9 +164,15 @@ fn current_trace_id() -> Option<crate::audit::TraceId> {
 /// Reads W3C trace context from HTTP/2 headers (gRPC metadata).
 struct HeaderExtractor<'a>(&'a http::HeaderMap);
 
+/// The longest `tracestate` taken from a caller (W3C allows 32 members of up to 256 bytes: copied
+/// onto every span, that much from an untrusted caller could make export batches too large for the
+/// collector); a longer one is dropped, the `traceparent` kept.
+const MAX_TRACESTATE_BYTES: usize = 512;
+
 impl opentelemetry::propagation::Extractor for HeaderExtractor<'_> {
     fn get(&self, key: &str) -> Option<&str> {
-        self.0.get(key).and_then(|value| value.to_str().ok())
+        let value = self.0.get(key).and_then(|value| value.to_str().ok())?;
+        (key != "tracestate" || value.len() <= MAX_TRACESTATE_BYTES).then_some(value)
     }
 
     fn keys(&self) -> Vec<&str> {

@@ -72,7 +72,6 @@ fn password_field(
 
 #[tonic::async_trait]
 impl AuthServiceRpc for AuthApi {
-    #[tracing::instrument(name = "Register", level = "debug", skip_all)]
     async fn register(
         &self,
         request: Request<pb::RegisterRequest>,
@@ -93,7 +92,6 @@ impl AuthServiceRpc for AuthApi {
         }))
     }
 
-    #[tracing::instrument(name = "Login", level = "debug", skip_all)]
     async fn login(
         &self,
         request: Request<pb::LoginRequest>,
@@ -113,7 +111,6 @@ impl AuthServiceRpc for AuthApi {
         }))
     }
 
-    #[tracing::instrument(name = "Logout", level = "debug", skip_all)]
     async fn logout(
         &self,
         request: Request<pb::LogoutRequest>,
@@ -128,7 +125,6 @@ impl AuthServiceRpc for AuthApi {
         Ok(Response::new(pb::LogoutResponse {}))
     }
 
-    #[tracing::instrument(name = "Verify", level = "debug", skip_all)]
     async fn verify(
         &self,
         request: Request<pb::VerifyRequest>,
@@ -142,7 +138,6 @@ impl AuthServiceRpc for AuthApi {
         Ok(Response::new(verify_response(claims)))
     }
 
-    #[tracing::instrument(name = "Refresh", level = "debug", skip_all)]
     async fn refresh(
         &self,
         request: Request<pb::RefreshRequest>,
@@ -159,7 +154,6 @@ impl AuthServiceRpc for AuthApi {
         }))
     }
 
-    #[tracing::instrument(name = "LogoutAll", level = "debug", skip_all)]
     async fn logout_all(
         &self,
         request: Request<pb::LogoutAllRequest>,
@@ -174,7 +168,6 @@ impl AuthServiceRpc for AuthApi {
         Ok(Response::new(pb::LogoutAllResponse { sessions_ended }))
     }
 
-    #[tracing::instrument(name = "ChangePassword", level = "debug", skip_all)]
     async fn change_password(
         &self,
         request: Request<pb::ChangePasswordRequest>,
@@ -206,7 +199,6 @@ impl AuthServiceRpc for AuthApi {
         }))
     }
 
-    #[tracing::instrument(name = "ListSessions", level = "debug", skip_all)]
     async fn list_sessions(
         &self,
         request: Request<pb::ListSessionsRequest>,
@@ -225,7 +217,6 @@ impl AuthServiceRpc for AuthApi {
         }))
     }
 
-    #[tracing::instrument(name = "RevokeSession", level = "debug", skip_all)]
     async fn revoke_session(
         &self,
         request: Request<pb::RevokeSessionRequest>,
@@ -246,7 +237,6 @@ impl AuthServiceRpc for AuthApi {
         Ok(Response::new(pb::RevokeSessionResponse {}))
     }
 
-    #[tracing::instrument(name = "DeleteAccount", level = "debug", skip_all)]
     async fn delete_account(
         &self,
         request: Request<pb::DeleteAccountRequest>,

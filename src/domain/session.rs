@@ -159,7 +159,16 @@ impl UserAgent {
         let text = String::from_utf8_lossy(raw);
         let cleaned: String = text
             .chars()
-            .filter(|c| !c.is_control())
+            // Control characters, and the format and separator characters that make a log
+            // viewer show other text than is there (bidi overrides, zero-width, U+2028/U+2029).
+            .filter(|c| {
+                use unicode_properties::{GeneralCategory::*, UnicodeGeneralCategory as _};
+                !c.is_control()
+                    && !matches!(
+                        c.general_category(),
+                        Format | LineSeparator | ParagraphSeparator
+                    )
+            })
             .take(MAX_USER_AGENT_CHARS)
             .collect();
         let cleaned = cleaned.trim();

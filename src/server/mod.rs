@@ -176,11 +176,22 @@ impl App {
         for task in tasks {
             let _ = task.await;
         }
+        // The audit events of the last calls reach AUTHD_AUDIT_LOG before exit (a stuck file
+        // system gets a few seconds, on a blocking thread).
+        let service = self.service.clone();
+        let flushed =
+            tokio::task::spawn_blocking(move || service.flush_audit_log(AUDIT_FLUSH_GRACE));
+        if !matches!(flushed.await, Ok(true)) {
+            tracing::error!("AUTHD_AUDIT_LOG: the last audit events may not have been written");
+        }
         served.context("gRPC server failed")?;
         tracing::info!("stopped");
         Ok(())
     }
 }
+
+/// How long shutdown waits for the audit file to take the last events.
+const AUDIT_FLUSH_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// SIGTERM or SIGINT. The handlers are installed when this is called, before "serving" is
 /// logged, so a signal that arrives right after start-up still shuts down gracefully.

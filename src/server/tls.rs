@@ -189,24 +189,20 @@ fn stamp(metadata: &std::fs::Metadata) -> FileStamp {
 }
 
 /// The bytes of a certificate or key file: a regular file (after symbolic links) of at most
-/// [`MAX_PEM_FILE_BYTES`]. The type is checked before opening, so a FIFO put in the file's place
-/// is refused instead of blocking the open until a writer appears, and again on the open file.
+/// [`MAX_PEM_FILE_BYTES`]. Opened with `O_NONBLOCK`, so a FIFO put in the file's place (even
+/// between a check and the open) cannot block the open, then examined on the open descriptor.
 fn read_pem_file(path: &Path, setting: &str) -> anyhow::Result<Vec<u8>> {
-    let is_regular = |metadata: &std::fs::Metadata| metadata.file_type().is_file();
-    let metadata = std::fs::metadata(path)
-        .with_context(|| format!("{setting}: cannot read {}", path.display()))?;
-    anyhow::ensure!(
-        is_regular(&metadata),
-        "{setting}: {} is not a regular file",
-        path.display()
-    );
-    let file = std::fs::File::open(path)
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
         .with_context(|| format!("{setting}: cannot read {}", path.display()))?;
     let metadata = file
         .metadata()
         .with_context(|| format!("{setting}: cannot read {}", path.display()))?;
     anyhow::ensure!(
-        is_regular(&metadata),
+        metadata.file_type().is_file(),
         "{setting}: {} is not a regular file",
         path.display()
     );

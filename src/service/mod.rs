@@ -106,6 +106,11 @@ impl AuthService {
         self.parts.audit.reopen();
     }
 
+    /// Waits at most `deadline` for the audit events so far to reach AUTHD_AUDIT_LOG.
+    pub fn flush_audit_log(&self, deadline: std::time::Duration) -> bool {
+        self.parts.audit.flush(deadline)
+    }
+
     /// Writes `revocations` to the revocation store, counting them by kind.
     pub(super) async fn write_revocations(
         &self,

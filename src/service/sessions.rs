@@ -125,6 +125,13 @@ impl AuthService {
         if !evicted.is_empty() {
             self.end_sessions(user_id, &evicted, &[]).await?;
             tracing::info!(%user_id, ended = evicted.len(), "oldest sessions ended: too many live sessions");
+            self.audit(
+                AuditEvent::new(Action::SessionEnded)
+                    .user(user_id)
+                    .by("session_limit")
+                    .sessions_ended(u32::try_from(evicted.len()).unwrap_or(u32::MAX))
+                    .caller(client.caller()),
+            );
         }
         self.session_tokens(
             user_id,
@@ -252,7 +259,7 @@ impl AuthService {
                 RefreshTokenState::Spent => {
                     // The database first: once the session has ended there, no Refresh of the
                     // thief's succeeds, even if the revocation below cannot be written now.
-                    sessions.end_session(session.id, None, now).await?;
+                    let ended = sessions.end_session(session.id, None, now).await?.is_some();
                     self.end_sessions(session.user_id, std::slice::from_ref(&session), &[])
                         .await?;
                     tracing::warn!(
@@ -266,14 +273,17 @@ impl AuthService {
                             .session(session.id)
                             .caller(client.caller()),
                     );
-                    self.audit(
-                        AuditEvent::new(Action::SessionEnded)
-                            .user(session.user_id)
-                            .session(session.id)
-                            .by("reuse")
-                            .sessions_ended(1)
-                            .caller(client.caller()),
-                    );
+                    // Of concurrent reuses, only the one that ended the session says so.
+                    if ended {
+                        self.audit(
+                            AuditEvent::new(Action::SessionEnded)
+                                .user(session.user_id)
+                                .session(session.id)
+                                .by("reuse")
+                                .sessions_ended(1)
+                                .caller(client.caller()),
+                        );
+                    }
                     return Err(ServiceError::RefreshTokenReused);
                 }
             }
@@ -315,18 +325,21 @@ impl AuthService {
             let decoded = self.parts.tokens.decode(&access_token)?;
             match self.parts.tokens.check_time(&decoded, now.div_euclid(1000)) {
                 Ok(()) => {
-                    self.logout_access_token(&decoded.claims, now).await?;
+                    let ended = self.logout_access_token(&decoded.claims, now).await?;
                     let claims = &decoded.claims;
                     let mut revoked = AuditEvent::new(Action::TokenRevoked)
                         .user(claims.user_id)
                         .by("logout")
                         .caller(client.caller());
-                    if let Some(session_id) = claims.session_id {
-                        revoked = revoked.session(session_id);
-                    }
-                    self.audit(revoked.clone());
-                    if claims.session_id.is_some() {
-                        self.audit(revoked.action(Action::SessionEnded).sessions_ended(1));
+                    // A retry of a Logout that already ended the session records nothing more.
+                    match claims.session_id {
+                        Some(session_id) if ended => {
+                            revoked = revoked.session(session_id);
+                            self.audit(revoked.clone());
+                            self.audit(revoked.action(Action::SessionEnded).sessions_ended(1));
+                        }
+                        Some(_) => {}
+                        None => self.audit(revoked),
                     }
                 }
                 // An expired token needs no revoking, and ends nothing.
@@ -341,21 +354,25 @@ impl AuthService {
                 .find_refresh_token(refresh_token.session(), refresh_token.hash())
                 .await?
         {
-            self.parts
+            let ended = self
+                .parts
                 .sessions
                 .end_session(session.id, None, now)
-                .await?;
+                .await?
+                .is_some();
             self.end_sessions(session.user_id, std::slice::from_ref(&session), &[])
                 .await?;
             tracing::info!(user_id = %session.user_id, session_id = %session.id, "logged out");
-            self.audit(
-                AuditEvent::new(Action::SessionEnded)
-                    .user(session.user_id)
-                    .session(session.id)
-                    .by("logout")
-                    .sessions_ended(1)
-                    .caller(client.caller()),
-            );
+            if ended {
+                self.audit(
+                    AuditEvent::new(Action::SessionEnded)
+                        .user(session.user_id)
+                        .session(session.id)
+                        .by("logout")
+                        .sessions_ended(1)
+                        .caller(client.caller()),
+                );
+            }
         }
         metrics::counter!(crate::metrics::LOGOUTS, "kind" => "logout").increment(1);
         Ok(())
@@ -365,7 +382,7 @@ impl AuthService {
         &self,
         claims: &TokenClaims,
         now: UnixMillis,
-    ) -> Result<(), ServiceError> {
+    ) -> Result<bool, ServiceError> {
         let until = self.parts.tokens.accepted_until(claims);
         let mut revocations = vec![Revocation {
             user: claims.user_id,
@@ -382,14 +399,17 @@ impl AuthService {
         // The revocations first: if the database then fails, the retry finds them in place.
         self.write_revocations(&revocations, now.div_euclid(1000))
             .await?;
+        let mut ended = false;
         if let Some(session_id) = claims.session_id {
-            self.parts
+            ended = self
+                .parts
                 .sessions
                 .end_session(session_id, Some(claims.user_id), now)
-                .await?;
+                .await?
+                .is_some();
         }
         tracing::info!(user_id = %claims.user_id, jti = %claims.jti, "logged out");
-        Ok(())
+        Ok(ended)
     }
 
     /// The last second an access token issued now (or a moment ago, by a Refresh racing the end
@@ -551,18 +571,21 @@ impl AuthService {
         self.end_sessions(claims.user_id, std::slice::from_ref(&session), &[])
             .await?;
         let now = self.parts.clock.now_millis();
-        sessions
+        let ended = sessions
             .end_session(session_id, Some(claims.user_id), now)
-            .await?;
+            .await?
+            .is_some();
         tracing::info!(user_id = %claims.user_id, %session_id, "session revoked");
-        self.audit(
-            AuditEvent::new(Action::SessionEnded)
-                .user(claims.user_id)
-                .session(session_id)
-                .by("revoke_session")
-                .sessions_ended(1)
-                .caller(client.caller()),
-        );
+        if ended {
+            self.audit(
+                AuditEvent::new(Action::SessionEnded)
+                    .user(claims.user_id)
+                    .session(session_id)
+                    .by("revoke_session")
+                    .sessions_ended(1)
+                    .caller(client.caller()),
+            );
+        }
         Ok(())
     }
 

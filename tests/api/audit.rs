@@ -154,6 +154,14 @@ async fn a_scripted_sequence_produces_exactly_the_expected_events_and_no_secret(
         }))
         .await
         .unwrap();
+    // A retry of that Logout ends nothing more, and records nothing more.
+    client
+        .logout(traced(pb::LogoutRequest {
+            access_token: changed.access_token.clone(),
+            refresh_token: changed.refresh_token.clone(),
+        }))
+        .await
+        .unwrap();
     // 10. Login and LogoutAll.
     let fifth = login(&mut client, new_password).await;
     client
@@ -329,4 +337,86 @@ async fn a_scripted_sequence_produces_exactly_the_expected_events_and_no_secret(
         );
         assert!(!logs.contains(secret.as_str()), "a secret is in the logs");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_audit_path_that_is_not_a_regular_file_is_refused_and_never_hangs_the_service() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let fifo = data_dir.path().join("audit.fifo");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    // At start-up: refused at once, naming the setting.
+    let mut args = embedded_args(data_dir.path());
+    args.push(format!("--audit-log={}", fifo.display()));
+    let output = tokio::time::timeout(
+        Duration::from_secs(20),
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_authd"))
+                .args(&args)
+                .output()
+        }),
+    )
+    .await
+    .expect("start-up hung on a FIFO as AUTHD_AUDIT_LOG")
+    .unwrap()
+    .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("AUTHD_AUDIT_LOG") && stderr.contains("not a regular file"),
+        "{stderr}"
+    );
+
+    // Swapped in while serving, then SIGHUP: calls go on, and SIGTERM still stops the process.
+    let audit_file = data_dir.path().join("audit.jsonl");
+    let mut args = embedded_args(data_dir.path());
+    args.push(format!("--audit-log={}", audit_file.display()));
+    let process = Process::start(&args);
+    let mut client = process.client().await;
+    let login = |email: &str| pb::LoginRequest {
+        email: email.into(),
+        password: "wrong-Pa55word-for-audit".into(),
+    };
+    client.login(login("one@example.com")).await.unwrap_err();
+    assert_eq!(events_at_least(&audit_file, 1).await.len(), 1);
+    std::fs::remove_file(&audit_file).unwrap();
+    let made = std::process::Command::new("mkfifo")
+        .arg(&audit_file)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    process.signal("HUP");
+    for i in 0..20 {
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            client.login(login(&format!("user{i}@example.com"))),
+        )
+        .await
+        .expect("a call hung while the audit file was a FIFO")
+        .unwrap_err();
+        process.signal("HUP");
+    }
+    // The file comes back: the writer reopens it by itself and goes on.
+    std::fs::remove_file(&audit_file).unwrap();
+    std::fs::write(&audit_file, "").unwrap();
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    client.login(login("back@example.com")).await.unwrap_err();
+    client.login(login("back2@example.com")).await.unwrap_err();
+    let after = events_at_least(&audit_file, 1).await;
+    assert!(
+        !after.is_empty(),
+        "no event reached the file once it was back"
+    );
+    process.signal("TERM");
+    let (status, output) = tokio::time::timeout(
+        Duration::from_secs(20),
+        tokio::task::spawn_blocking(|| process.wait()),
+    )
+    .await
+    .expect("SIGTERM did not stop authd while its audit file had been a FIFO")
+    .unwrap();
+    assert!(status.success(), "{output:?}");
 }
