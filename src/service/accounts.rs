@@ -96,13 +96,7 @@ impl AuthService {
         };
         let attempt = match self.parts.throttle.begin(&email, client.source, now).await {
             Ok(attempt) => attempt,
-            Err(error) => {
-                let error = ServiceError::from(error);
-                if let ServiceError::Throttled { retry_after } = &error {
-                    self.audit(failed().reason("throttled").retry_after(*retry_after));
-                }
-                return Err(error);
-            }
+            Err(error) => return Err(self.refused_by_throttle(error, failed())),
         };
         let stored = self.parts.users.find_credentials(&email).await?;
         let (user_id, hash) = match stored {
@@ -162,13 +156,7 @@ impl AuthService {
         };
         let attempt = match self.parts.throttle.begin_for(key, client.source, now).await {
             Ok(attempt) => attempt,
-            Err(error) => {
-                let error = ServiceError::from(error);
-                if let ServiceError::Throttled { retry_after } = &error {
-                    self.audit(failed().reason("throttled").retry_after(*retry_after));
-                }
-                return Err(error);
-            }
+            Err(error) => return Err(self.refused_by_throttle(error, failed())),
         };
         let (matched, password) = self
             .parts
@@ -253,6 +241,20 @@ impl AuthService {
         );
         let session = self.start_session(user_id, client, Some(&new_hash)).await?;
         Ok(session)
+    }
+
+    /// The answer to an attempt the throttle did not let begin; one that must wait is recorded
+    /// as `failed` with reason `throttled`.
+    fn refused_by_throttle(
+        &self,
+        error: crate::throttle::ThrottleError,
+        failed: AuditEvent,
+    ) -> ServiceError {
+        let error = ServiceError::from(error);
+        if let ServiceError::Throttled { retry_after } = &error {
+            self.audit(failed.reason("throttled").retry_after(*retry_after));
+        }
+        error
     }
 
     /// Records a refused password check (the failure was counted when the attempt began) and,
