@@ -74,6 +74,22 @@ impl Process {
         AuthServiceClient::new(channel)
     }
 
+    /// The HTTP listener's address, from its "serving HTTP" log line.
+    fn http_address(&self) -> SocketAddr {
+        let output = self.output.lock().unwrap();
+        let line = output
+            .iter()
+            .find(|line| line.contains("serving HTTP"))
+            .expect("the HTTP listener is on");
+        let json: serde_json::Value = serde_json::from_str(line).unwrap();
+        let address = json["address"].as_str().unwrap();
+        address
+            .trim_start_matches("Some(")
+            .trim_end_matches(')')
+            .parse()
+            .unwrap_or_else(|_| panic!("not an address: {address}"))
+    }
+
     pub(super) fn signal(&self, name: &str) {
         let status = Command::new("kill")
             .args([format!("-{name}"), self.child.id().to_string()])
@@ -110,8 +126,9 @@ async fn sigterm_lets_in_flight_calls_finish_then_exits_zero() {
     let process = Process::start(&embedded_args(data_dir.path()));
     let client = process.client().await;
     // Sixteen registrations queue behind argon2 (one hash per core): still in flight at
-    // SIGTERM. They are given 100 ms to reach the server first: a call sent after shutdown began
-    // is refused (or its connection reset), which is HTTP/2's graceful shutdown, not a lost call.
+    // SIGTERM. The signal waits until the server has started all sixteen (its metrics say so): a
+    // call sent after shutdown began is refused (or its connection reset), which is HTTP/2's
+    // graceful shutdown, not a lost call; a fixed pause was too short under a loaded CI machine.
     let calls: Vec<_> = (0..16)
         .map(|i| {
             let mut client = client.clone();
@@ -127,7 +144,26 @@ async fn sigterm_lets_in_flight_calls_finish_then_exits_zero() {
             })
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    let http = process.http_address();
+    let started = std::time::Instant::now();
+    loop {
+        let metrics = tokio::task::spawn_blocking(move || http_get(http, "/metrics"))
+            .await
+            .unwrap();
+        let registers_started = metrics.lines().any(|line| {
+            line.starts_with("grpc_server_started_total")
+                && line.contains("grpc_method=\"Register\"")
+                && line.ends_with(" 16")
+        });
+        if registers_started {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the sixteen calls never reached the server: {metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let signalled = std::time::Instant::now();
     process.signal("TERM");
     let mut finished_after_signal = 0;
@@ -368,4 +404,18 @@ fn unparseable_back_end_urls_never_print_their_passwords() {
             assert!(!printed.contains("S3cretPW"), "{url}: {printed}");
         }
     }
+}
+
+/// The body of a plain HTTP/1.1 GET of `path` on `address`.
+fn http_get(address: SocketAddr, path: &str) -> String {
+    use std::io::{Read as _, Write as _};
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    response
 }
