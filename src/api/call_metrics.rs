@@ -140,13 +140,6 @@ impl GrpcMetrics {
         }
     }
 
-    /// The service and method of `path`, `unknown` for a path authd does not serve (so a client
-    /// cannot choose span names either).
-    pub fn names(&self, path: &str) -> (&str, &str) {
-        let labels = &self.methods[self.method_index(path)].labels;
-        (labels[1].1.as_str(), labels[2].1.as_str())
-    }
-
     fn method_index(&self, path: &str) -> usize {
         self.index
             .get(path)
@@ -171,6 +164,13 @@ impl GrpcCall {
     pub fn traced(mut self, span: tracing::Span) -> Self {
         self.span = span;
         self
+    }
+
+    /// The service and method called, `unknown` for a path authd does not serve (so a client
+    /// cannot choose span names either).
+    pub fn names(&self) -> (&str, &str) {
+        let labels = &self.methods[self.method].labels;
+        (labels[1].1.as_str(), labels[2].1.as_str())
     }
 
     /// Records the call's end with `code`.

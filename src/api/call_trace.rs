@@ -6,11 +6,12 @@
 
 use tracing::{Span, field::Empty};
 
-use super::call_metrics::GrpcMetrics;
+use super::call_metrics::GrpcCall;
 
-/// The span of a call to `path`, child of the trace its `headers` name.
-pub fn call_span(metrics: &GrpcMetrics, path: &str, headers: &http::HeaderMap) -> Span {
-    let (service, method) = metrics.names(path);
+/// The span of `call`, child of the trace its `headers` name. The method's names come from the
+/// call's metrics, already looked up.
+pub fn call_span(call: &GrpcCall, headers: &http::HeaderMap) -> Span {
+    let (service, method) = call.names();
     let span = tracing::debug_span!(
         target: "authd::rpc",
         "grpc.server",

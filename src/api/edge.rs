@@ -1,8 +1,9 @@
 //! A tower layer around every gRPC service: a per-call time limit (DEADLINE_EXCEEDED past it),
 //! the statuses tonic itself produces for bad input (decoding errors, oversized messages) replaced
 //! by the ones a client can act on, and each call's metrics (started, handled with its final code,
-//! duration until the response ends) and its span (`call_trace.rs`). `status::from_transport` decides which statuses to swap;
-//! this file only finds trailers-only error responses and swaps them.
+//! duration until the response ends) and its span (`call_trace.rs`). `status::from_transport`
+//! decides which statuses to swap; this file only finds trailers-only error responses and swaps
+//! them.
 
 use std::{
     future::Future,
@@ -89,8 +90,9 @@ where
             .and_then(|info| info.remote_addr);
         let in_flight = self.connections.call_started(peer);
         let path = request.uri().path();
-        let span = call_span(&self.metrics, path, request.headers());
-        let metered = self.metrics.start(path).traced(span.clone());
+        let metered = self.metrics.start(path);
+        let span = call_span(&metered, request.headers());
+        let metered = metered.traced(span.clone());
         let call = span.in_scope(|| self.inner.call(request));
         let timeout = self.timeout;
         let call = async move {
