@@ -253,8 +253,13 @@ async fn a_login_exports_its_spans_under_the_callers_trace_and_no_secret() {
             .iter()
             .map(|(_, s)| s.name.clone())
             .collect();
+        // The Verify came last: its span may arrive in a later batch.
+        let verify_arrived = spans
+            .iter()
+            .any(|(_, span)| span.name == "auth.v1.AuthService/Verify");
         if names.iter().any(|n| n == "auth.v1.AuthService/Login")
             && names.iter().any(|n| n == "password.verify")
+            && verify_arrived
         {
             break;
         }
