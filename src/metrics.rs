@@ -33,6 +33,8 @@ pub const HASHING_QUEUE_DEPTH: &str = "authd_hashing_queue_depth";
 pub const AUDIT_EVENTS: &str = "authd_audit_events_total";
 /// Audit events that did not reach AUTHD_AUDIT_LOG (the writer behind, or a write failed).
 pub const AUDIT_EVENTS_DROPPED: &str = "authd_audit_events_dropped_total";
+/// WatchRevocations streams open.
+pub const REVOCATION_WATCHERS: &str = "authd_revocation_watchers";
 
 /// Histogram buckets (seconds) for call durations: go-grpc-prometheus's defaults, with finer
 /// ones below 5 ms, where Verify lives.
@@ -74,6 +76,7 @@ fn describe() {
         AUDIT_EVENTS_DROPPED,
         "Audit events that could not be written to AUTHD_AUDIT_LOG."
     );
+    describe_gauge!(REVOCATION_WATCHERS, "WatchRevocations streams open.");
     describe_counter!(
         "grpc_server_started_total",
         "Total number of RPCs started on the server."

@@ -16,8 +16,8 @@ use crate::{
     server::tls::{self, ReloadingTls},
     service::{AuthService, NormalizationReport, Parts},
     store::{
-        EvictionPolicy, MirroredRevocations, RedisStore, RedisTls, ResidentRevocations,
-        RevocationStore, SessionStore, SqlStore, ThrottleStore, UserStore,
+        EvictionPolicy, MirroredRevocations, PolledRevocations, RedisStore, RedisTls,
+        ResidentRevocations, RevocationStore, SessionStore, SqlStore, ThrottleStore, UserStore,
         warn_unknown_eviction_policy,
     },
     throttle::LoginThrottle,
@@ -85,6 +85,7 @@ impl App {
             signing_keys,
             verified_tokens: VerifiedTokenCache::new(settings.verify_cache_entries),
             audit,
+            watchers: settings.watchers.clone(),
             clock,
         }));
         report_email_normalization(service.normalize_stored_emails().await?);
@@ -230,8 +231,11 @@ async fn connect_backends(settings: &Settings, clock: Arc<dyn Clock>) -> anyhow:
     let Some(topology) = &settings.redis else {
         // One process owns an embedded database (it is locked): its revocations can live in
         // memory, written through. Postgres may be shared by several instances: ask it each time.
+        // With watchers, Postgres is polled for their feed.
         let revocations: Arc<dyn RevocationStore> = if settings.database.is_embedded() {
-            Arc::new(ResidentRevocations::load(sql.clone(), clock.now()).await?)
+            Arc::new(ResidentRevocations::load(sql.clone(), clock).await?)
+        } else if settings.watchers.enabled() {
+            Arc::new(PolledRevocations::start(sql.clone(), clock))
         } else {
             Arc::new(sql.clone())
         };
@@ -253,6 +257,10 @@ async fn connect_backends(settings: &Settings, clock: Arc<dyn Clock>) -> anyhow:
     .map_err(|e| anyhow::Error::new(e).context("invalid AUTHD_REDIS_URL: cannot use Redis"))?;
     check_eviction_policy(&redis, settings.redis_allow_eviction).await?;
     let revocations: Arc<dyn RevocationStore> = match settings.revocation_mode {
+        // Strict mode keeps a mirror only to feed watchers; Verify still asks Redis.
+        RevocationMode::Strict if settings.watchers.enabled() => {
+            Arc::new(MirroredRevocations::feeding_watchers(redis.clone(), clock))
+        }
         RevocationMode::Strict => Arc::new(redis.clone()),
         RevocationMode::Cached => Arc::new(MirroredRevocations::start(redis.clone(), clock)),
     };

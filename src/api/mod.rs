@@ -2,7 +2,7 @@
 //! answer back into a response. `status` is the only place that picks gRPC codes; `edge` is the
 //! tower layer around every service (time limit, transport errors); `health` feeds
 //! grpc.health.v1; `bearer` and `source` read the token and the client address from metadata;
-//! `ext_authz` serves Envoy's external authorization API.
+//! `ext_authz` serves Envoy's external authorization API; `watch` streams WatchRevocations.
 
 pub(crate) mod bearer;
 pub mod call_metrics;
@@ -12,6 +12,7 @@ pub mod ext_authz;
 pub mod health;
 mod source;
 pub mod status;
+mod watch;
 
 pub use edge::EdgeLayer;
 
@@ -35,14 +36,21 @@ pub struct AuthApi {
     service: Arc<AuthService>,
     /// Peers whose `x-forwarded-for` is believed.
     trusted_proxies: Arc<[IpNet]>,
+    /// Turns true when the server starts draining: WatchRevocations streams end then.
+    draining: tokio::sync::watch::Receiver<bool>,
 }
 
 impl AuthApi {
-    /// Serves `service` over gRPC.
-    pub fn new(service: Arc<AuthService>, trusted_proxies: Vec<IpNet>) -> Self {
+    /// Serves `service` over gRPC; open streams end when `draining` turns true.
+    pub fn new(
+        service: Arc<AuthService>,
+        trusted_proxies: Vec<IpNet>,
+        draining: tokio::sync::watch::Receiver<bool>,
+    ) -> Self {
         Self {
             service,
             trusted_proxies: trusted_proxies.into(),
+            draining,
         }
     }
 
@@ -72,6 +80,15 @@ fn password_field(
 
 #[tonic::async_trait]
 impl AuthServiceRpc for AuthApi {
+    type WatchRevocationsStream = watch::RevocationStream;
+
+    async fn watch_revocations(
+        &self,
+        request: Request<pb::WatchRevocationsRequest>,
+    ) -> Result<Response<Self::WatchRevocationsStream>, Status> {
+        watch::watch_revocations(&self.service, &request, self.draining.clone())
+    }
+
     async fn register(
         &self,
         request: Request<pb::RegisterRequest>,

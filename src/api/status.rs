@@ -1,6 +1,7 @@
 //! The one place that picks gRPC codes and google.rpc details:
 //! INVALID_ARGUMENT + BadRequest, UNAUTHENTICATED + ErrorInfo{domain "authd", reason TOKEN_* or
-//! REFRESH_TOKEN_*}, NOT_FOUND (RevokeSession),
+//! REFRESH_TOKEN_* | WATCH_CREDENTIAL_MISSING}, PERMISSION_DENIED (WatchRevocations), NOT_FOUND
+//! (RevokeSession),
 //! ALREADY_EXISTS, RESOURCE_EXHAUSTED + RetryInfo, UNAVAILABLE, INTERNAL (bugs only), and, for the
 //! edge layer, what tonic's own transport errors become and DEADLINE_EXCEEDED.
 //!
@@ -77,6 +78,19 @@ pub fn from_service(error: ServiceError) -> Status {
             Code::NotFound,
             error.to_string(),
             ErrorDetails::with_error_info("SESSION_NOT_FOUND", ERROR_DOMAIN, HashMap::new()),
+        ),
+        ServiceError::WatchCredentialMissing => {
+            unauthenticated("WATCH_CREDENTIAL_MISSING", error.to_string())
+        }
+        ServiceError::WatchCredentialWrong => Status::with_error_details(
+            Code::PermissionDenied,
+            error.to_string(),
+            ErrorDetails::with_error_info("WATCH_CREDENTIAL_WRONG", ERROR_DOMAIN, HashMap::new()),
+        ),
+        ServiceError::WatchingDisabled => Status::with_error_details(
+            Code::PermissionDenied,
+            error.to_string(),
+            ErrorDetails::with_error_info("WATCH_NOT_ENABLED", ERROR_DOMAIN, HashMap::new()),
         ),
         ServiceError::InvalidArgument(violations) => invalid_argument(violations.clone()),
         ServiceError::Throttled { retry_after } => {

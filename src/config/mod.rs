@@ -481,6 +481,16 @@ pub struct Config {
     )]
     pub audit_hash_key: Option<SecretString>,
 
+    /// The service credential of WatchRevocations (sent as `authorization: Bearer`): at least 32
+    /// visible ASCII characters. Unset: only clients with a certificate (mTLS) may watch.
+    #[arg(
+        long,
+        env = "AUTHD_WATCH_TOKEN",
+        value_name = "AUTHD_WATCH_TOKEN",
+        hide_env_values = true
+    )]
+    pub watch_token: Option<SecretString>,
+
     /// This instance's name in audit events. Default: the host name (a pod's name).
     #[arg(long, env = "AUTHD_INSTANCE_ID", value_name = "AUTHD_INSTANCE_ID")]
     pub instance_id: Option<String>,

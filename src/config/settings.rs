@@ -167,6 +167,8 @@ pub struct Settings {
     pub sessions: crate::service::SessionPolicy,
     /// The audit log.
     pub audit: AuditSettings,
+    /// Who may call WatchRevocations.
+    pub watchers: crate::service::WatchAccess,
     /// Log format.
     pub log_format: LogFormat,
 }
@@ -185,6 +187,8 @@ pub struct AuditSettings {
 
 /// The shortest AUTHD_AUDIT_HASH_KEY.
 pub const MIN_AUDIT_HASH_KEY_BYTES: usize = 32;
+/// The shortest AUTHD_WATCH_TOKEN.
+pub const MIN_WATCH_TOKEN_BYTES: usize = 32;
 
 impl Config {
     /// The typed settings, once the rules that join several flags hold.
@@ -206,6 +210,7 @@ impl Config {
         let signing_key = self.signing_key()?;
         let audit = self.audit()?;
         let tls = self.listener_tls()?;
+        let watchers = self.watchers(tls.as_ref())?;
         let redis_tls = self.redis_tls()?;
         let database = match parse::database_url(self.database_url.expose_secret())
             .map_err(|reason| ConfigError::new("AUTHD_DATABASE_URL", reason))?
@@ -285,8 +290,32 @@ impl Config {
                 max_per_user: self.max_sessions_per_user,
             },
             audit,
+            watchers,
             log_format: self.log_format,
         })
+    }
+
+    fn watchers(
+        &self,
+        tls: Option<&ListenerTls>,
+    ) -> Result<crate::service::WatchAccess, ConfigError> {
+        let token = match &self.watch_token {
+            Some(token) if token.expose_secret().len() < MIN_WATCH_TOKEN_BYTES => {
+                return Err(ConfigError::new(
+                    "AUTHD_WATCH_TOKEN",
+                    format!("must be at least {MIN_WATCH_TOKEN_BYTES} characters"),
+                ));
+            }
+            Some(token) if !token.expose_secret().bytes().all(|b| b.is_ascii_graphic()) => {
+                return Err(ConfigError::new(
+                    "AUTHD_WATCH_TOKEN",
+                    "only visible ASCII characters (it travels in an HTTP header)",
+                ));
+            }
+            other => other.as_ref(),
+        };
+        let client_certificates = tls.is_some_and(|tls| tls.client_ca_file.is_some());
+        Ok(crate::service::WatchAccess::new(token, client_certificates))
     }
 
     fn listener_tls(&self) -> Result<Option<ListenerTls>, ConfigError> {

@@ -90,9 +90,12 @@ impl App {
         } else {
             (None, None)
         };
+        // Streams (WatchRevocations) end when draining starts, so that draining can finish.
+        let (start_draining, draining) = watch::channel(false);
         let auth = AuthServiceServer::new(AuthApi::new(
             self.service.clone(),
             self.trusted_proxies.clone(),
+            draining,
         ))
         .max_decoding_message_size(MAX_REQUEST_BYTES);
         let forwarded = ForwardedHeaders::new(&self.gateway.header_prefix)
@@ -109,8 +112,10 @@ impl App {
         let stop_http = Arc::new(stop_http);
         let stop_http_on_drain = stop_http.clone();
         let http_server = self.http.map(|(listener, public_url)| {
-            let http_address = listener.local_addr().ok();
-            tracing::info!(address = ?http_address, %public_url, tls = self.http_tls.is_some(), "serving HTTP");
+            let http_address = listener
+                .local_addr()
+                .map_or_else(|_| "unknown".to_owned(), |address| address.to_string());
+            tracing::info!(address = %http_address, %public_url, tls = self.http_tls.is_some(), "serving HTTP");
             let state = Arc::new(HttpState {
                 service: self.service.clone(),
                 headers: forwarded,
@@ -164,6 +169,7 @@ impl App {
             .serve_with_incoming_shutdown(incoming, async move {
                 shutdown.await;
                 tracing::info!("shutting down: draining in-flight calls");
+                let _ = start_draining.send(true);
                 let _ = stop_http_on_drain.send(true);
             })
             .await;

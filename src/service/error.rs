@@ -32,6 +32,15 @@ pub enum ServiceError {
     /// RevokeSession: no such session of the caller.
     #[error("no such session")]
     SessionNotFound,
+    /// WatchRevocations: no service credential was presented.
+    #[error("WatchRevocations needs the service credential (authorization: Bearer)")]
+    WatchCredentialMissing,
+    /// WatchRevocations: the credential presented is not the service one.
+    #[error("this credential may not watch revocations")]
+    WatchCredentialWrong,
+    /// WatchRevocations: no credential is configured (AUTHD_WATCH_TOKEN, or mTLS).
+    #[error("WatchRevocations is not enabled on this server (AUTHD_WATCH_TOKEN is not set)")]
+    WatchingDisabled,
     /// A field checked only once the user is known (ChangePassword's new password strength).
     #[error("invalid argument")]
     InvalidArgument(Vec<FieldViolation>),

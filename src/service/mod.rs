@@ -2,8 +2,9 @@
 //! authority; no I/O details, no tonic. By concern: `accounts.rs` (register, login, change
 //! password, delete account), `verify.rs` (verify and the checks every token-bearing call shares),
 //! `sessions.rs` (refresh, logout, logout everywhere, listing and revoking sessions),
-//! `data_loss.rs` (noticing a revocation store that lost its data), `maintenance.rs` (one-time
-//! steps at start-up); `error.rs` is what they can answer besides success.
+//! `data_loss.rs` (noticing a revocation store that lost its data), `watch.rs`
+//! (WatchRevocations: who may watch, what a watcher receives), `maintenance.rs` (one-time steps at
+//! start-up); `error.rs` is what they can answer besides success.
 
 mod accounts;
 mod data_loss;
@@ -11,10 +12,15 @@ mod error;
 mod maintenance;
 mod sessions;
 mod verify;
+mod watch;
 
 pub use error::ServiceError;
 pub use maintenance::NormalizationReport;
 pub use sessions::{Client, SessionPolicy};
+pub use watch::{
+    HEARTBEAT_INTERVAL as WATCH_HEARTBEAT_INTERVAL, RevocationWatch, SNAPSHOT_CHUNK, WatchAccess,
+    WatchEvent, WatchedEntry, WatchedRevocation,
+};
 
 use std::sync::{
     Arc,
@@ -80,6 +86,8 @@ pub struct Parts {
     pub verified_tokens: VerifiedTokenCache,
     /// Where security-relevant actions are recorded.
     pub audit: AuditLog,
+    /// Who may call WatchRevocations.
+    pub watchers: WatchAccess,
     /// The time.
     pub clock: Arc<dyn Clock>,
 }

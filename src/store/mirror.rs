@@ -12,21 +12,18 @@
 //! The guarantee is weaker than strict mode: a Logout on another instance is seen here after the
 //! announcement arrives (typically well under a millisecond on a LAN), not at once. Logouts made
 //! through this instance are seen at once.
+//!
+//! The mirror is also the revocation feed (`feed.rs`) that WatchRevocations streams from; in
+//! strict mode with watchers configured it runs only for that, and Verify keeps asking Redis.
 
-use std::{
-    sync::{
-        Arc,
-        atomic::{AtomicI64, Ordering},
-    },
-    time::Duration,
-};
+use std::{sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use tokio::task::JoinHandle;
 use tokio_stream::StreamExt as _;
 
 use super::{
-    InMemoryRevocations, Revocation, RevocationStore, RevokedSet, StoreError, TokenRef,
+    InMemoryRevocations, Revocation, RevocationFeed, RevocationStore, StoreError, TokenRef,
     redis::{RedisStore, parse_index_member},
 };
 use crate::clock::{Clock, UnixSeconds};
@@ -40,58 +37,57 @@ const LOAD_PAGE: usize = 10_000;
 /// Wait between reconnection attempts.
 const RECONNECT_DELAY: Duration = Duration::from_millis(500);
 
-/// What the background task shares with Verify.
-struct MirrorState {
-    /// What is revoked, until when.
-    revoked: RevokedSet,
-    /// Until when (Unix ms) the mirror is known to be current; 0 when it is not.
-    current_until: AtomicI64,
-    /// When (Unix ms) the mirror last heard its own heartbeat; 0 before the first.
-    last_heard: AtomicI64,
-}
-
 /// A `RevocationStore` that answers from memory while current, else from Redis.
 pub struct MirroredRevocations {
     redis: RedisStore,
-    state: Arc<MirrorState>,
-    clock: Arc<dyn Clock>,
+    feed: Arc<RevocationFeed>,
+    /// Cached mode: Verify answers from the mirror while it is current. Strict mode with
+    /// watchers: the mirror only feeds WatchRevocations; Verify always asks Redis.
+    answers_verify: bool,
     tasks: Vec<JoinHandle<()>>,
 }
 
 impl MirroredRevocations {
-    /// Starts the subscription and heartbeat tasks (stopped when this is dropped).
+    /// Cached mode: starts the subscription and heartbeat tasks (stopped when this is dropped);
+    /// Verify answers from the mirror while it is current.
     pub fn start(redis: RedisStore, clock: Arc<dyn Clock>) -> Self {
-        let state = Arc::new(MirrorState {
-            revoked: RevokedSet::default(),
-            current_until: AtomicI64::new(0),
-            last_heard: AtomicI64::new(0),
-        });
+        Self::spawn(redis, clock, true)
+    }
+
+    /// Strict mode with watchers: the same tasks, but Verify always asks Redis; the mirror only
+    /// feeds WatchRevocations.
+    pub fn feeding_watchers(redis: RedisStore, clock: Arc<dyn Clock>) -> Self {
+        Self::spawn(redis, clock, false)
+    }
+
+    fn spawn(redis: RedisStore, clock: Arc<dyn Clock>, answers_verify: bool) -> Self {
+        let feed = Arc::new(RevocationFeed::new(clock.clone()));
         let heartbeat_id = format!("{:016x}", rand::random::<u64>());
         let tasks = vec![
             tokio::spawn(follow(
                 redis.clone(),
-                state.clone(),
-                clock.clone(),
+                feed.clone(),
+                clock,
                 heartbeat_id.clone(),
             )),
             tokio::spawn(heartbeat(redis.clone(), heartbeat_id)),
         ];
         Self {
             redis,
-            state,
-            clock,
+            feed,
+            answers_verify,
             tasks,
         }
     }
 
     /// Whether Verify may answer from memory right now.
     pub fn is_current(&self) -> bool {
-        self.clock.now_millis() < self.state.current_until.load(Ordering::Acquire)
+        self.feed.is_current()
     }
 
     /// Revocations held in memory.
     pub fn len(&self) -> usize {
-        self.state.revoked.len()
+        self.feed.len()
     }
 
     /// Whether the mirror holds no revocations.
@@ -114,20 +110,20 @@ impl RevocationStore for MirroredRevocations {
         self.redis.revoke(revocations, now).await?;
         // Read-your-writes on this instance, whatever the subscription is doing.
         for revocation in revocations {
-            self.state.revoked.insert(revocation.what, revocation.until);
+            self.feed.insert(revocation.what, revocation.until);
         }
         Ok(())
     }
 
     async fn is_revoked(&self, token: &TokenRef, now: UnixSeconds) -> Result<bool, StoreError> {
-        if self.is_current() {
-            return self.state.revoked.refuses(token, now);
+        if self.answers_verify && self.is_current() {
+            return self.feed.refuses(token, now);
         }
         self.redis.is_revoked(token, now).await
     }
 
     async fn purge_expired(&self, now: UnixSeconds) -> Result<u64, StoreError> {
-        let purged = self.state.revoked.purge(now)?;
+        let purged = self.feed.purge(now)?;
         self.redis.purge_expired(now).await?;
         Ok(u64::try_from(purged).unwrap_or(u64::MAX))
     }
@@ -149,46 +145,48 @@ impl RevocationStore for MirroredRevocations {
     }
 
     fn describe(&self) -> &'static str {
-        "redis (cached mirror)"
+        if self.answers_verify {
+            "redis (cached mirror)"
+        } else {
+            "redis (strict, mirrored for watchers)"
+        }
     }
 
     fn in_memory(&self) -> Option<InMemoryRevocations> {
-        let last_heard = self.state.last_heard.load(Ordering::Acquire);
-        let feed_silent_seconds = if last_heard == 0 {
-            f64::INFINITY
-        } else {
-            self.clock.now_millis().saturating_sub(last_heard).max(0) as f64 / 1000.0
-        };
         Some(InMemoryRevocations {
             entries: self.len(),
-            feed_silent_seconds: Some(feed_silent_seconds),
+            feed_silent_seconds: Some(self.feed.silent_seconds()),
         })
+    }
+
+    fn feed(&self) -> Option<Arc<RevocationFeed>> {
+        Some(self.feed.clone())
     }
 }
 
 /// Subscribes, loads the whole set, applies announcements; starts over on any failure.
 async fn follow(
     redis: RedisStore,
-    state: Arc<MirrorState>,
+    feed: Arc<RevocationFeed>,
     clock: Arc<dyn Clock>,
     heartbeat_id: String,
 ) {
     loop {
-        state.current_until.store(0, Ordering::Release);
-        if let Err(error) = follow_once(&redis, &state, clock.as_ref(), &heartbeat_id).await {
+        feed.mark_stale();
+        if let Err(error) = follow_once(&redis, &feed, clock.as_ref(), &heartbeat_id).await {
             tracing::warn!(
                 error = crate::telemetry::error_chain(&error),
                 "revocation mirror lost its subscription; Verify asks Redis until it is back"
             );
         }
-        state.current_until.store(0, Ordering::Release);
+        feed.mark_stale();
         tokio::time::sleep(RECONNECT_DELAY).await;
     }
 }
 
 async fn follow_once(
     redis: &RedisStore,
-    state: &MirrorState,
+    feed: &RevocationFeed,
     clock: &dyn Clock,
     heartbeat_id: &str,
 ) -> Result<(), StoreError> {
@@ -212,8 +210,8 @@ async fn follow_once(
         }
     }
     let count = loaded.len();
-    // Keeps what this instance revoked meanwhile.
-    state.revoked.replace_with(loaded);
+    // Keeps what this instance revoked meanwhile; watchers hear of what was missed.
+    feed.merge(loaded);
     tracing::info!(revocations = count, "revocation mirror loaded");
     let mut synced = false;
     let mut messages = subscription.on_message();
@@ -224,12 +222,7 @@ async fn follow_once(
         match payload.split_once(' ') {
             Some(("ping", id)) if id == heartbeat_id => {
                 // Our own heartbeat came back: everything published before it has been applied.
-                let stale_after = i64::try_from(STALE_AFTER.as_millis()).unwrap_or(i64::MAX);
-                let now = clock.now_millis();
-                state.last_heard.store(now, Ordering::Release);
-                state
-                    .current_until
-                    .store(now.saturating_add(stale_after), Ordering::Release);
+                feed.heard(STALE_AFTER);
                 if !synced {
                     synced = true;
                     tracing::info!("revocation mirror is current");
@@ -238,7 +231,7 @@ async fn follow_once(
             Some(("ping", _)) => {}
             Some((member, until)) => {
                 if let (Some(what), Ok(until)) = (parse_index_member(member), until.parse()) {
-                    state.revoked.insert(what, until);
+                    feed.insert(what, until);
                 }
             }
             None => {}

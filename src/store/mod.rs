@@ -10,7 +10,10 @@
 //! - `mirror.rs`: cached revocation mode, an in-memory mirror of the Redis revocation set.
 //! - `resident.rs`: the embedded default's revocations, held in memory and written through to
 //!   SQLite, so that Verify asks no database.
-//! - `revoked_set.rs`: the in-memory revocation set both of those answer from.
+//! - `polled.rs`: Postgres revocations (no Redis) polled into memory for WatchRevocations.
+//! - `feed.rs`: the revocation feed those three keep: the set in memory and its changes, which
+//!   WatchRevocations streams.
+//! - `revoked_set.rs`: the in-memory revocation set the feed answers from.
 //!
 //! Every call is bounded by a timeout (`bounded`), and connection-level failures become
 //! `StoreError::Unavailable`, which the API reports as UNAVAILABLE.
@@ -26,14 +29,18 @@ use crate::{
     },
 };
 
+pub mod feed;
 pub mod mirror;
+pub mod polled;
 pub mod redis;
 pub mod resident;
 mod revoked_set;
 pub mod sql;
 
 pub use self::{
+    feed::{FeedChange, RevocationFeed},
     mirror::MirroredRevocations,
+    polled::PolledRevocations,
     redis::{EvictionPolicy, RedisStore, RedisTls, RedisTopology, warn_unknown_eviction_policy},
     resident::ResidentRevocations,
     revoked_set::RevokedSet,
@@ -378,6 +385,11 @@ pub trait RevocationStore: Send + Sync + 'static {
     fn describe(&self) -> &'static str;
     /// What this store holds in memory, for the metrics; `None` when it holds nothing there.
     fn in_memory(&self) -> Option<InMemoryRevocations> {
+        None
+    }
+    /// The feed of every revocation in force and each new one, for WatchRevocations; `None`
+    /// where this store keeps none (strict mode or Postgres without watchers configured).
+    fn feed(&self) -> Option<std::sync::Arc<RevocationFeed>> {
         None
     }
 }

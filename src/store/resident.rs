@@ -1,25 +1,30 @@
 //! The embedded default's revocations: held in memory, loaded at start-up and written through to
 //! SQLite, so that Verify makes no SQL query. Sound only because one process owns the data
-//! directory (start-up takes a lock on it): nobody else writes revocations behind this one's back.
+//! directory (start-up takes a lock on it): nobody else writes revocations behind this one's back,
+//! so the set in memory is a revocation feed (`feed.rs`) that is always current.
+
+use std::sync::Arc;
 
 use async_trait::async_trait;
 
 use super::{
-    InMemoryRevocations, Revocation, RevocationStore, RevokedSet, SqlStore, StoreError, TokenRef,
+    InMemoryRevocations, Revocation, RevocationFeed, RevocationStore, SqlStore, StoreError,
+    TokenRef,
 };
-use crate::clock::UnixSeconds;
+use crate::clock::{Clock, UnixSeconds};
 
 /// SQLite revocations answered from memory.
 pub struct ResidentRevocations {
     sql: SqlStore,
-    revoked: RevokedSet,
+    revoked: Arc<RevocationFeed>,
 }
 
 impl ResidentRevocations {
-    /// Loads every revocation still in force at `now`.
-    pub async fn load(sql: SqlStore, now: UnixSeconds) -> Result<Self, StoreError> {
-        let revoked = RevokedSet::default();
-        revoked.replace_with(sql.live_revocations(now).await?);
+    /// Loads every revocation still in force now.
+    pub async fn load(sql: SqlStore, clock: Arc<dyn Clock>) -> Result<Self, StoreError> {
+        let now = clock.now();
+        let revoked = Arc::new(RevocationFeed::always_current(clock));
+        revoked.merge(sql.live_revocations(now).await?);
         Ok(Self { sql, revoked })
     }
 
@@ -79,5 +84,9 @@ impl RevocationStore for ResidentRevocations {
             entries: self.len(),
             feed_silent_seconds: None,
         })
+    }
+
+    fn feed(&self) -> Option<Arc<RevocationFeed>> {
+        Some(self.revoked.clone())
     }
 }

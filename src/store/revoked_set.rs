@@ -28,33 +28,50 @@ pub struct RevokedSet {
 }
 
 impl RevokedSet {
-    /// Remembers one revocation; again keeps the later times.
-    pub fn insert(&self, what: Revoked, until: UnixSeconds) {
-        if let Ok(mut entries) = self.entries.write() {
-            entries.insert(what, until);
-        }
+    /// Remembers one revocation; again keeps the later times. The entry as held afterwards when
+    /// this changed it, `None` when it was already known.
+    pub fn insert(&self, what: Revoked, until: UnixSeconds) -> Option<(Revoked, UnixSeconds)> {
+        self.entries.write().ok()?.insert(what, until)
     }
 
-    /// Replaces everything with `loaded`, keeping what is held now too (revocations made while
-    /// loading must not be lost).
-    pub fn replace_with(&self, loaded: impl IntoIterator<Item = (Revoked, UnixSeconds)>) {
-        let mut fresh = Entries::default();
-        for (what, until) in loaded {
-            fresh.insert(what, until);
-        }
-        if let Ok(mut entries) = self.entries.write() {
-            let old = std::mem::take(&mut *entries);
-            for (jti, until) in old.tokens {
-                fresh.insert(Revoked::Token(jti), until);
-            }
-            for (session, until) in old.sessions {
-                fresh.insert(Revoked::Session(session), until);
-            }
-            for (user, (before, until)) in old.cutoffs {
-                fresh.insert(Revoked::IssuedBefore(user, before), until);
-            }
-            *entries = fresh;
-        }
+    /// Adds `loaded` to what is held (revocations made while loading must not be lost); the
+    /// entries this changed, as held afterwards.
+    pub fn merge(
+        &self,
+        loaded: impl IntoIterator<Item = (Revoked, UnixSeconds)>,
+    ) -> Vec<(Revoked, UnixSeconds)> {
+        let Ok(mut entries) = self.entries.write() else {
+            return Vec::new();
+        };
+        loaded
+            .into_iter()
+            .filter_map(|(what, until)| entries.insert(what, until))
+            .collect()
+    }
+
+    /// Every entry in force at `now`.
+    pub fn live_entries(
+        &self,
+        now: UnixSeconds,
+    ) -> Result<Vec<(Revoked, UnixSeconds)>, StoreError> {
+        let entries = self.entries.read().map_err(|_| poisoned())?;
+        let tokens = entries
+            .tokens
+            .iter()
+            .map(|(jti, until)| (Revoked::Token(*jti), *until));
+        let sessions = entries
+            .sessions
+            .iter()
+            .map(|(session, until)| (Revoked::Session(*session), *until));
+        let cutoffs = entries
+            .cutoffs
+            .iter()
+            .map(|(user, (before, until))| (Revoked::IssuedBefore(*user, *before), *until));
+        Ok(tokens
+            .chain(sessions)
+            .chain(cutoffs)
+            .filter(|(_, until)| *until >= now)
+            .collect())
     }
 
     /// Whether a revocation in force at `now` refuses `token`.
@@ -93,19 +110,33 @@ impl RevokedSet {
 }
 
 impl Entries {
-    fn insert(&mut self, what: Revoked, until: UnixSeconds) {
+    /// Keeps the later times; the entry as held afterwards if this changed it.
+    fn insert(&mut self, what: Revoked, until: UnixSeconds) -> Option<(Revoked, UnixSeconds)> {
         match what {
             Revoked::Token(jti) => {
-                let entry = self.tokens.entry(jti).or_insert(until);
-                *entry = (*entry).max(until);
+                let held = self.tokens.entry(jti).or_insert(UnixSeconds::MIN);
+                (until > *held).then(|| {
+                    *held = until;
+                    (what, until)
+                })
             }
             Revoked::Session(session) => {
-                let entry = self.sessions.entry(session).or_insert(until);
-                *entry = (*entry).max(until);
+                let held = self.sessions.entry(session).or_insert(UnixSeconds::MIN);
+                (until > *held).then(|| {
+                    *held = until;
+                    (what, until)
+                })
             }
             Revoked::IssuedBefore(user, before) => {
-                let entry = self.cutoffs.entry(user).or_insert((before, until));
-                *entry = (entry.0.max(before), entry.1.max(until));
+                let held = self
+                    .cutoffs
+                    .entry(user)
+                    .or_insert((UnixSeconds::MIN, UnixSeconds::MIN));
+                let merged = (held.0.max(before), held.1.max(until));
+                (merged != *held).then(|| {
+                    *held = merged;
+                    (Revoked::IssuedBefore(user, merged.0), merged.1)
+                })
             }
         }
     }
@@ -171,8 +202,13 @@ mod tests {
         set.insert(Revoked::Token(Jti::generate()), 100);
         assert_eq!(set.purge(200).unwrap(), 1);
         let loaded = Jti::generate();
-        set.replace_with([(Revoked::Token(loaded), 600)]);
+        let changed = set.merge([(Revoked::Token(loaded), 600), (Revoked::Token(kept), 400)]);
+        assert_eq!(changed, vec![(Revoked::Token(loaded), 600)]);
         assert_eq!(set.len(), 2);
+        assert_eq!(
+            set.live_entries(501).unwrap(),
+            vec![(Revoked::Token(loaded), 600)]
+        );
         let user = UserId::generate();
         for jti in [kept, loaded] {
             let token = TokenRef {
