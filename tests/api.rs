@@ -32,4 +32,5 @@ mod api {
     mod tls;
     mod traces;
     mod verify;
+    mod watch;
 }
