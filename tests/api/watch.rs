@@ -11,8 +11,8 @@ use authd::{
 use tonic::{Code, Status, Streaming, metadata::MetadataValue};
 
 use crate::common::{
-    Backend, TestApp, TestState, assert_status, host_port, jwt_claims, proxy::Proxy, redis_url,
-    unix_now,
+    Backend, TestApp, TestState, assert_status, host_port, jwt_claims, proxy::Proxy,
+    redis_server::PrivateRedis, redis_url, unix_now,
 };
 
 /// The service credential the watching tests configure.
@@ -370,5 +370,33 @@ async fn an_instance_cut_off_from_redis_stops_its_heartbeats_then_ends_the_strea
     .await
     .expect("watching works again once Redis is back");
     let _ = watcher.try_next(Duration::from_secs(2)).await;
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_store_that_lost_its_data_sends_watchers_the_global_cut_off() {
+    let redis = PrivateRedis::start(&["--maxmemory-policy", "noeviction"]);
+    let state = TestState::new(Backend::Postgres).await;
+    let app = watching(&state).redis_url(Some(&redis.url())).start().await;
+    let (_, _, token) = app.new_user().await;
+    let issued_at = jwt_claims(&token)["iat"].as_i64().unwrap();
+    let mut watcher = watch(&app).await;
+    watcher.snapshot().await;
+    assert!(redis.cli(&["flushall"]).contains("OK"));
+    let seen = watcher
+        .revocations_until(Duration::from_secs(10), |seen| {
+            seen.iter().any(|r| r.kind() == Kind::GlobalCutoff)
+        })
+        .await;
+    let cutoff = seen
+        .iter()
+        .find(|r| r.kind() == Kind::GlobalCutoff)
+        .unwrap();
+    assert!(cutoff.id.is_empty());
+    assert!(cutoff.issued_before.unwrap().seconds > issued_at);
+    assert!(cutoff.until.unwrap().seconds >= jwt_claims(&token)["exp"].as_i64().unwrap());
+    // A watcher that comes later finds it in the snapshot.
+    let (snapshot, _) = watch(&app).await.snapshot().await;
+    assert!(snapshot.iter().any(|r| r.kind() == Kind::GlobalCutoff));
     app.stop().await;
 }
