@@ -357,12 +357,11 @@ async fn an_instance_cut_off_from_redis_stops_its_heartbeats_then_ends_the_strea
     proxy.restore();
     let mut watcher = tokio::time::timeout(Duration::from_secs(20), async {
         loop {
-            if let Ok(mut watcher) = open(&app, Some(&format!("Bearer {WATCH_TOKEN}"))).await {
-                if let Ok(Some(Event::Snapshot(_))) =
+            if let Ok(mut watcher) = open(&app, Some(&format!("Bearer {WATCH_TOKEN}"))).await
+                && let Ok(Some(Event::Snapshot(_))) =
                     watcher.try_next(Duration::from_secs(12)).await
-                {
-                    return watcher;
-                }
+            {
+                return watcher;
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }

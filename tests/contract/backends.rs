@@ -96,7 +96,7 @@ pub async fn sqlite_at(path: &std::path::Path) -> SqlStore {
 /// The embedded default's resident revocations, loaded from a SQL store on a new SQLite file.
 pub async fn resident() -> Fresh<ResidentRevocations> {
     let Fresh { store, keep } = sqlite().await;
-    let resident = ResidentRevocations::load(store, SystemClock.now())
+    let resident = ResidentRevocations::load(store, std::sync::Arc::new(SystemClock))
         .await
         .expect("load the resident revocations");
     assert_eq!(RevocationStore::describe(&resident), "sqlite (in memory)");

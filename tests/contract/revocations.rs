@@ -607,7 +607,8 @@ mod resident {
     use crate::contract::backends::{sqlite_at, sqlite_file};
 
     async fn load(file: &std::path::Path, now: UnixSeconds) -> ResidentRevocations {
-        ResidentRevocations::load(sqlite_at(file).await, now)
+        let clock = std::sync::Arc::new(authd::clock::ManualClock::at(now));
+        ResidentRevocations::load(sqlite_at(file).await, clock)
             .await
             .expect("load the resident revocations")
     }
