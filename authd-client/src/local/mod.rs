@@ -1,0 +1,407 @@
+//! Local verification: the signature against authd's JWKS, the claims and time here, revocation
+//! against the mirror `WatchRevocations` keeps current. Tokens verified once are remembered (by
+//! their exact bytes), so a token already seen costs a cache lookup, a clock read and the mirror.
+
+mod keys;
+mod mirror;
+mod watcher;
+
+use std::{sync::Arc, time::Duration};
+
+use jsonwebtoken::{Algorithm, Validation};
+use tokio::task::AbortHandle;
+
+use self::{
+    keys::{Keys, KidLookup},
+    mirror::RevocationMirror,
+    watcher::{Watcher, unix_now},
+};
+use crate::{AuthClient, Claims, Rejection, remote::RemoteVerifier, verifier::BuildError};
+
+/// What a local-mode layer does while its revocation mirror is stale (before the first snapshot,
+/// or no heartbeat from authd within three intervals).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum StalePolicy {
+    /// Refuse with UNAVAILABLE / 503: no token is accepted whose revocation could not be checked.
+    #[default]
+    FailClosed,
+    /// Ask authd's Verify instead, as remote mode does (and fail closed if that fails too).
+    FallBackToRemote,
+}
+
+/// How a local-mode [`Verifier`](crate::Verifier) reaches authd and what it accepts.
+#[derive(Debug, Clone)]
+pub struct LocalOptions {
+    pub(crate) grpc_address: String,
+    pub(crate) jwks_url: String,
+    pub(crate) watch_token: Option<String>,
+    pub(crate) issuer: String,
+    pub(crate) audience: String,
+    pub(crate) leeway: Duration,
+    pub(crate) stale_policy: StalePolicy,
+    pub(crate) jwks_min_refresh: Duration,
+    pub(crate) jwks_refresh_every: Duration,
+    pub(crate) remote_timeout: Duration,
+    pub(crate) cache_entries: usize,
+    pub(crate) channel: Option<tonic::transport::Channel>,
+}
+
+impl LocalOptions {
+    /// authd's gRPC address (`http://127.0.0.1:50051`) and its HTTP listener's base URL
+    /// (`http://127.0.0.1:8080`), where the JWKS is at `/.well-known/jwks.json`.
+    pub fn new(grpc_address: impl Into<String>, http_base_url: impl AsRef<str>) -> Self {
+        Self {
+            grpc_address: grpc_address.into(),
+            jwks_url: format!(
+                "{}/.well-known/jwks.json",
+                http_base_url.as_ref().trim_end_matches('/')
+            ),
+            watch_token: None,
+            issuer: "authd".to_owned(),
+            audience: "authd".to_owned(),
+            leeway: Duration::from_secs(5),
+            stale_policy: StalePolicy::FailClosed,
+            jwks_min_refresh: Duration::from_secs(5),
+            jwks_refresh_every: Duration::from_secs(300),
+            remote_timeout: Duration::from_secs(1),
+            cache_entries: 100_000,
+            channel: None,
+        }
+    }
+
+    /// The JWKS at another URL than the HTTP listener's default path.
+    pub fn jwks_url(mut self, url: impl Into<String>) -> Self {
+        self.jwks_url = url.into();
+        self
+    }
+
+    /// authd's `AUTHD_WATCH_TOKEN`, sent as `authorization: Bearer` on `WatchRevocations`. Not
+    /// needed where the channel presents a client certificate to an mTLS authd.
+    pub fn watch_token(mut self, token: impl Into<String>) -> Self {
+        self.watch_token = Some(token.into());
+        self
+    }
+
+    /// The `iss` tokens must carry (authd's `AUTHD_JWT_ISSUER`; default `authd`).
+    pub fn issuer(mut self, issuer: impl Into<String>) -> Self {
+        self.issuer = issuer.into();
+        self
+    }
+
+    /// The `aud` tokens must carry (authd's `AUTHD_JWT_AUDIENCE`; default `authd`).
+    pub fn audience(mut self, audience: impl Into<String>) -> Self {
+        self.audience = audience.into();
+        self
+    }
+
+    /// Clock leeway for `exp`, `nbf` and `iat` (default 5 s, as authd's).
+    pub fn leeway(mut self, leeway: Duration) -> Self {
+        self.leeway = leeway;
+        self
+    }
+
+    /// What to do while the mirror is stale (default [`StalePolicy::FailClosed`]).
+    pub fn stale_policy(mut self, policy: StalePolicy) -> Self {
+        self.stale_policy = policy;
+        self
+    }
+
+    /// The least time between two JWKS fetches caused by unknown `kid`s (default 5 s).
+    pub fn jwks_min_refresh(mut self, every: Duration) -> Self {
+        self.jwks_min_refresh = every;
+        self
+    }
+
+    /// How often the JWKS is fetched anyway, so removed keys stop verifying (default 5 min).
+    pub fn jwks_refresh_every(mut self, every: Duration) -> Self {
+        self.jwks_refresh_every = every;
+        self
+    }
+
+    /// The deadline of a fallback Verify call (default 1 s).
+    pub fn remote_timeout(mut self, timeout: Duration) -> Self {
+        self.remote_timeout = timeout;
+        self
+    }
+
+    /// How many verified tokens to remember (default 100 000).
+    pub fn cache_entries(mut self, entries: usize) -> Self {
+        self.cache_entries = entries.max(1);
+        self
+    }
+
+    /// A channel to authd built by the caller (TLS, client certificate), instead of one to
+    /// `grpc_address`.
+    pub fn channel(mut self, channel: tonic::transport::Channel) -> Self {
+        self.channel = Some(channel);
+        self
+    }
+}
+
+/// The local verifier and the tasks that feed it; dropping it stops them.
+pub(crate) struct LocalVerifier {
+    shared: Arc<Shared>,
+    tasks: Vec<AbortHandle>,
+}
+
+struct Shared {
+    keys: Keys,
+    mirror: Arc<RevocationMirror>,
+    verified: quick_cache::sync::Cache<Box<str>, Claims>,
+    validation: Validation,
+    leeway_seconds: i64,
+    stale_policy: StalePolicy,
+    remote: RemoteVerifier,
+}
+
+/// What the synchronous part of a verification found.
+enum Checked {
+    Done(Result<Claims, Rejection>),
+    /// The token names a key not in the set; fetch the set and try again.
+    UnknownKey(String),
+}
+
+impl LocalVerifier {
+    /// Builds the verifier and starts its tasks (the revocation stream, the JWKS refresh). Must
+    /// be called inside a tokio runtime.
+    pub(crate) fn start(options: LocalOptions) -> Result<Self, BuildError> {
+        let url = reqwest::Url::parse(&options.jwks_url)
+            .map_err(|error| BuildError::JwksUrl(format!("{}: {error}", options.jwks_url)))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(BuildError::JwksUrl(format!(
+                "{}: not http(s)",
+                options.jwks_url
+            )));
+        }
+        let keys = Keys::new(url, options.jwks_min_refresh).map_err(BuildError::Http)?;
+        let channel = match options.channel {
+            Some(channel) => channel,
+            None => tonic::transport::Endpoint::from_shared(options.grpc_address.clone())
+                .map_err(BuildError::Address)?
+                .connect_timeout(Duration::from_secs(2))
+                .tcp_nodelay(true)
+                .http2_keep_alive_interval(Duration::from_secs(10))
+                .keep_alive_timeout(Duration::from_secs(5))
+                .connect_lazy(),
+        };
+        let client = AuthClient::new(channel);
+        let leeway_seconds = i64::try_from(options.leeway.as_secs()).unwrap_or(i64::MAX);
+        let mut validation = Validation::new(Algorithm::EdDSA);
+        validation.set_issuer(&[options.issuer.as_str()]);
+        validation.set_audience(&[options.audience.as_str()]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        validation.leeway = options.leeway.as_secs();
+        validation.validate_nbf = true;
+        let mirror = Arc::new(RevocationMirror::new());
+        let shared = Arc::new(Shared {
+            keys,
+            mirror: mirror.clone(),
+            verified: quick_cache::sync::Cache::new(options.cache_entries),
+            validation,
+            leeway_seconds,
+            stale_policy: options.stale_policy,
+            remote: RemoteVerifier::new(client.clone(), options.remote_timeout),
+        });
+        let watcher = Watcher {
+            client,
+            watch_token: options.watch_token,
+            mirror,
+            leeway_seconds,
+        };
+        let tasks = vec![
+            tokio::spawn(watcher.run()).abort_handle(),
+            tokio::spawn(maintain(shared.clone(), options.jwks_refresh_every)).abort_handle(),
+        ];
+        Ok(Self { shared, tasks })
+    }
+
+    pub(crate) async fn verify(&self, token: &str) -> Result<Claims, Rejection> {
+        let shared = &self.shared;
+        match shared.check(token) {
+            Checked::Done(outcome) => return shared.decide(token, outcome).await,
+            Checked::UnknownKey(kid) => {
+                let (lookup, lost) = shared.keys.refresh_for(&kid).await;
+                if lost {
+                    shared.verified.clear();
+                }
+                match lookup {
+                    KidLookup::Known => {}
+                    KidLookup::Unknown => return Err(Rejection::Invalid),
+                    KidLookup::Unavailable => {
+                        return Err(Rejection::Unavailable(
+                            "authd's signing keys could not be fetched".into(),
+                        ));
+                    }
+                }
+            }
+        }
+        match shared.check(token) {
+            Checked::Done(outcome) => shared.decide(token, outcome).await,
+            Checked::UnknownKey(_) => Err(Rejection::Invalid),
+        }
+    }
+
+    pub(crate) fn is_current(&self) -> bool {
+        self.shared.mirror.is_current() && self.shared.keys.current().is_some()
+    }
+
+    pub(crate) async fn wait_until_current(&self, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        if !self.shared.mirror.wait_until_current(timeout).await {
+            return false;
+        }
+        while self.shared.keys.current().is_none() {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.is_current()
+    }
+
+    pub(crate) fn staleness_bound(&self) -> Duration {
+        self.shared.mirror.staleness_bound()
+    }
+}
+
+impl Drop for LocalVerifier {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+impl Shared {
+    /// Signature (or the cache), claims and time; no revocation yet.
+    fn check(&self, token: &str) -> Checked {
+        let claims = match self.verified.get(token) {
+            Some(claims) => claims,
+            None => match self.decode(token) {
+                Ok(claims) => {
+                    self.verified.insert(token.into(), claims.clone());
+                    claims
+                }
+                Err(checked) => return checked,
+            },
+        };
+        let now = unix_now();
+        if claims.expires_at_unix().saturating_add(self.leeway_seconds) < now {
+            return Checked::Done(Err(Rejection::Expired));
+        }
+        if claims.issued_at_unix() > now.saturating_add(self.leeway_seconds) {
+            return Checked::Done(Err(Rejection::Invalid));
+        }
+        Checked::Done(Ok(claims))
+    }
+
+    /// Verifies a token not seen before.
+    fn decode(&self, token: &str) -> Result<Claims, Checked> {
+        let invalid = || Checked::Done(Err(Rejection::Invalid));
+        let header = jsonwebtoken::decode_header(token).map_err(|_| invalid())?;
+        let typ_ok = header.typ.as_deref().is_some_and(|typ| {
+            typ.eq_ignore_ascii_case("at+jwt") || typ.eq_ignore_ascii_case("application/at+jwt")
+        });
+        // Pinned algorithm; a `kid` is required; no JWS extension is understood, so any `crit`
+        // is refused (RFC 7515 §4.1.11). `jwk`/`jku`/`x5u` headers are never followed.
+        if header.alg != Algorithm::EdDSA || !typ_ok || header.crit.is_some() {
+            return Err(invalid());
+        }
+        let kid = header
+            .kid
+            .filter(|kid| !kid.is_empty())
+            .ok_or_else(invalid)?;
+        let Some(keys) = self.keys.current() else {
+            return Err(Checked::UnknownKey(kid));
+        };
+        let Some(key) = keys.get(&kid) else {
+            return Err(Checked::UnknownKey(kid));
+        };
+        let data =
+            jsonwebtoken::decode::<WireClaims>(token, key, &self.validation).map_err(|error| {
+                match error.kind() {
+                    jsonwebtoken::errors::ErrorKind::ExpiredSignature => {
+                        Checked::Done(Err(Rejection::Expired))
+                    }
+                    _ => invalid(),
+                }
+            })?;
+        let claims = data.claims;
+        if claims.sub.is_empty() || claims.jti.is_empty() || claims.exp < claims.iat {
+            return Err(invalid());
+        }
+        Ok(Claims::new(
+            &claims.sub,
+            claims.sid.as_deref(),
+            &claims.jti,
+            claims.iat,
+            claims.exp,
+        ))
+    }
+
+    /// Revocation, once signature and time passed.
+    async fn decide(
+        &self,
+        token: &str,
+        outcome: Result<Claims, Rejection>,
+    ) -> Result<Claims, Rejection> {
+        let claims = outcome?;
+        if self.mirror.is_current() {
+            return if self.mirror.refuses(&claims) {
+                Err(Rejection::Revoked)
+            } else {
+                Ok(claims)
+            };
+        }
+        match self.stale_policy {
+            StalePolicy::FailClosed => Err(Rejection::Unavailable(
+                "revocations from authd are not current".into(),
+            )),
+            StalePolicy::FallBackToRemote => self.remote.verify(token).await,
+        }
+    }
+}
+
+/// The claims authd's access tokens carry.
+#[derive(serde::Deserialize)]
+struct WireClaims {
+    sub: String,
+    iat: i64,
+    exp: i64,
+    jti: String,
+    #[serde(default)]
+    sid: Option<String>,
+}
+
+/// Loads the JWKS at start (retrying with back-off until it succeeds), then refetches it every
+/// `every`; a key removed from the set makes the verified-token cache forget what it verified.
+async fn maintain(shared: Arc<Shared>, every: Duration) {
+    let mut pause = Duration::from_millis(100);
+    loop {
+        match shared.keys.reload().await {
+            Ok(lost) => {
+                if lost {
+                    shared.verified.clear();
+                }
+                break;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "authd-client: could not load authd's JWKS; retrying in {pause:?}");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    let mut purges = tokio::time::interval(Duration::from_secs(30));
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => match shared.keys.reload().await {
+                Ok(true) => shared.verified.clear(),
+                Ok(false) => {}
+                Err(error) => tracing::warn!(%error, "authd-client: could not refresh authd's JWKS"),
+            },
+            _ = purges.tick() => shared.mirror.purge(unix_now(), shared.leeway_seconds),
+        }
+    }
+}

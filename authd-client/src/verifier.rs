@@ -1,0 +1,108 @@
+//! `Verifier`: the one question the layer asks, "who is this token?", answered remotely or
+//! locally.
+
+use std::{sync::Arc, time::Duration};
+
+use crate::{
+    AuthClient, Claims, Rejection,
+    local::{LocalOptions, LocalVerifier},
+    remote::RemoteVerifier,
+};
+
+/// Why a verifier could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// authd's gRPC address is not a URI.
+    #[error("authd's gRPC address: {0}")]
+    Address(#[source] tonic::transport::Error),
+    /// The JWKS URL is not an http(s) URL.
+    #[error("the JWKS URL {0}")]
+    JwksUrl(String),
+    /// The HTTP client for the JWKS could not be built (no TLS roots, say).
+    #[error("the JWKS HTTP client: {0}")]
+    Http(#[source] reqwest::Error),
+}
+
+/// Verifies access tokens, remotely or locally. Cheap to clone; clones share everything, and the
+/// background tasks of a local verifier stop when the last clone is dropped.
+#[derive(Clone)]
+pub struct Verifier(Arc<Mode>);
+
+enum Mode {
+    Remote(RemoteVerifier),
+    Local(LocalVerifier),
+}
+
+impl Verifier {
+    /// Remote mode over a lazily connected channel to `grpc_address`; each call has `timeout`
+    /// (1 s is a sensible deadline on one network).
+    pub fn remote(grpc_address: impl Into<String>, timeout: Duration) -> Result<Self, BuildError> {
+        let channel = tonic::transport::Endpoint::from_shared(grpc_address.into())
+            .map_err(BuildError::Address)?
+            .connect_timeout(Duration::from_secs(2))
+            .tcp_nodelay(true)
+            .connect_lazy();
+        Ok(Self::remote_over(channel, timeout))
+    }
+
+    /// Remote mode over a channel the caller built (TLS, load balancing).
+    pub fn remote_over(channel: tonic::transport::Channel, timeout: Duration) -> Self {
+        Self(Arc::new(Mode::Remote(RemoteVerifier::new(
+            AuthClient::new(channel),
+            timeout,
+        ))))
+    }
+
+    /// Local mode: starts fetching the JWKS and watching revocations. Must be called inside a
+    /// tokio runtime. Until both are loaded, requests are refused with UNAVAILABLE (or sent to
+    /// Verify, as the stale policy says); [`Verifier::wait_until_current`] waits for that.
+    pub fn local(options: LocalOptions) -> Result<Self, BuildError> {
+        Ok(Self(Arc::new(Mode::Local(LocalVerifier::start(options)?))))
+    }
+
+    /// Who `token` speaks for, or why it is refused.
+    pub async fn verify(&self, token: &str) -> Result<Claims, Rejection> {
+        match &*self.0 {
+            Mode::Remote(remote) => remote.verify(token).await,
+            Mode::Local(local) => local.verify(token).await,
+        }
+    }
+
+    /// Whether local verification can answer now: keys loaded and revocations current. Remote
+    /// mode is always current.
+    pub fn is_current(&self) -> bool {
+        match &*self.0 {
+            Mode::Remote(_) => true,
+            Mode::Local(local) => local.is_current(),
+        }
+    }
+
+    /// Waits until [`Verifier::is_current`], or `timeout`; says which.
+    pub async fn wait_until_current(&self, timeout: Duration) -> bool {
+        match &*self.0 {
+            Mode::Remote(_) => true,
+            Mode::Local(local) => local.wait_until_current(timeout).await,
+        }
+    }
+
+    /// How long after authd was last heard from local mode stops trusting its mirror (three
+    /// heartbeat intervals); zero in remote mode.
+    pub fn staleness_bound(&self) -> Duration {
+        match &*self.0 {
+            Mode::Remote(_) => Duration::ZERO,
+            Mode::Local(local) => local.staleness_bound(),
+        }
+    }
+}
+
+impl std::fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mode = match &*self.0 {
+            Mode::Remote(_) => "remote",
+            Mode::Local(_) => "local",
+        };
+        f.debug_struct("Verifier")
+            .field("mode", &mode)
+            .finish_non_exhaustive()
+    }
+}
