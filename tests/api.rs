@@ -9,6 +9,7 @@ mod api {
     mod account;
     mod audit;
     mod cached_mode;
+    mod client;
     mod connections;
     mod deploy;
     mod emails;

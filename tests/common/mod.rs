@@ -150,6 +150,10 @@ impl TestState {
             extra: Vec::new(),
             clock: Arc::new(SystemClock),
             client_tls: None,
+            listen: (
+                SocketAddr::from(([127, 0, 0, 1], 0)),
+                SocketAddr::from(([127, 0, 0, 1], 0)),
+            ),
         }
     }
 
@@ -192,9 +196,16 @@ pub struct AppBuilder<'a> {
     extra: Vec<String>,
     clock: Arc<dyn Clock>,
     client_tls: Option<tonic::transport::ClientTlsConfig>,
+    listen: (SocketAddr, SocketAddr),
 }
 
 impl AppBuilder<'_> {
+    /// Listens on these gRPC and HTTP addresses instead of free ports (to restart in place).
+    pub fn listen_on(mut self, grpc: SocketAddr, http: SocketAddr) -> Self {
+        self.listen = (grpc, http);
+        self
+    }
+
     /// One more flag, e.g. `--login-backoff-base=10s`.
     pub fn arg(mut self, arg: impl Into<String>) -> Self {
         self.extra.push(arg.into());
@@ -241,8 +252,8 @@ impl AppBuilder<'_> {
     pub fn command_line(&self) -> Vec<String> {
         let mut args = vec![
             "authd".to_owned(),
-            "--listen-addr=127.0.0.1:0".to_owned(),
-            "--http-listen-addr=127.0.0.1:0".to_owned(),
+            format!("--listen-addr={}", self.listen.0),
+            format!("--http-listen-addr={}", self.listen.1),
             format!("--data-dir={}", self.state.data_dir.path().display()),
             format!("--redis-key-prefix={}", self.redis_prefix),
         ];
