@@ -10,6 +10,7 @@ mod api {
     mod audit;
     mod cached_mode;
     mod client;
+    mod client_attacks;
     mod connections;
     mod deploy;
     mod emails;

@@ -6,6 +6,8 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
+use uuid::Uuid;
+
 /// Who a verified access token speaks for. Cheap to clone (one shared allocation).
 ///
 /// [`AuthLayer`](crate::AuthLayer) inserts it into every request it lets through, so a handler
@@ -15,6 +17,10 @@ pub struct Claims(Arc<Inner>);
 
 #[derive(PartialEq, Eq)]
 struct Inner {
+    user: Uuid,
+    session: Option<Uuid>,
+    token: Uuid,
+    /// The ids in their canonical form (lowercase, hyphenated), as authd writes them.
     user_id: Box<str>,
     session_id: Option<Box<str>>,
     jti: Box<str>,
@@ -24,22 +30,31 @@ struct Inner {
 
 impl Claims {
     pub(crate) fn new(
-        user_id: &str,
-        session_id: Option<&str>,
-        jti: &str,
+        user: Uuid,
+        session: Option<Uuid>,
+        token: Uuid,
         issued_at: i64,
         expires_at: i64,
     ) -> Self {
+        let text = |id: Uuid| id.hyphenated().to_string().into_boxed_str();
         Self(Arc::new(Inner {
-            user_id: user_id.into(),
-            session_id: session_id.map(Into::into),
-            jti: jti.into(),
+            user,
+            session,
+            token,
+            user_id: text(user),
+            session_id: session.map(text),
+            jti: text(token),
             issued_at,
             expires_at,
         }))
     }
 
-    /// The user (`sub`), a UUID.
+    /// The user, the session and the token as UUIDs (what revocations name).
+    pub(crate) fn ids(&self) -> (Uuid, Option<Uuid>, Uuid) {
+        (self.0.user, self.0.session, self.0.token)
+    }
+
+    /// The user (`sub`), a UUID in canonical form.
     pub fn user_id(&self) -> &str {
         &self.0.user_id
     }
@@ -75,11 +90,14 @@ impl Claims {
     }
 }
 
+/// `seconds` after the epoch; out of `SystemTime`'s range (a token cannot be, but no panic here
+/// either way), the epoch.
 fn unix_to_system_time(seconds: i64) -> SystemTime {
-    match u64::try_from(seconds) {
-        Ok(after) => UNIX_EPOCH + Duration::from_secs(after),
-        Err(_) => UNIX_EPOCH - Duration::from_secs(seconds.unsigned_abs()),
-    }
+    let moved = match u64::try_from(seconds) {
+        Ok(after) => UNIX_EPOCH.checked_add(Duration::from_secs(after)),
+        Err(_) => UNIX_EPOCH.checked_sub(Duration::from_secs(seconds.unsigned_abs())),
+    };
+    moved.unwrap_or(UNIX_EPOCH)
 }
 
 impl fmt::Debug for Claims {

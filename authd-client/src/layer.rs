@@ -68,12 +68,21 @@ where
         let verifier = self.verifier.clone();
         let grpc = is_grpc(request.headers());
         // An owned copy of the header (a reference count, not the bytes) so the future does not
-        // borrow the request across the verification.
-        let authorization = request.headers().get(header::AUTHORIZATION).cloned();
+        // borrow the request across the verification. Two `authorization` headers are refused:
+        // which one counts would depend on who reads them (authd refuses them too).
+        let mut authorizations = request.headers().get_all(header::AUTHORIZATION).iter();
+        let credential = match (authorizations.next(), authorizations.next()) {
+            (None, _) => Err(Rejection::Missing),
+            (Some(value), None) => Ok(value.clone()),
+            (Some(_), Some(_)) => Err(Rejection::Invalid),
+        };
         Box::pin(async move {
-            let verdict = match authorization.as_ref().and_then(bearer_token) {
-                Some(token) => verifier.verify(token).await,
-                None => Err(Rejection::Missing),
+            let verdict = match &credential {
+                Ok(value) => match bearer_token(value) {
+                    Some(token) => verifier.verify(token).await,
+                    None => Err(Rejection::Missing),
+                },
+                Err(rejection) => Err(rejection.clone()),
             };
             match verdict {
                 Ok(claims) => {

@@ -40,7 +40,11 @@ impl Rejection {
 
     /// The response for a gRPC call: trailers-only, with `grpc-status` in the headers.
     pub(crate) fn grpc_response<B: Default>(&self) -> Response<B> {
-        self.to_status().into_http()
+        let mut response: Response<B> = self.to_status().into_http();
+        response
+            .headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        response
     }
 
     /// The response for a plain HTTP request: 401 with `WWW-Authenticate` (RFC 6750 §3), or 503

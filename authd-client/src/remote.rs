@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use tonic::Code;
 use tonic_types::StatusExt as _;
+use uuid::Uuid;
 
 use crate::{AuthClient, Claims, Rejection};
 
@@ -32,15 +33,18 @@ impl RemoteVerifier {
             Ok(Ok(response)) => response,
         };
         let seconds = |t: Option<prost_types::Timestamp>| t.map_or(0, |t| t.seconds);
-        if response.user_id.is_empty() || response.jti.is_empty() {
-            return Err(Rejection::Unavailable(
-                "authd's Verify answered without claims".into(),
-            ));
-        }
+        let unexpected =
+            || Rejection::Unavailable("authd's Verify answered without valid claims".into());
+        let user = Uuid::try_parse(&response.user_id).map_err(|_| unexpected())?;
+        let token = Uuid::try_parse(&response.jti).map_err(|_| unexpected())?;
+        let session = match response.session_id.as_str() {
+            "" => None,
+            sid => Some(Uuid::try_parse(sid).map_err(|_| unexpected())?),
+        };
         Ok(Claims::new(
-            &response.user_id,
-            Some(response.session_id.as_str()).filter(|sid| !sid.is_empty()),
-            &response.jti,
+            user,
+            session,
+            token,
             seconds(response.issued_at),
             seconds(response.expires_at),
         ))

@@ -9,6 +9,9 @@ use crate::{
     remote::RemoteVerifier,
 };
 
+/// The longest access token accepted (authd's own limit).
+pub(crate) const MAX_TOKEN_BYTES: usize = 4096;
+
 /// Why a verifier could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
@@ -62,6 +65,11 @@ impl Verifier {
 
     /// Who `token` speaks for, or why it is refused.
     pub async fn verify(&self, token: &str) -> Result<Claims, Rejection> {
+        // authd issues nothing longer and refuses anything longer; so does this, in both modes,
+        // without asking anyone.
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(Rejection::Invalid);
+        }
         match &*self.0 {
             Mode::Remote(remote) => remote.verify(token).await,
             Mode::Local(local) => local.verify(token).await,

@@ -44,10 +44,12 @@ fn message(event: WatchEvent) -> pb::RevocationEvent {
             revocations,
             server_time,
             complete,
+            clock_leeway,
         } => Event::Snapshot(pb::Snapshot {
             revocations: revocations.into_iter().map(revocation).collect(),
             server_time: Some(timestamp_ms(server_time)),
             complete,
+            clock_leeway: Some(duration(clock_leeway)),
         }),
         WatchEvent::Revoked(entry) => Event::Revoked(revocation(entry)),
         WatchEvent::Heartbeat {

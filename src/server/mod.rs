@@ -92,6 +92,7 @@ impl App {
         };
         // Streams (WatchRevocations) end when draining starts, so that draining can finish.
         let (start_draining, draining) = watch::channel(false);
+        let mut drain_started = draining.clone();
         let auth = AuthServiceServer::new(AuthApi::new(
             self.service.clone(),
             self.trusted_proxies.clone(),
@@ -141,7 +142,7 @@ impl App {
             registry.clone(),
             self.grpc_tls.clone(),
         );
-        let served = Server::builder()
+        let serving = Server::builder()
             .max_concurrent_streams(self.limits.max_concurrent_streams)
             // Larger flow-control windows: fewer WINDOW_UPDATE frames under many small calls.
             .initial_connection_window_size(HTTP2_CONNECTION_WINDOW)
@@ -171,8 +172,21 @@ impl App {
                 tracing::info!("shutting down: draining in-flight calls");
                 let _ = start_draining.send(true);
                 let _ = stop_http_on_drain.send(true);
-            })
-            .await;
+            });
+        // Draining waits for in-flight calls, which the request timeout bounds; a connection
+        // still open after that is stalled or idle (its keepalive would take 40 s to notice), so
+        // it is dropped rather than allowed to hold shutdown up.
+        let drain_deadline = self.limits.request_timeout;
+        let served = tokio::select! {
+            served = serving => served,
+            () = async {
+                let _ = drain_started.wait_for(|draining| *draining).await;
+                tokio::time::sleep(drain_deadline).await;
+            } => {
+                tracing::warn!(?drain_deadline, "shutting down: connections still open after the drain deadline are closed");
+                Ok(())
+            }
+        };
         let _ = stop_http.send(true);
         if let Some(http_server) = http_server {
             let _ = http_server.await;

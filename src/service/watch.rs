@@ -119,6 +119,8 @@ pub enum WatchEvent {
         server_time: UnixMillis,
         /// Whether this is the last chunk.
         complete: bool,
+        /// The tokens' clock leeway (accepted until `exp` plus this).
+        clock_leeway: Duration,
     },
     /// A new revocation.
     Revoked(WatchedEntry),
@@ -221,6 +223,9 @@ impl AuthService {
                 revocations,
                 server_time,
                 complete: chunk + 1 == chunks,
+                clock_leeway: Duration::from_secs(
+                    u64::try_from(self.parts.tokens.leeway_seconds()).unwrap_or(0),
+                ),
             };
             if events.send(Ok(event)).await.is_err() {
                 return Ok(());

@@ -285,7 +285,11 @@ async fn revocations_on_one_instance_reach_a_local_layer_on_another_within_100ms
 
     let mut delays = Vec::new();
     for trial in 0..100 {
-        let way = [Revocation::Logout, Revocation::LogoutAll, Revocation::RevokeSession][trial % 3];
+        let way = [
+            Revocation::Logout,
+            Revocation::LogoutAll,
+            Revocation::RevokeSession,
+        ][trial % 3];
         let tokens = client_a
             .login(&email, crate::common::PASSWORD)
             .await

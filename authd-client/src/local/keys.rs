@@ -4,7 +4,10 @@
 
 use std::{
     collections::HashMap,
-    sync::{Arc, RwLock},
+    sync::{
+        Arc, RwLock,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -25,7 +28,12 @@ pub(crate) enum KeysError {
     NotAKeySet,
     #[error("the JWKS holds no Ed25519 key")]
     NoUsableKey,
+    #[error("the JWKS is larger than {MAX_JWKS_BYTES} bytes")]
+    TooLarge,
 }
+
+/// The largest JWKS document read (authd's holds a handful of keys in well under 4 KiB).
+const MAX_JWKS_BYTES: usize = 1 << 20;
 
 /// What [`Keys::refresh_for`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,6 +51,9 @@ pub(crate) struct Keys {
     http: reqwest::Client,
     min_refresh: Duration,
     current: RwLock<Option<Arc<KeysById>>>,
+    /// Counts the replacements that removed a key: a token verified under an older epoch must
+    /// be verified again.
+    epoch: AtomicU64,
     /// One refresh at a time; holds when the last attempt started and whether it succeeded.
     refreshing: tokio::sync::Mutex<Option<(Instant, bool)>>,
 }
@@ -59,6 +70,7 @@ impl Keys {
             http,
             min_refresh,
             current: RwLock::new(None),
+            epoch: AtomicU64::new(0),
             refreshing: tokio::sync::Mutex::new(None),
         })
     }
@@ -69,6 +81,17 @@ impl Keys {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    /// The keys in place with their epoch, read together.
+    pub(crate) fn current_with_epoch(&self) -> (Option<Arc<KeysById>>, u64) {
+        let current = self.current.read().unwrap_or_else(|e| e.into_inner());
+        (current.clone(), self.epoch.load(Ordering::Acquire))
+    }
+
+    /// The epoch of the keys in place.
+    pub(crate) fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
     }
 
     /// Fetches the set now and puts it in place. Returns whether a key that verified before no
@@ -128,11 +151,15 @@ impl Keys {
             .as_ref()
             .is_some_and(|old| old.keys().any(|kid| !fetched.contains_key(kid)));
         *current = Some(Arc::new(fetched));
+        if lost {
+            // Under the write lock, so that no reader pairs the new keys with the old epoch.
+            self.epoch.fetch_add(1, Ordering::AcqRel);
+        }
         lost
     }
 
     async fn fetch(&self) -> Result<KeysById, KeysError> {
-        let body = self
+        let mut response = self
             .http
             .get(self.url.clone())
             .header(
@@ -141,9 +168,20 @@ impl Keys {
             )
             .send()
             .await?
-            .error_for_status()?
-            .bytes()
-            .await?;
+            .error_for_status()?;
+        if response
+            .content_length()
+            .is_some_and(|length| length > MAX_JWKS_BYTES as u64)
+        {
+            return Err(KeysError::TooLarge);
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await? {
+            if body.len() + chunk.len() > MAX_JWKS_BYTES {
+                return Err(KeysError::TooLarge);
+            }
+            body.extend_from_slice(&chunk);
+        }
         parse_key_set(&body)
     }
 }

@@ -6,10 +6,12 @@ use std::{
     collections::HashMap,
     sync::{
         RwLock,
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering},
     },
     time::{Duration, Instant},
 };
+
+use uuid::Uuid;
 
 use crate::{Claims, pb::Revocation, pb::revocation::Kind};
 
@@ -21,47 +23,34 @@ pub(crate) const MISSED_HEARTBEATS: u32 = 3;
 /// Revocations in force; every entry lives until its `until` (Unix seconds, inclusive).
 #[derive(Debug, Default)]
 pub(crate) struct RevocationSet {
-    tokens: HashMap<Box<str>, i64>,
-    sessions: HashMap<Box<str>, i64>,
+    tokens: HashMap<Uuid, i64>,
+    sessions: HashMap<Uuid, i64>,
     /// User id → (issued_before, until).
-    users: HashMap<Box<str>, (i64, i64)>,
+    users: HashMap<Uuid, (i64, i64)>,
     /// (issued_before, until).
     global: Option<(i64, i64)>,
 }
 
 impl RevocationSet {
     /// Adds one revocation; a later `until` or cut-off for one already known wins. Returns
-    /// false for a revocation this client does not understand (ignored).
+    /// false for a revocation this client does not understand (ignored). Ids are UUIDs, compared
+    /// as such, whatever their spelling.
     pub(crate) fn apply(&mut self, revocation: &Revocation) -> bool {
         let until = revocation.until.as_ref().map_or(i64::MAX, |t| t.seconds);
         let issued_before = revocation.issued_before.as_ref().map(|t| t.seconds);
+        let id = Uuid::try_parse(&revocation.id).ok();
         let later = |slot: &mut i64| *slot = (*slot).max(until);
-        match Kind::try_from(revocation.kind) {
-            Ok(Kind::Token) if !revocation.id.is_empty() => {
-                later(
-                    self.tokens
-                        .entry(revocation.id.as_str().into())
-                        .or_insert(until),
-                );
-            }
-            Ok(Kind::Session) if !revocation.id.is_empty() => {
-                later(
-                    self.sessions
-                        .entry(revocation.id.as_str().into())
-                        .or_insert(until),
-                );
-            }
-            Ok(Kind::UserCutoff) if !revocation.id.is_empty() => {
+        match (Kind::try_from(revocation.kind), id) {
+            (Ok(Kind::Token), Some(id)) => later(self.tokens.entry(id).or_insert(until)),
+            (Ok(Kind::Session), Some(id)) => later(self.sessions.entry(id).or_insert(until)),
+            (Ok(Kind::UserCutoff), Some(id)) => {
                 let Some(before) = issued_before else {
                     return false;
                 };
-                let entry = self
-                    .users
-                    .entry(revocation.id.as_str().into())
-                    .or_insert((before, until));
+                let entry = self.users.entry(id).or_insert((before, until));
                 *entry = (entry.0.max(before), entry.1.max(until));
             }
-            Ok(Kind::GlobalCutoff) => {
+            (Ok(Kind::GlobalCutoff), _) => {
                 let Some(before) = issued_before else {
                     return false;
                 };
@@ -76,14 +65,13 @@ impl RevocationSet {
     /// Whether these revocations refuse a token with `claims`.
     pub(crate) fn refuses(&self, claims: &Claims) -> bool {
         let issued_at = claims.issued_at_unix();
+        let (user, session, token) = claims.ids();
         self.global.is_some_and(|(before, _)| issued_at < before)
-            || self.tokens.contains_key(claims.jti())
-            || claims
-                .session_id()
-                .is_some_and(|sid| self.sessions.contains_key(sid))
+            || self.tokens.contains_key(&token)
+            || session.is_some_and(|sid| self.sessions.contains_key(&sid))
             || self
                 .users
-                .get(claims.user_id())
+                .get(&user)
                 .is_some_and(|(before, _)| issued_at < *before)
     }
 
@@ -117,6 +105,10 @@ pub(crate) struct RevocationMirror {
     /// Milliseconds after `epoch` that authd was last heard from on a healthy stream.
     last_heard_ms: AtomicU64,
     heartbeat_ms: AtomicU64,
+    /// authd's clock leeway in seconds (from the snapshot); `i64::MAX` until known.
+    server_leeway: AtomicI64,
+    /// How many seconds authd's clock is ahead of this one (never negative).
+    server_ahead: AtomicI64,
     snapshots: tokio::sync::watch::Sender<u64>,
 }
 
@@ -128,6 +120,8 @@ impl RevocationMirror {
             epoch: Instant::now(),
             last_heard_ms: AtomicU64::new(0),
             heartbeat_ms: AtomicU64::new(DEFAULT_HEARTBEAT.as_millis() as u64),
+            server_leeway: AtomicI64::new(i64::MAX),
+            server_ahead: AtomicI64::new(0),
             snapshots: tokio::sync::watch::Sender::new(0),
         }
     }
@@ -150,9 +144,33 @@ impl RevocationMirror {
         Duration::from_millis(self.heartbeat_ms.load(Ordering::Relaxed)) * MISSED_HEARTBEATS
     }
 
-    /// authd was heard from on a stream whose snapshot is loaded.
-    pub(crate) fn heard(&self) {
+    /// authd sent a heartbeat on a stream whose snapshot is loaded: it vouches that its feed is
+    /// current. (Revocations alone do not: an instance whose feed is stale may still relay its
+    /// own.) `server_time` is authd's clock then, in Unix seconds.
+    pub(crate) fn heard(&self, server_time: Option<i64>, local_now: i64) {
+        if let Some(server_time) = server_time {
+            self.server_ahead.store(
+                server_time.saturating_sub(local_now).max(0),
+                Ordering::Relaxed,
+            );
+        }
         self.last_heard_ms.store(self.now_ms(), Ordering::Release);
+    }
+
+    /// The stream reported that revocations were lost (this watcher fell behind, or authd's feed
+    /// went stale): stale at once, until the next snapshot.
+    pub(crate) fn invalidate(&self) {
+        self.loaded.store(false, Ordering::Release);
+    }
+
+    /// authd's clock leeway, in seconds, once a snapshot said it.
+    pub(crate) fn server_leeway(&self) -> i64 {
+        self.server_leeway.load(Ordering::Relaxed)
+    }
+
+    /// How far authd's clock is ahead of this one, in seconds (0 if it is not).
+    pub(crate) fn server_ahead(&self) -> i64 {
+        self.server_ahead.load(Ordering::Relaxed)
     }
 
     /// The interval authd's heartbeats come at (kept between 100 ms and 60 s).
@@ -162,10 +180,20 @@ impl RevocationMirror {
             .store(clamped.as_millis() as u64, Ordering::Relaxed);
     }
 
-    /// Puts a complete snapshot in place of whatever the mirror held.
-    pub(crate) fn replace(&self, set: RevocationSet) {
+    /// Puts a complete snapshot in place of whatever the mirror held; authd's leeway and clock
+    /// come with it.
+    pub(crate) fn replace(
+        &self,
+        set: RevocationSet,
+        server_leeway: Option<i64>,
+        server_time: Option<i64>,
+        local_now: i64,
+    ) {
         *self.set.write().unwrap_or_else(|e| e.into_inner()) = set;
-        self.heard();
+        if let Some(leeway) = server_leeway {
+            self.server_leeway.store(leeway.max(0), Ordering::Relaxed);
+        }
+        self.heard(server_time, local_now);
         self.loaded.store(true, Ordering::Release);
         self.snapshots.send_modify(|count| *count += 1);
     }
@@ -176,7 +204,6 @@ impl RevocationMirror {
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .apply(revocation);
-        self.heard();
     }
 
     /// Whether a token with `claims` is revoked (the caller checks [`Self::is_current`]).
@@ -224,7 +251,11 @@ mod tests {
     fn revocation(kind: Kind, id: &str, issued_before: Option<i64>, until: i64) -> Revocation {
         Revocation {
             kind: kind as i32,
-            id: id.to_owned(),
+            id: if id.is_empty() {
+                String::new()
+            } else {
+                self::id(id)
+            },
             issued_before: issued_before.map(|seconds| Timestamp { seconds, nanos: 0 }),
             until: Some(Timestamp {
                 seconds: until,
@@ -233,8 +264,22 @@ mod tests {
         }
     }
 
+    /// Fixed UUIDs named by short labels, for readable tests.
+    fn id(label: &str) -> String {
+        let mut bytes = [0u8; 16];
+        bytes[..label.len()].copy_from_slice(label.as_bytes());
+        Uuid::from_bytes(bytes).to_string()
+    }
+
     fn claims(user: &str, session: Option<&str>, jti: &str, issued_at: i64) -> Claims {
-        Claims::new(user, session, jti, issued_at, issued_at + 900)
+        let uuid = |label: &str| Uuid::parse_str(&id(label)).unwrap();
+        Claims::new(
+            uuid(user),
+            session.map(uuid),
+            uuid(jti),
+            issued_at,
+            issued_at + 900,
+        )
     }
 
     #[test]
@@ -287,11 +332,35 @@ mod tests {
         let mirror = RevocationMirror::new();
         assert!(!mirror.is_current());
         mirror.set_heartbeat(Duration::from_millis(100));
-        mirror.replace(RevocationSet::default());
+        mirror.replace(RevocationSet::default(), Some(5), None, 0);
         assert!(mirror.is_current());
         std::thread::sleep(Duration::from_millis(350));
         assert!(!mirror.is_current(), "three missed heartbeats");
-        mirror.heard();
+        mirror.heard(Some(1_010), 1_000);
         assert!(mirror.is_current());
+        assert_eq!(mirror.server_ahead(), 10);
+        mirror.invalidate();
+        assert!(
+            !mirror.is_current(),
+            "lost revocations: stale until the next snapshot"
+        );
+    }
+
+    #[test]
+    fn ids_match_whatever_their_spelling() {
+        let mut set = RevocationSet::default();
+        let jti = Uuid::from_u128(0x0123_4567_89ab_cdef_0123_4567_89ab_cdef);
+        let upper = jti.hyphenated().to_string().to_uppercase();
+        set.apply(&Revocation {
+            kind: Kind::Token as i32,
+            id: upper,
+            issued_before: None,
+            until: Some(Timestamp {
+                seconds: 2_000,
+                nanos: 0,
+            }),
+        });
+        let claims = Claims::new(Uuid::from_u128(7), None, jti, 1_000, 1_900);
+        assert!(set.refuses(&claims));
     }
 }

@@ -10,6 +10,7 @@ use std::{sync::Arc, time::Duration};
 
 use jsonwebtoken::{Algorithm, Validation};
 use tokio::task::AbortHandle;
+use uuid::Uuid;
 
 use self::{
     keys::{Keys, KidLookup},
@@ -43,8 +44,12 @@ pub struct LocalOptions {
     pub(crate) jwks_refresh_every: Duration,
     pub(crate) remote_timeout: Duration,
     pub(crate) cache_entries: usize,
+    pub(crate) max_token_lifetime: Duration,
     pub(crate) channel: Option<tonic::transport::Channel>,
 }
+
+/// authd's largest clock leeway; a longer one here would accept tokens past every revocation.
+const MAX_LEEWAY: Duration = Duration::from_secs(300);
 
 impl LocalOptions {
     /// authd's gRPC address (`http://127.0.0.1:50051`) and its HTTP listener's base URL
@@ -65,6 +70,7 @@ impl LocalOptions {
             jwks_refresh_every: Duration::from_secs(300),
             remote_timeout: Duration::from_secs(1),
             cache_entries: 100_000,
+            max_token_lifetime: Duration::from_secs(24 * 3600),
             channel: None,
         }
     }
@@ -94,9 +100,18 @@ impl LocalOptions {
         self
     }
 
-    /// Clock leeway for `exp`, `nbf` and `iat` (default 5 s, as authd's).
+    /// Clock leeway for `exp`, `nbf` and `iat` (default 5 s, as authd's; at most 5 min). Past
+    /// `exp` it never exceeds authd's own, which the revocation snapshot states: authd forgets
+    /// a revocation once its token is past `exp` plus its leeway.
     pub fn leeway(mut self, leeway: Duration) -> Self {
-        self.leeway = leeway;
+        self.leeway = leeway.min(MAX_LEEWAY);
+        self
+    }
+
+    /// The longest `exp - iat` accepted (default 24 h, authd's longest
+    /// `AUTHD_ACCESS_TOKEN_TTL`; set it to authd's TTL to refuse anything longer).
+    pub fn max_token_lifetime(mut self, lifetime: Duration) -> Self {
+        self.max_token_lifetime = lifetime;
         self
     }
 
@@ -108,13 +123,13 @@ impl LocalOptions {
 
     /// The least time between two JWKS fetches caused by unknown `kid`s (default 5 s).
     pub fn jwks_min_refresh(mut self, every: Duration) -> Self {
-        self.jwks_min_refresh = every;
+        self.jwks_min_refresh = every.max(Duration::from_millis(100));
         self
     }
 
     /// How often the JWKS is fetched anyway, so removed keys stop verifying (default 5 min).
     pub fn jwks_refresh_every(mut self, every: Duration) -> Self {
-        self.jwks_refresh_every = every;
+        self.jwks_refresh_every = every.max(Duration::from_secs(1));
         self
     }
 
@@ -147,9 +162,11 @@ pub(crate) struct LocalVerifier {
 struct Shared {
     keys: Keys,
     mirror: Arc<RevocationMirror>,
-    verified: quick_cache::sync::Cache<Box<str>, Claims>,
+    /// Tokens verified, with the key epoch they were verified under.
+    verified: quick_cache::sync::Cache<Box<str>, (Claims, u64)>,
     validation: Validation,
     leeway_seconds: i64,
+    max_lifetime_seconds: i64,
     stale_policy: StalePolicy,
     remote: RemoteVerifier,
 }
@@ -174,15 +191,21 @@ impl LocalVerifier {
             )));
         }
         let keys = Keys::new(url, options.jwks_min_refresh).map_err(BuildError::Http)?;
-        let channel = match options.channel {
-            Some(channel) => channel,
-            None => tonic::transport::Endpoint::from_shared(options.grpc_address.clone())
-                .map_err(BuildError::Address)?
-                .connect_timeout(Duration::from_secs(2))
-                .tcp_nodelay(true)
-                .http2_keep_alive_interval(Duration::from_secs(10))
-                .keep_alive_timeout(Duration::from_secs(5))
-                .connect_lazy(),
+        let (channel, endpoint) = match options.channel {
+            Some(channel) => (channel, None),
+            None => {
+                // HTTP/2 pings every second: a dead connection is found within the staleness
+                // bound, not after TCP's minutes.
+                let endpoint =
+                    tonic::transport::Endpoint::from_shared(options.grpc_address.clone())
+                        .map_err(BuildError::Address)?
+                        .connect_timeout(Duration::from_secs(2))
+                        .tcp_nodelay(true)
+                        .http2_keep_alive_interval(Duration::from_secs(1))
+                        .keep_alive_timeout(Duration::from_secs(2))
+                        .keep_alive_while_idle(true);
+                (endpoint.connect_lazy(), Some(endpoint))
+            }
         };
         let client = AuthClient::new(channel);
         let leeway_seconds = i64::try_from(options.leeway.as_secs()).unwrap_or(i64::MAX);
@@ -192,6 +215,8 @@ impl LocalVerifier {
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
         validation.leeway = options.leeway.as_secs();
         validation.validate_nbf = true;
+        let max_lifetime_seconds =
+            i64::try_from(options.max_token_lifetime.as_secs()).unwrap_or(i64::MAX);
         let mirror = Arc::new(RevocationMirror::new());
         let shared = Arc::new(Shared {
             keys,
@@ -199,18 +224,21 @@ impl LocalVerifier {
             verified: quick_cache::sync::Cache::new(options.cache_entries),
             validation,
             leeway_seconds,
+            max_lifetime_seconds,
             stale_policy: options.stale_policy,
             remote: RemoteVerifier::new(client.clone(), options.remote_timeout),
         });
         let watcher = Watcher {
             client,
+            endpoint,
             watch_token: options.watch_token,
             mirror,
             leeway_seconds,
         };
         let tasks = vec![
             tokio::spawn(watcher.run()).abort_handle(),
-            tokio::spawn(maintain(shared.clone(), options.jwks_refresh_every)).abort_handle(),
+            tokio::spawn(maintain_keys(shared.clone(), options.jwks_refresh_every)).abort_handle(),
+            tokio::spawn(purge_mirror(shared.clone())).abort_handle(),
         ];
         Ok(Self { shared, tasks })
     }
@@ -228,9 +256,12 @@ impl LocalVerifier {
                     KidLookup::Known => {}
                     KidLookup::Unknown => return Err(Rejection::Invalid),
                     KidLookup::Unavailable => {
-                        return Err(Rejection::Unavailable(
-                            "authd's signing keys could not be fetched".into(),
-                        ));
+                        return match shared.stale_policy {
+                            StalePolicy::FallBackToRemote => shared.remote.verify(token).await,
+                            StalePolicy::FailClosed => Err(Rejection::Unavailable(
+                                "authd's signing keys could not be fetched".into(),
+                            )),
+                        };
                     }
                 }
             }
@@ -276,17 +307,22 @@ impl Shared {
     /// Signature (or the cache), claims and time; no revocation yet.
     fn check(&self, token: &str) -> Checked {
         let claims = match self.verified.get(token) {
-            Some(claims) => claims,
-            None => match self.decode(token) {
-                Ok(claims) => {
-                    self.verified.insert(token.into(), claims.clone());
+            Some((claims, epoch)) if epoch == self.keys.epoch() => claims,
+            // Not seen, or verified with a key set that has lost a key since.
+            _ => match self.decode(token) {
+                Ok((claims, epoch)) => {
+                    self.verified.insert(token.into(), (claims.clone(), epoch));
                     claims
                 }
                 Err(checked) => return checked,
             },
         };
         let now = unix_now();
-        if claims.expires_at_unix().saturating_add(self.leeway_seconds) < now {
+        // Past `exp`: this client's leeway, but never more than authd's (its revocations end
+        // then), on whichever clock is later, authd's or this one.
+        let expiry_leeway = self.leeway_seconds.min(self.mirror.server_leeway());
+        let latest_now = now.saturating_add(self.mirror.server_ahead());
+        if claims.expires_at_unix().saturating_add(expiry_leeway) < latest_now {
             return Checked::Done(Err(Rejection::Expired));
         }
         if claims.issued_at_unix() > now.saturating_add(self.leeway_seconds) {
@@ -295,8 +331,8 @@ impl Shared {
         Checked::Done(Ok(claims))
     }
 
-    /// Verifies a token not seen before.
-    fn decode(&self, token: &str) -> Result<Claims, Checked> {
+    /// Verifies a token not seen before: its claims and the key epoch it was verified under.
+    fn decode(&self, token: &str) -> Result<(Claims, u64), Checked> {
         let invalid = || Checked::Done(Err(Rejection::Invalid));
         let header = jsonwebtoken::decode_header(token).map_err(|_| invalid())?;
         let typ_ok = header.typ.as_deref().is_some_and(|typ| {
@@ -311,7 +347,8 @@ impl Shared {
             .kid
             .filter(|kid| !kid.is_empty())
             .ok_or_else(invalid)?;
-        let Some(keys) = self.keys.current() else {
+        let (keys, epoch) = self.keys.current_with_epoch();
+        let Some(keys) = keys else {
             return Err(Checked::UnknownKey(kid));
         };
         let Some(key) = keys.get(&kid) else {
@@ -327,15 +364,24 @@ impl Shared {
                 }
             })?;
         let claims = data.claims;
-        if claims.sub.is_empty() || claims.jti.is_empty() || claims.exp < claims.iat {
+        // As authd: ids are UUIDs (compared as such, whatever their spelling), and the lifetime
+        // is one authd could have issued.
+        let user = Uuid::try_parse(&claims.sub).map_err(|_| invalid())?;
+        let jti = Uuid::try_parse(&claims.jti).map_err(|_| invalid())?;
+        let session = match &claims.sid {
+            None => None,
+            Some(sid) => Some(Uuid::try_parse(sid).map_err(|_| invalid())?),
+        };
+        let lifetime = claims.exp.checked_sub(claims.iat).ok_or_else(invalid)?;
+        let longest = self
+            .max_lifetime_seconds
+            .saturating_add(self.leeway_seconds);
+        if !(0..=longest).contains(&lifetime) {
             return Err(invalid());
         }
-        Ok(Claims::new(
-            &claims.sub,
-            claims.sid.as_deref(),
-            &claims.jti,
-            claims.iat,
-            claims.exp,
+        Ok((
+            Claims::new(user, session, jti, claims.iat, claims.exp),
+            epoch,
         ))
     }
 
@@ -362,9 +408,14 @@ impl Shared {
     }
 }
 
-/// The claims authd's access tokens carry.
+/// The claims authd's access tokens carry. `iss` and `aud` are single strings, as authd writes
+/// them (an array is refused, as authd refuses it); jsonwebtoken checks their values.
 #[derive(serde::Deserialize)]
 struct WireClaims {
+    #[serde(rename = "iss")]
+    _iss: String,
+    #[serde(rename = "aud")]
+    _aud: String,
     sub: String,
     iat: i64,
     exp: i64,
@@ -374,8 +425,8 @@ struct WireClaims {
 }
 
 /// Loads the JWKS at start (retrying with back-off until it succeeds), then refetches it every
-/// `every`; a key removed from the set makes the verified-token cache forget what it verified.
-async fn maintain(shared: Arc<Shared>, every: Duration) {
+/// `every`; a key removed from the set makes tokens verified with the old set verify again.
+async fn maintain_keys(shared: Arc<Shared>, every: Duration) {
     let mut pause = Duration::from_millis(100);
     loop {
         match shared.keys.reload().await {
@@ -393,15 +444,23 @@ async fn maintain(shared: Arc<Shared>, every: Duration) {
         }
     }
     let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-    let mut purges = tokio::time::interval(Duration::from_secs(30));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tokio::select! {
-            _ = ticks.tick() => match shared.keys.reload().await {
-                Ok(true) => shared.verified.clear(),
-                Ok(false) => {}
-                Err(error) => tracing::warn!(%error, "authd-client: could not refresh authd's JWKS"),
-            },
-            _ = purges.tick() => shared.mirror.purge(unix_now(), shared.leeway_seconds),
+        ticks.tick().await;
+        match shared.keys.reload().await {
+            Ok(true) => shared.verified.clear(),
+            Ok(false) => {}
+            Err(error) => tracing::warn!(%error, "authd-client: could not refresh authd's JWKS"),
         }
+    }
+}
+
+/// Forgets revocations whose tokens have expired, every 30 s.
+async fn purge_mirror(shared: Arc<Shared>) {
+    let mut ticks = tokio::time::interval(Duration::from_secs(30));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        shared.mirror.purge(unix_now(), shared.leeway_seconds);
     }
 }

@@ -22,6 +22,9 @@ const HEALTHY_FOR: Duration = Duration::from_secs(10);
 
 pub(crate) struct Watcher {
     pub(crate) client: AuthClient,
+    /// Where a fresh connection comes from after one fell silent (`None`: the caller's own
+    /// channel, which its HTTP/2 keepalive must heal).
+    pub(crate) endpoint: Option<tonic::transport::Endpoint>,
     pub(crate) watch_token: Option<String>,
     pub(crate) mirror: Arc<RevocationMirror>,
     pub(crate) leeway_seconds: i64,
@@ -40,7 +43,7 @@ enum StreamEnd {
 
 impl Watcher {
     /// Watches until the task is aborted.
-    pub(crate) async fn run(self) {
+    pub(crate) async fn run(mut self) {
         let mut backoff = FIRST_BACKOFF;
         loop {
             let started = tokio::time::Instant::now();
@@ -49,6 +52,13 @@ impl Watcher {
                 backoff = FIRST_BACKOFF;
             }
             let pause = jittered(backoff);
+            if lost_revocations(&end) {
+                self.mirror.invalidate();
+            }
+            if let (StreamEnd::Silent(_), Some(endpoint)) = (&end, &self.endpoint) {
+                // The connection may be dead without knowing it: the next stream gets a new one.
+                self.client = AuthClient::new(endpoint.connect_lazy());
+            }
             match &end {
                 StreamEnd::Status(status)
                     if status.code() == tonic::Code::PermissionDenied
@@ -97,12 +107,15 @@ impl Watcher {
                     }
                     if chunk.complete {
                         let mut set = pending.take().unwrap_or_default();
-                        set.purge(unix_now(), self.leeway_seconds);
+                        let now = unix_now();
+                        set.purge(now, self.leeway_seconds);
                         tracing::debug!(
                             entries = set.len(),
                             "authd-client: revocation snapshot loaded"
                         );
-                        self.mirror.replace(set);
+                        let leeway = chunk.clock_leeway.map(|d| d.seconds);
+                        let server_time = chunk.server_time.map(|t| t.seconds);
+                        self.mirror.replace(set, leeway, server_time, now);
                     }
                 }
                 (Some(Event::Revoked(revocation)), Some(set)) => {
@@ -116,7 +129,8 @@ impl Watcher {
                         self.mirror.set_heartbeat(interval);
                     }
                     if pending.is_none() {
-                        self.mirror.heard();
+                        self.mirror
+                            .heard(heartbeat.server_time.map(|t| t.seconds), unix_now());
                     }
                 }
                 // A snapshot chunk after the snapshot completed is a protocol break: start over.
@@ -128,6 +142,21 @@ impl Watcher {
             }
         }
     }
+}
+
+/// Whether authd ended the stream because revocations may have been lost on it (the watcher fell
+/// behind, or the instance's own feed went stale), rather than because it is going away.
+fn lost_revocations(end: &StreamEnd) -> bool {
+    use tonic_types::StatusExt as _;
+    let StreamEnd::Status(status) = end else {
+        return false;
+    };
+    status.code() == tonic::Code::Unavailable
+        && status.get_details_error_info().is_some_and(|info| {
+            info.metadata
+                .get("backend")
+                .is_some_and(|backend| backend == "revocation feed")
+        })
 }
 
 fn jittered(backoff: Duration) -> Duration {
