@@ -401,3 +401,43 @@ async fn the_container_health_check_speaks_tls_when_authd_does() {
         String::from_utf8_lossy(&unconfigured.stderr)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authd_reaches_a_tls_only_redis_cluster_with_its_ca_and_refuses_another_ca() {
+    let pki = tempfile::tempdir().unwrap();
+    let ca = TestCa::new(pki.path(), "redis-cluster");
+    let other = TestCa::new(pki.path(), "other");
+    let (cluster, ca) = tokio::task::spawn_blocking(move || {
+        let cluster = crate::common::cluster::RedisCluster::start_tls(&ca);
+        (cluster, ca)
+    })
+    .await
+    .unwrap();
+    let state = TestState::new(Backend::Embedded).await;
+
+    let app = state
+        .app()
+        .redis_url(Some(&cluster.url()))
+        .arg(format!("--redis-ca-file={}", ca.cert_file.display()))
+        .start()
+        .await;
+    for _ in 0..10 {
+        round_trip(&app).await;
+    }
+    app.stop().await;
+    // The revocations went to the cluster, over TLS, spread by slot.
+    let pattern = format!("{}*", state.redis_prefix);
+    let per_node = cluster.keys_per_node(&pattern);
+    assert!(per_node.iter().sum::<usize>() >= 10, "{per_node:?}");
+
+    let refused = state
+        .app()
+        .redis_url(Some(&cluster.url()))
+        .arg(format!("--redis-ca-file={}", other.cert_file.display()))
+        .try_start()
+        .await;
+    assert!(
+        refused.is_err(),
+        "authd trusted cluster nodes whose certificates another CA issued"
+    );
+}

@@ -70,6 +70,14 @@ impl Watcher {
                 Event::Snapshot(chunk) => {
                     chunks += 1;
                     assert!(chunk.server_time.is_some());
+                    // authd's default leeway, which local verifiers must not exceed past `exp`.
+                    assert_eq!(
+                        chunk.clock_leeway,
+                        Some(prost_types::Duration {
+                            seconds: 5,
+                            nanos: 0
+                        })
+                    );
                     revocations.extend(chunk.revocations);
                     if chunk.complete {
                         return (revocations, chunks);

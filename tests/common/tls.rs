@@ -66,17 +66,39 @@ impl TestCa {
         self.issue(label, Vec::new(), ExtendedKeyUsagePurpose::ClientAuth)
     }
 
+    /// A certificate for `localhost` and 127.0.0.1 that serves and connects too (Redis Cluster
+    /// nodes present it to one another on the TLS cluster bus).
+    pub fn peer(&self, label: &str) -> IdentityFiles {
+        self.issue_for(
+            label,
+            vec!["localhost".into(), "127.0.0.1".into()],
+            vec![
+                ExtendedKeyUsagePurpose::ServerAuth,
+                ExtendedKeyUsagePurpose::ClientAuth,
+            ],
+        )
+    }
+
     fn issue(
         &self,
         label: &str,
         names: Vec<String>,
         usage: ExtendedKeyUsagePurpose,
     ) -> IdentityFiles {
+        self.issue_for(label, names, vec![usage])
+    }
+
+    fn issue_for(
+        &self,
+        label: &str,
+        names: Vec<String>,
+        usages: Vec<ExtendedKeyUsagePurpose>,
+    ) -> IdentityFiles {
         let mut params = CertificateParams::new(names).unwrap();
         params
             .distinguished_name
             .push(DnType::CommonName, label.to_owned());
-        params.extended_key_usages = vec![usage];
+        params.extended_key_usages = usages;
         let key = KeyPair::generate().unwrap();
         let cert = params.signed_by(&key, &self.issuer).unwrap();
         let files = IdentityFiles {
