@@ -1,6 +1,8 @@
-//! `authd-healthcheck [ADDR]`: calls grpc.health.v1 Check for `auth.v1.AuthService` and exits 0
-//! only when it is SERVING. For container health checks; ADDR defaults to the port of
-//! AUTHD_LISTEN_ADDR on 127.0.0.1. When authd serves TLS (AUTHD_TLS_CERT_FILE is set), the check
+//! `authd-healthcheck [--liveness] [ADDR]`: calls grpc.health.v1 Check for `auth.v1.AuthService`
+//! and exits 0 only when it is SERVING (readiness: the back ends answer). With `--liveness` it
+//! exits 0 whenever authd answers the Check at all, SERVING or NOT_SERVING, so an orchestrator
+//! does not restart healthy processes during a back-end outage. For container health checks; ADDR
+//! defaults to the port of AUTHD_LISTEN_ADDR on 127.0.0.1. When authd serves TLS (AUTHD_TLS_CERT_FILE is set), the check
 //! does too: it trusts AUTHD_HEALTHCHECK_CA_FILE, expects the name AUTHD_HEALTHCHECK_DOMAIN
 //! (default `localhost`) and, under mutual TLS, presents AUTHD_HEALTHCHECK_CLIENT_CERT_FILE and
 //! AUTHD_HEALTHCHECK_CLIENT_KEY_FILE.
@@ -13,9 +15,23 @@ use tonic_health::pb::{
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
-    let address = std::env::args().nth(1).unwrap_or_else(default_address);
+    let mut liveness = false;
+    let mut address = None;
+    for arg in std::env::args().skip(1) {
+        match arg.as_str() {
+            "--liveness" => liveness = true,
+            other if other.starts_with('-') || address.is_some() => {
+                eprintln!("usage: authd-healthcheck [--liveness] [ADDR]");
+                return ExitCode::from(2);
+            }
+            other => address = Some(other.to_owned()),
+        }
+    }
+    let address = address.unwrap_or_else(default_address);
     match check(&address).await {
         Ok(ServingStatus::Serving) => ExitCode::SUCCESS,
+        // Alive, and saying it cannot serve (a back end is down): not a reason to restart it.
+        Ok(ServingStatus::NotServing) if liveness => ExitCode::SUCCESS,
         Ok(status) => {
             eprintln!("authd at {address}: {}", status.as_str_name());
             ExitCode::FAILURE

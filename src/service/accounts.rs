@@ -123,7 +123,10 @@ impl AuthService {
                 Ok(session)
             }
             _ => {
-                tracing::info!(source = ?client.source, "login refused");
+                tracing::info!(
+                    source = client.source.map(tracing::field::display),
+                    "login refused"
+                );
                 let mut event = failed().reason("invalid_credentials");
                 if let Some(user_id) = user_id {
                     event = event.user(user_id);
@@ -172,7 +175,7 @@ impl AuthService {
                 Ok((stored, password))
             }
             _ => {
-                tracing::info!(%user_id, source = ?client.source, "password check refused");
+                tracing::info!(%user_id, source = client.source.map(tracing::field::display), "password check refused");
                 self.audit_failure(failed().reason("invalid_credentials"), attempt);
                 Err(ServiceError::InvalidCredentials)
             }

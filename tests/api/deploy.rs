@@ -1,8 +1,10 @@
 //! The ready-made configurations under `deploy/` agree with authd's defaults: Envoy's ext_authz
 //! filter points at a cluster on authd's gRPC port over HTTP/2 and never fails open; the
 //! jwt_authn variant fetches the JWKS from authd's HTTP port and keeps ext_authz beside it for
-//! revocation; the Kubernetes Deployment probes grpc.health.v1 and mounts the keys directory
-//! where AUTHD_SIGNING_KEYS_DIR points; Traefik's forwardAuth asks authd's `/verify` and copies
+//! revocation; the Kubernetes manifests (plain and TLS) mount the keys directory where
+//! AUTHD_SIGNING_KEYS_DIR points, set only variables authd reads, probe readiness on the back
+//! ends and liveness without them, and in the TLS variant read every certificate from the
+//! cert-manager Secret; Traefik's forwardAuth asks authd's `/verify` and copies
 //! exactly authd's identity headers. (Envoy, Kubernetes and Traefik are not available here, so
 //! these files are parsed and checked, not run; nginx and Caddy run in `gateways.rs`.)
 
@@ -107,66 +109,229 @@ fn the_envoy_jwt_authn_configuration_fetches_authds_jwks_and_keeps_ext_authz_for
     assert_eq!(cluster_port, http_port);
 }
 
-#[test]
-fn the_kubernetes_deployment_probes_grpc_health_and_mounts_the_keys_directory() {
-    let documents = load("deploy/kubernetes/authd.yaml");
-    let deployment = documents
-        .iter()
-        .find(|d| d["kind"].as_str() == Some("Deployment"))
-        .expect("a Deployment");
-    let pod = &deployment["spec"]["template"]["spec"];
-    let container = &pod["containers"][0];
-    let grpc_port = port(authd::config::DEFAULT_LISTEN_ADDR);
-    assert_eq!(
-        container["livenessProbe"]["grpc"]["port"].as_i64(),
-        Some(grpc_port)
-    );
-    assert_eq!(
-        container["readinessProbe"]["grpc"]["port"].as_i64(),
-        Some(grpc_port)
-    );
-    assert_eq!(
-        container["readinessProbe"]["grpc"]["service"].as_str(),
-        Some(authd::api::health::SERVICE_NAME)
-    );
-    let env = |name: &str| {
-        container["env"]
+/// A Kubernetes manifest's Deployment pod spec, its container and its Service.
+struct Manifest {
+    documents: Vec<Yaml>,
+}
+
+impl Manifest {
+    fn load(path: &str) -> Self {
+        Self {
+            documents: load(path),
+        }
+    }
+
+    fn kind(&self, kind: &str) -> &Yaml {
+        self.documents
+            .iter()
+            .find(|d| d["kind"].as_str() == Some(kind))
+            .unwrap_or_else(|| panic!("a {kind}"))
+    }
+
+    fn pod(&self) -> &Yaml {
+        &self.kind("Deployment")["spec"]["template"]["spec"]
+    }
+
+    fn container(&self) -> &Yaml {
+        &self.pod()["containers"][0]
+    }
+
+    fn env(&self, name: &str) -> Option<String> {
+        self.container()["env"]
             .as_vec()
             .unwrap()
             .iter()
             .find(|e| e["name"].as_str() == Some(name))
             .and_then(|e| e["value"].as_str().map(str::to_owned))
-    };
-    assert_eq!(env("AUTHD_LISTEN_ADDR").map(|a| port(&a)), Some(grpc_port));
-    let keys_dir = env("AUTHD_SIGNING_KEYS_DIR").expect("AUTHD_SIGNING_KEYS_DIR");
-    let mount = container["volumeMounts"]
-        .as_vec()
-        .unwrap()
-        .iter()
-        .find(|m| m["mountPath"].as_str() == Some(keys_dir.as_str()))
-        .expect("the keys directory is mounted");
-    let volume = pod["volumes"]
-        .as_vec()
-        .unwrap()
-        .iter()
-        .find(|v| v["name"] == mount["name"])
-        .expect("the mounted volume");
-    assert!(
-        !volume["secret"]["secretName"].is_badvalue(),
-        "from a Secret"
+    }
+
+    fn env_names(&self) -> Vec<String> {
+        self.container()["env"]
+            .as_vec()
+            .unwrap()
+            .iter()
+            .map(|e| e["name"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    /// The volume mounted where `path` lives (the longest mount path that holds it).
+    fn volume_holding(&self, path: &str) -> &Yaml {
+        let mount = self.container()["volumeMounts"]
+            .as_vec()
+            .unwrap()
+            .iter()
+            .filter(|m| {
+                let mount_path = m["mountPath"].as_str().unwrap();
+                path == mount_path || path.starts_with(&format!("{mount_path}/"))
+            })
+            .max_by_key(|m| m["mountPath"].as_str().unwrap().len())
+            .unwrap_or_else(|| panic!("nothing is mounted where {path} lives"));
+        self.pod()["volumes"]
+            .as_vec()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == mount["name"])
+            .expect("the mounted volume")
+    }
+
+    /// Checks what both manifests share: the keys directory from a Secret, the ports, the
+    /// variables authd knows, a readiness probe on the back ends and a liveness probe that
+    /// does not restart pods during a back-end outage.
+    fn assert_common(&self) {
+        let config = <authd::config::Config as clap::CommandFactory>::command();
+        let known: Vec<String> = config
+            .get_arguments()
+            .filter_map(|argument| argument.get_env())
+            .map(|name| name.to_string_lossy().into_owned())
+            .collect();
+        for name in self.env_names() {
+            assert!(
+                name.starts_with("AUTHD_HEALTHCHECK_") || known.contains(&name),
+                "authd reads no {name}"
+            );
+        }
+        let grpc_port = port(authd::config::DEFAULT_LISTEN_ADDR);
+        let http_port = port(authd::config::DEFAULT_HTTP_LISTEN_ADDR);
+        assert_eq!(
+            self.env("AUTHD_LISTEN_ADDR").map(|a| port(&a)),
+            Some(grpc_port)
+        );
+        assert_eq!(
+            self.env("AUTHD_HTTP_LISTEN_ADDR").map(|a| port(&a)),
+            Some(http_port)
+        );
+        let keys_dir = self
+            .env("AUTHD_SIGNING_KEYS_DIR")
+            .expect("AUTHD_SIGNING_KEYS_DIR");
+        assert!(
+            !self.volume_holding(&keys_dir)["secret"]["secretName"].is_badvalue(),
+            "the keys directory comes from a Secret"
+        );
+        let container_port = |name: &str| {
+            self.container()["ports"]
+                .as_vec()
+                .unwrap()
+                .iter()
+                .find(|p| p["name"].as_str() == Some(name))
+                .and_then(|p| p["containerPort"].as_i64())
+        };
+        assert_eq!(container_port("grpc"), Some(grpc_port));
+        assert_eq!(container_port("http"), Some(http_port));
+        let ports: Vec<i64> = self.kind("Service")["spec"]["ports"]
+            .as_vec()
+            .unwrap()
+            .iter()
+            .filter_map(|p| p["port"].as_i64())
+            .collect();
+        assert!(ports.contains(&grpc_port));
+        assert!(ports.contains(&http_port));
+        // grpc.health.v1 says NOT_SERVING for "" too while a back end is down: liveness must
+        // not ask it (a Redis outage would restart every pod).
+        let liveness = &self.container()["livenessProbe"];
+        assert!(
+            liveness["grpc"].is_badvalue(),
+            "liveness on grpc.health.v1 restarts pods in an outage"
+        );
+        let exec_live = liveness["exec"]["command"]
+            .as_vec()
+            .is_some_and(|c| c.iter().any(|a| a.as_str() == Some("--liveness")));
+        let http_live = liveness["httpGet"]["path"].as_str() == Some("/healthz");
+        assert!(exec_live || http_live, "liveness: {liveness:?}");
+    }
+}
+
+#[test]
+fn the_kubernetes_deployment_probes_health_and_mounts_the_keys_directory() {
+    let manifest = Manifest::load("deploy/kubernetes/authd.yaml");
+    manifest.assert_common();
+    let container = manifest.container();
+    assert_eq!(
+        container["livenessProbe"]["httpGet"]["port"].as_str(),
+        Some("http")
     );
-    let service = documents
-        .iter()
-        .find(|d| d["kind"].as_str() == Some("Service"))
-        .expect("a Service");
-    let ports: Vec<i64> = service["spec"]["ports"]
+    let readiness = &container["readinessProbe"]["grpc"];
+    assert_eq!(
+        readiness["port"].as_i64(),
+        Some(port(authd::config::DEFAULT_LISTEN_ADDR))
+    );
+    assert_eq!(
+        readiness["service"].as_str(),
+        Some(authd::api::health::SERVICE_NAME)
+    );
+}
+
+#[test]
+fn the_kubernetes_tls_variant_serves_its_certificate_and_probes_over_mutual_tls() {
+    let manifest = Manifest::load("deploy/kubernetes/authd-tls.yaml");
+    manifest.assert_common();
+    let certificate = &manifest.kind("Certificate")["spec"];
+    let secret = certificate["secretName"].as_str().unwrap();
+    // Every certificate file authd or its health check reads is in the certificate's Secret,
+    // under the names cert-manager writes.
+    for (variable, file) in [
+        ("AUTHD_TLS_CERT_FILE", "tls.crt"),
+        ("AUTHD_TLS_KEY_FILE", "tls.key"),
+        ("AUTHD_TLS_CLIENT_CA_FILE", "ca.crt"),
+        ("AUTHD_HEALTHCHECK_CA_FILE", "ca.crt"),
+        ("AUTHD_HEALTHCHECK_CLIENT_CERT_FILE", "tls.crt"),
+        ("AUTHD_HEALTHCHECK_CLIENT_KEY_FILE", "tls.key"),
+    ] {
+        let path = manifest
+            .env(variable)
+            .unwrap_or_else(|| panic!("{variable}"));
+        assert!(path.ends_with(&format!("/{file}")), "{variable}={path}");
+        assert_eq!(
+            manifest.volume_holding(&path)["secret"]["secretName"].as_str(),
+            Some(secret),
+            "{variable}"
+        );
+    }
+    let redis_ca = manifest
+        .env("AUTHD_REDIS_CA_FILE")
+        .expect("AUTHD_REDIS_CA_FILE");
+    assert!(!manifest.volume_holding(&redis_ca)["secret"].is_badvalue());
+    // The health check connects to "localhost" unless told the name the certificate carries;
+    // it presents the pod's certificate, which must then be good for client auth too.
+    let names: Vec<&str> = certificate["dnsNames"]
         .as_vec()
         .unwrap()
         .iter()
-        .filter_map(|p| p["port"].as_i64())
+        .filter_map(Yaml::as_str)
         .collect();
-    assert!(ports.contains(&grpc_port));
-    assert!(ports.contains(&port(authd::config::DEFAULT_HTTP_LISTEN_ADDR)));
+    let domain = manifest
+        .env("AUTHD_HEALTHCHECK_DOMAIN")
+        .unwrap_or_else(|| "localhost".into());
+    assert!(
+        names.contains(&domain.as_str()),
+        "{domain} not in {names:?}"
+    );
+    let usages: Vec<&str> = certificate["usages"]
+        .as_vec()
+        .unwrap()
+        .iter()
+        .filter_map(Yaml::as_str)
+        .collect();
+    assert!(usages.contains(&"server auth") && usages.contains(&"client auth"));
+    let public_url = manifest.env("AUTHD_PUBLIC_URL").unwrap();
+    assert!(public_url.starts_with("https://"), "{public_url}");
+    // Neither of Kubernetes' own probes can present a client certificate: both run the health
+    // check binary, where the Dockerfile installs it.
+    let dockerfile =
+        std::fs::read_to_string(format!("{}/Dockerfile", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    for probe in ["livenessProbe", "readinessProbe"] {
+        let command = &manifest.container()[probe]["exec"]["command"];
+        let binary = command[0]
+            .as_str()
+            .unwrap_or_else(|| panic!("{probe}: exec"));
+        let (directory, name) = binary.rsplit_once('/').unwrap();
+        assert_eq!(name, "authd-healthcheck");
+        assert!(
+            dockerfile.lines().any(|line| line.starts_with("COPY")
+                && line.contains(name)
+                && line.trim_end().ends_with(&format!("{directory}/"))),
+            "the Dockerfile does not install {binary}"
+        );
+    }
 }
 
 #[test]

@@ -357,3 +357,67 @@ async fn instances_on_two_redis_prefixes_of_one_database_do_not_see_each_other_a
     a.verify(&token).await.expect("no cut-off on A");
     b.verify(&token).await.expect("no cut-off on B");
 }
+
+/// The container health check, `--liveness` or not, against `app`: whether it exited 0.
+fn container_health_check(app: &TestApp, liveness: bool) -> bool {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_authd-healthcheck"));
+    if liveness {
+        command.arg("--liveness");
+    }
+    command
+        .arg(app.address.to_string())
+        .env_remove("AUTHD_TLS_CERT_FILE");
+    // The check runs its own runtime and blocks: off this test's runtime threads.
+    std::thread::scope(|scope| scope.spawn(|| command.output().unwrap()).join().unwrap())
+        .status
+        .success()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_liveness_check_passes_through_a_redis_outage_and_the_readiness_check_does_not() {
+    let state = TestState::new(Backend::Postgres).await;
+    let proxy = Proxy::start(host_port(&redis_url())).await;
+    let app = state
+        .app()
+        .redis_url(Some(&proxy.url(&redis_url())))
+        .start()
+        .await;
+    let serving = eventually(Duration::from_secs(5), || async {
+        health_of(&app).await == Some(ServingStatus::Serving)
+    })
+    .await;
+    assert!(serving);
+    assert!(container_health_check(&app, false), "not ready");
+    assert!(container_health_check(&app, true), "not live");
+
+    proxy.cut();
+    let not_serving = eventually(Duration::from_secs(5), || async {
+        health_of(&app).await == Some(ServingStatus::NotServing)
+    })
+    .await;
+    assert!(not_serving);
+    assert!(
+        !container_health_check(&app, false),
+        "ready while Redis is down"
+    );
+    assert!(
+        container_health_check(&app, true),
+        "a live authd would be restarted for Redis' outage"
+    );
+
+    proxy.restore();
+    let serving = eventually(Duration::from_secs(10), || async {
+        health_of(&app).await == Some(ServingStatus::Serving)
+    })
+    .await;
+    assert!(serving);
+    assert!(container_health_check(&app, false));
+    let address = app.address;
+    app.stop().await;
+    // Nothing listening: neither check passes.
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_authd-healthcheck"));
+    command.args(["--liveness", &address.to_string()]);
+    let gone =
+        std::thread::scope(|scope| scope.spawn(|| command.output().unwrap()).join().unwrap());
+    assert!(!gone.status.success(), "live with nothing listening");
+}

@@ -84,8 +84,6 @@ impl Process {
         let json: serde_json::Value = serde_json::from_str(line).unwrap();
         let address = json["address"].as_str().unwrap();
         address
-            .trim_start_matches("Some(")
-            .trim_end_matches(')')
             .parse()
             .unwrap_or_else(|_| panic!("not an address: {address}"))
     }
