@@ -65,9 +65,50 @@ struct Args {
     /// Measure one argon2id hash (OWASP parameters) and print the Login ceiling.
     #[arg(long)]
     argon2_ceiling: bool,
-    /// Print this process's peak RSS (VmHWM) at the end.
+    /// Print this process's peak RSS (VmHWM) at the end, and its CPU time per call in each
+    /// phase.
     #[arg(long)]
     server_pid: Option<u32>,
+}
+
+/// CPU time (user + system) a process has used so far, from `/proc/<pid>/stat`.
+fn cpu_time(pid: &str) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The fields after the command name (which may hold spaces) start with the state, field 3;
+    // utime and stime are fields 14 and 15.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let per_second = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).ok()?;
+    Some(Duration::from_secs_f64(ticks as f64 / per_second as f64))
+}
+
+/// CPU used by the server and by this load generator while a phase ran.
+#[derive(Default)]
+struct CpuUsed {
+    server: Option<Duration>,
+    load_generator: Option<Duration>,
+}
+
+impl CpuUsed {
+    fn since(server_pid: Option<u32>, start: &(Option<Duration>, Option<Duration>)) -> Self {
+        let (server, own) = Self::now(server_pid);
+        Self {
+            server: server
+                .zip(start.0)
+                .map(|(end, start)| end.saturating_sub(start)),
+            load_generator: own
+                .zip(start.1)
+                .map(|(end, start)| end.saturating_sub(start)),
+        }
+    }
+
+    fn now(server_pid: Option<u32>) -> (Option<Duration>, Option<Duration>) {
+        (
+            server_pid.and_then(|pid| cpu_time(&pid.to_string())),
+            cpu_time("self"),
+        )
+    }
 }
 
 const PASSWORD: &str = "loadgen correct horse battery staple";
@@ -86,6 +127,7 @@ struct Outcome {
     latencies: Vec<Duration>,
     errors: BTreeMap<String, u64>,
     elapsed: Duration,
+    cpu: CpuUsed,
 }
 
 impl Outcome {
@@ -113,6 +155,23 @@ impl Outcome {
             ms(self.percentile(0.99)),
             ms(self.percentile(0.999)),
             self.errors,
+        );
+        let per_call = |cpu: Option<Duration>| {
+            cpu.map_or_else(
+                || "-".to_owned(),
+                |cpu| {
+                    format!(
+                        "{:.1} µs",
+                        cpu.as_secs_f64() * 1e6 / self.latencies.len().max(1) as f64
+                    )
+                },
+            )
+        };
+        println!(
+            "{:<22} cpu per call: server {}, load generator {}",
+            "",
+            per_call(self.cpu.server),
+            per_call(self.cpu.load_generator),
         );
     }
 }
@@ -156,11 +215,27 @@ async fn main() -> anyhow::Result<()> {
     let baseline = if args.no_baseline {
         None
     } else {
-        let outcome = run_phase(&fixture, Rpc::Health, args.concurrency, args.duration, 0).await;
+        let outcome = run_phase(
+            &fixture,
+            Rpc::Health,
+            args.concurrency,
+            args.duration,
+            0,
+            args.server_pid,
+        )
+        .await;
         outcome.print("health Check");
         Some(outcome)
     };
-    let outcome = run_phase(&fixture, args.rpc, args.concurrency, args.duration, 0).await;
+    let outcome = run_phase(
+        &fixture,
+        args.rpc,
+        args.concurrency,
+        args.duration,
+        0,
+        args.server_pid,
+    )
+    .await;
     outcome.print(&format!("{:?}", args.rpc));
     if let Some(baseline) = &baseline {
         println!(
@@ -176,6 +251,7 @@ async fn main() -> anyhow::Result<()> {
             args.concurrency,
             args.duration,
             args.flood_logins,
+            args.server_pid,
         )
         .await;
         flooded.print(&format!("{:?} + Login flood", args.rpc));
@@ -267,7 +343,9 @@ async fn run_phase(
     concurrency: usize,
     duration: Duration,
     flood: usize,
+    server_pid: Option<u32>,
 ) -> Outcome {
+    let cpu_at_start = CpuUsed::now(server_pid);
     let deadline = Instant::now() + duration;
     let mut flooders = Vec::new();
     for worker in 0..flood {
@@ -315,6 +393,7 @@ async fn run_phase(
         let _ = flooder.await;
     }
     total.elapsed = started.elapsed();
+    total.cpu = CpuUsed::since(server_pid, &cpu_at_start);
     total.latencies.sort_unstable();
     total
 }
