@@ -11,6 +11,7 @@ mod api {
     mod cached_mode;
     mod client;
     mod client_attacks;
+    mod client_attacks2;
     mod connections;
     mod deploy;
     mod emails;

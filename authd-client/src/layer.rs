@@ -7,7 +7,7 @@ use std::{
     task::{Context, Poll},
 };
 
-use http::{HeaderMap, HeaderValue, Request, Response, header};
+use http::{HeaderValue, Request, Response, header};
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -66,7 +66,7 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let verifier = self.verifier.clone();
-        let grpc = is_grpc(request.headers());
+        let grpc = is_grpc(&request);
         // An owned copy of the header (a reference count, not the bytes) so the future does not
         // borrow the request across the verification. Two `authorization` headers are refused:
         // which one counts would depend on who reads them (authd refuses them too).
@@ -96,10 +96,19 @@ where
     }
 }
 
-fn is_grpc(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|value| value.as_bytes().starts_with(b"application/grpc"))
+/// Whether `request` is a gRPC call, to be refused the gRPC way (HTTP 200 with `grpc-status`).
+/// gRPC runs over HTTP/2 with `application/grpc` or `application/grpc+<codec>`; anything else
+/// (gRPC-Web, a plain HTTP request that merely claims the content type, a forward-auth proxy
+/// copying a client's headers) is refused with 401/503, never a 2xx.
+fn is_grpc<B>(request: &Request<B>) -> bool {
+    request.version() == http::Version::HTTP_2
+        && request
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|value| {
+                let value = value.as_bytes();
+                value == b"application/grpc" || value.starts_with(b"application/grpc+")
+            })
 }
 
 /// The token of an `authorization` value, read as authd reads it: `Bearer`, case-insensitive,
@@ -130,18 +139,24 @@ mod tests {
     }
 
     #[test]
-    fn grpc_is_told_by_content_type() {
-        let mut headers = HeaderMap::new();
-        assert!(!is_grpc(&headers));
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/grpc+proto"),
-        );
-        assert!(is_grpc(&headers));
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        assert!(!is_grpc(&headers));
+    fn grpc_is_http2_with_a_grpc_content_type() {
+        let request = |version: http::Version, content_type: Option<&'static str>| {
+            let mut request = Request::builder().version(version);
+            if let Some(content_type) = content_type {
+                request = request.header(header::CONTENT_TYPE, content_type);
+            }
+            request.body(()).unwrap()
+        };
+        const HTTP_11: http::Version = http::Version::HTTP_11;
+        const HTTP_2: http::Version = http::Version::HTTP_2;
+        assert!(is_grpc(&request(HTTP_2, Some("application/grpc"))));
+        assert!(is_grpc(&request(HTTP_2, Some("application/grpc+proto"))));
+        assert!(!is_grpc(&request(HTTP_2, None)));
+        assert!(!is_grpc(&request(HTTP_2, Some("application/json"))));
+        assert!(!is_grpc(&request(HTTP_2, Some("application/grpc-web"))));
+        assert!(!is_grpc(&request(HTTP_2, Some("application/grpcanything"))));
+        // Over HTTP/1.1 it is not gRPC, whatever the client says.
+        assert!(!is_grpc(&request(HTTP_11, Some("application/grpc"))));
+        assert!(!is_grpc(&request(HTTP_11, Some("application/grpc+proto"))));
     }
 }

@@ -30,12 +30,31 @@ impl Rejection {
         matches!(self, Self::Unavailable(_))
     }
 
-    /// The gRPC status for this rejection: UNAUTHENTICATED, or UNAVAILABLE.
-    pub fn to_status(&self) -> tonic::Status {
+    /// The reason authd's Verify gives for the same answer (`google.rpc.ErrorInfo.reason`,
+    /// domain `authd`).
+    pub fn reason(&self) -> &'static str {
         match self {
-            Self::Unavailable(_) => tonic::Status::unavailable(self.to_string()),
-            _ => tonic::Status::unauthenticated(self.to_string()),
+            Self::Missing => "TOKEN_MISSING",
+            Self::Invalid => "TOKEN_INVALID",
+            Self::Expired => "TOKEN_EXPIRED",
+            Self::Revoked => "TOKEN_REVOKED",
+            Self::Unavailable(_) => "BACKEND_UNAVAILABLE",
         }
+    }
+
+    /// The gRPC status for this rejection: UNAUTHENTICATED, or UNAVAILABLE, with the
+    /// `google.rpc.ErrorInfo` authd's Verify would send, so callers tell expired from revoked.
+    pub fn to_status(&self) -> tonic::Status {
+        use tonic_types::{ErrorDetails, StatusExt as _};
+        let code = match self {
+            Self::Unavailable(_) => tonic::Code::Unavailable,
+            _ => tonic::Code::Unauthenticated,
+        };
+        tonic::Status::with_error_details(
+            code,
+            self.to_string(),
+            ErrorDetails::with_error_info(self.reason(), "authd", std::collections::HashMap::new()),
+        )
     }
 
     /// The response for a gRPC call: trailers-only, with `grpc-status` in the headers.

@@ -12,6 +12,18 @@ use crate::{
 /// The longest access token accepted (authd's own limit).
 pub(crate) const MAX_TOKEN_BYTES: usize = 4096;
 
+/// `endpoint` with what every connection of this crate to authd needs: HTTP/2 pings every
+/// second (a dead connection is found within the staleness bound, not after TCP's minutes), a
+/// connect timeout and no Nagle delay.
+pub(crate) fn with_keepalive(endpoint: tonic::transport::Endpoint) -> tonic::transport::Endpoint {
+    endpoint
+        .connect_timeout(Duration::from_secs(2))
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(1))
+        .keep_alive_timeout(Duration::from_secs(2))
+        .keep_alive_while_idle(true)
+}
+
 /// Why a verifier could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
@@ -40,16 +52,16 @@ impl Verifier {
     /// Remote mode over a lazily connected channel to `grpc_address`; each call has `timeout`
     /// (1 s is a sensible deadline on one network).
     pub fn remote(grpc_address: impl Into<String>, timeout: Duration) -> Result<Self, BuildError> {
-        let channel = tonic::transport::Endpoint::from_shared(grpc_address.into())
-            .map_err(BuildError::Address)?
-            .connect_timeout(Duration::from_secs(2))
-            .tcp_nodelay(true)
-            .connect_lazy();
-        Ok(Self::remote_over(channel, timeout))
+        let endpoint = tonic::transport::Endpoint::from_shared(grpc_address.into())
+            .map_err(BuildError::Address)?;
+        Ok(Self::remote_over(endpoint, timeout))
     }
 
-    /// Remote mode over a channel the caller built (TLS, load balancing).
-    pub fn remote_over(channel: tonic::transport::Channel, timeout: Duration) -> Self {
+    /// Remote mode over an endpoint the caller configured (TLS, a client certificate). Its
+    /// HTTP/2 keepalive is set here, whatever it was, so a connection that dies silently is
+    /// replaced within seconds instead of failing every call until TCP gives up.
+    pub fn remote_over(endpoint: tonic::transport::Endpoint, timeout: Duration) -> Self {
+        let channel = with_keepalive(endpoint).connect_lazy();
         Self(Arc::new(Mode::Remote(RemoteVerifier::new(
             AuthClient::new(channel),
             timeout,

@@ -45,11 +45,13 @@ fn message(event: WatchEvent) -> pb::RevocationEvent {
             server_time,
             complete,
             clock_leeway,
+            access_token_ttl,
         } => Event::Snapshot(pb::Snapshot {
             revocations: revocations.into_iter().map(revocation).collect(),
             server_time: Some(timestamp_ms(server_time)),
             complete,
             clock_leeway: Some(duration(clock_leeway)),
+            access_token_ttl: Some(duration(access_token_ttl)),
         }),
         WatchEvent::Revoked(entry) => Event::Revoked(revocation(entry)),
         WatchEvent::Heartbeat {

@@ -121,6 +121,8 @@ pub enum WatchEvent {
         complete: bool,
         /// The tokens' clock leeway (accepted until `exp` plus this).
         clock_leeway: Duration,
+        /// The access-token lifetime (longer-lived tokens are refused).
+        access_token_ttl: Duration,
     },
     /// A new revocation.
     Revoked(WatchedEntry),
@@ -225,6 +227,9 @@ impl AuthService {
                 complete: chunk + 1 == chunks,
                 clock_leeway: Duration::from_secs(
                     u64::try_from(self.parts.tokens.leeway_seconds()).unwrap_or(0),
+                ),
+                access_token_ttl: Duration::from_secs(
+                    u64::try_from(self.parts.tokens.ttl_seconds()).unwrap_or(0),
                 ),
             };
             if events.send(Ok(event)).await.is_err() {

@@ -40,11 +40,11 @@ use crate::common::{
 // Harness
 // ---------------------------------------------------------------------------------------------
 
-fn watching(state: &TestState) -> crate::common::AppBuilder<'_> {
+pub(crate) fn watching(state: &TestState) -> crate::common::AppBuilder<'_> {
     state.app().arg(format!("--watch-token={WATCH_TOKEN}"))
 }
 
-fn local_options(app: &TestApp) -> LocalOptions {
+pub(crate) fn local_options(app: &TestApp) -> LocalOptions {
     LocalOptions::new(
         format!("http://{}", app.address),
         format!("http://{}", app.http_address.expect("an HTTP listener")),
@@ -52,7 +52,7 @@ fn local_options(app: &TestApp) -> LocalOptions {
     .watch_token(WATCH_TOKEN)
 }
 
-async fn local_verifier(options: LocalOptions) -> Verifier {
+pub(crate) async fn local_verifier(options: LocalOptions) -> Verifier {
     let verifier = Verifier::local(options).unwrap();
     assert!(
         verifier.wait_until_current(Duration::from_secs(15)).await,
@@ -62,7 +62,7 @@ async fn local_verifier(options: LocalOptions) -> Verifier {
 }
 
 /// Polls `check` every 5 ms until it holds or `within` passes; says whether it held.
-async fn soon(within: Duration, mut check: impl AsyncFnMut() -> bool) -> bool {
+pub(crate) async fn soon(within: Duration, mut check: impl AsyncFnMut() -> bool) -> bool {
     let deadline = tokio::time::Instant::now() + within;
     loop {
         if check().await {
@@ -76,10 +76,10 @@ async fn soon(within: Duration, mut check: impl AsyncFnMut() -> bool) -> bool {
 }
 
 /// A tonic service (gRPC health) and an axum router (`/whoami`) behind one `AuthLayer`.
-struct Protected {
-    grpc: HealthClient<tonic::transport::Channel>,
-    http: HttpClient,
-    tasks: Vec<JoinHandle<()>>,
+pub(crate) struct Protected {
+    pub(crate) grpc: HealthClient<tonic::transport::Channel>,
+    pub(crate) http: HttpClient,
+    pub(crate) tasks: Vec<JoinHandle<()>>,
 }
 
 impl Drop for Protected {
@@ -90,7 +90,7 @@ impl Drop for Protected {
     }
 }
 
-async fn protect(verifier: &Verifier) -> Protected {
+pub(crate) async fn protect(verifier: &Verifier) -> Protected {
     let (_reporter, health) = tonic_health::server::health_reporter();
     let grpc_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let grpc_address = grpc_listener.local_addr().unwrap();
@@ -127,7 +127,7 @@ async fn protect(verifier: &Verifier) -> Protected {
 
 impl Protected {
     /// The gRPC health check with each of `authorizations` as an `authorization` entry.
-    async fn grpc_call(&self, authorizations: &[&str]) -> Result<(), tonic::Status> {
+    pub(crate) async fn grpc_call(&self, authorizations: &[&str]) -> Result<(), tonic::Status> {
         let mut request = tonic::Request::new(HealthCheckRequest::default());
         for value in authorizations {
             request
@@ -138,7 +138,7 @@ impl Protected {
     }
 
     /// `GET /whoami` with each of `authorizations` as an `authorization` header.
-    async fn http_call(&self, authorizations: &[&str]) -> StatusCode {
+    pub(crate) async fn http_call(&self, authorizations: &[&str]) -> StatusCode {
         let headers: Vec<(&str, &str)> = authorizations
             .iter()
             .map(|value| ("authorization", *value))
@@ -151,14 +151,14 @@ impl Protected {
 }
 
 /// Signs any header and claims (raw JSON, so anything at all) with an Ed25519 key.
-struct RawSigner {
-    key: SigningKey,
-    kid: String,
+pub(crate) struct RawSigner {
+    pub(crate) key: SigningKey,
+    pub(crate) kid: String,
 }
 
 impl RawSigner {
     /// The app's own (initial) signing key, with its real `kid`.
-    fn for_state(state: &TestState) -> Self {
+    pub(crate) fn for_state(state: &TestState) -> Self {
         let kid = Forger::for_state(state).kid;
         let (key, _) =
             authd::tokens::load_or_generate_ed25519_key(&state.signing_key_path()).unwrap();
@@ -166,18 +166,18 @@ impl RawSigner {
     }
 
     /// A key of the attacker's, under `kid`.
-    fn attacker(kid: &str) -> Self {
+    pub(crate) fn attacker(kid: &str) -> Self {
         Self {
             key: SigningKey::generate(&mut rand::rngs::OsRng),
             kid: kid.to_owned(),
         }
     }
 
-    fn header(&self) -> Value {
+    pub(crate) fn header(&self) -> Value {
         json!({"alg": "EdDSA", "typ": "at+jwt", "kid": self.kid})
     }
 
-    fn sign_text(&self, header: &str, claims: &str) -> String {
+    pub(crate) fn sign_text(&self, header: &str, claims: &str) -> String {
         let input = format!(
             "{}.{}",
             URL_SAFE_NO_PAD.encode(header),
@@ -187,12 +187,12 @@ impl RawSigner {
         format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature.to_bytes()))
     }
 
-    fn sign(&self, header: &Value, claims: &Value) -> String {
+    pub(crate) fn sign(&self, header: &Value, claims: &Value) -> String {
         self.sign_text(&header.to_string(), &claims.to_string())
     }
 
     /// The attacker's public key as a JWK.
-    fn public_jwk(&self) -> Value {
+    pub(crate) fn public_jwk(&self) -> Value {
         json!({
             "kty": "OKP", "crv": "Ed25519", "kid": self.kid, "alg": "EdDSA", "use": "sig",
             "x": URL_SAFE_NO_PAD.encode(self.key.verifying_key().to_bytes()),
@@ -201,7 +201,7 @@ impl RawSigner {
 }
 
 /// Valid claims for `user_id` with a session, issued `age` seconds ago, living `ttl` seconds.
-fn claims(user_id: &str, age: i64, ttl: i64) -> Value {
+pub(crate) fn claims(user_id: &str, age: i64, ttl: i64) -> Value {
     let mut claims = Forger::claims(user_id, age, ttl);
     claims["sid"] = SessionId::generate().to_string().into();
     claims
@@ -1008,13 +1008,13 @@ async fn shutdown_is_not_held_up_by_a_stalled_watcher() {
 /// A TCP proxy that can silently drop the traffic of the connections it holds (they stay open,
 /// as to a peer that died behind a NAT or a failed-over load balancer) while it forwards every
 /// new connection normally.
-struct Blackhole {
-    address: std::net::SocketAddr,
+pub(crate) struct Blackhole {
+    pub(crate) address: std::net::SocketAddr,
     generation: tokio::sync::watch::Sender<u64>,
 }
 
 impl Blackhole {
-    async fn start(upstream: std::net::SocketAddr) -> Self {
+    pub(crate) async fn start(upstream: std::net::SocketAddr) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
         let (generation, watch) = tokio::sync::watch::channel(0u64);
@@ -1043,7 +1043,7 @@ impl Blackhole {
     }
 
     /// Every connection open now goes silent; later ones work.
-    fn silence_open_connections(&self) {
+    pub(crate) fn silence_open_connections(&self) {
         self.generation.send_modify(|g| *g += 1);
     }
 }

@@ -78,6 +78,14 @@ impl Watcher {
                             nanos: 0
                         })
                     );
+                    // authd's default access-token lifetime (15 min).
+                    assert_eq!(
+                        chunk.access_token_ttl,
+                        Some(prost_types::Duration {
+                            seconds: 900,
+                            nanos: 0
+                        })
+                    );
                     revocations.extend(chunk.revocations);
                     if chunk.complete {
                         return (revocations, chunks);

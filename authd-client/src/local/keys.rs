@@ -116,6 +116,9 @@ impl Keys {
         if let Some((at, succeeded)) = *refreshing
             && at.elapsed() < self.min_refresh
         {
+            // A key published within the window is not seen until it ends: authd publishes keys
+            // ahead of using them (`authd keys rotate --lead`, 10 min by default), and the set
+            // is fetched every few minutes anyway, so in practice a new key is known in time.
             let lookup = if succeeded {
                 KidLookup::Unknown
             } else {
@@ -147,9 +150,15 @@ impl Keys {
 
     fn replace(&self, fetched: KeysById) -> bool {
         let mut current = self.current.write().unwrap_or_else(|e| e.into_inner());
-        let lost = current
-            .as_ref()
-            .is_some_and(|old| old.keys().any(|kid| !fetched.contains_key(kid)));
+        // A key is lost when its kid is gone, or now names other key material (a JWKS that
+        // reuses kids): what it verified must be verified again.
+        let lost = current.as_ref().is_some_and(|old| {
+            old.iter().any(|(kid, key)| {
+                fetched
+                    .get(kid)
+                    .is_none_or(|new| new.try_get_as_bytes().ok() != key.try_get_as_bytes().ok())
+            })
+        });
         *current = Some(Arc::new(fetched));
         if lost {
             // Under the write lock, so that no reader pairs the new keys with the old epoch.

@@ -97,6 +97,15 @@ impl RevocationSet {
 }
 
 /// The mirror: a set, plus whether it may be trusted now.
+/// What a snapshot says of authd's own rules, in seconds (`None`: an authd too old to say).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct AuthdTerms {
+    /// Tokens are accepted until `exp` plus this; revocations end then.
+    pub(crate) clock_leeway: Option<i64>,
+    /// Tokens living longer than this (plus the leeway) are refused, and cannot be revoked.
+    pub(crate) token_ttl: Option<i64>,
+}
+
 pub(crate) struct RevocationMirror {
     set: RwLock<RevocationSet>,
     /// A complete snapshot has been loaded at least once.
@@ -107,6 +116,8 @@ pub(crate) struct RevocationMirror {
     heartbeat_ms: AtomicU64,
     /// authd's clock leeway in seconds (from the snapshot); `i64::MAX` until known.
     server_leeway: AtomicI64,
+    /// authd's access-token lifetime in seconds (from the snapshot); `i64::MAX` until known.
+    server_token_ttl: AtomicI64,
     /// How many seconds authd's clock is ahead of this one (never negative).
     server_ahead: AtomicI64,
     snapshots: tokio::sync::watch::Sender<u64>,
@@ -121,6 +132,7 @@ impl RevocationMirror {
             last_heard_ms: AtomicU64::new(0),
             heartbeat_ms: AtomicU64::new(DEFAULT_HEARTBEAT.as_millis() as u64),
             server_leeway: AtomicI64::new(i64::MAX),
+            server_token_ttl: AtomicI64::new(i64::MAX),
             server_ahead: AtomicI64::new(0),
             snapshots: tokio::sync::watch::Sender::new(0),
         }
@@ -168,6 +180,11 @@ impl RevocationMirror {
         self.server_leeway.load(Ordering::Relaxed)
     }
 
+    /// authd's access-token lifetime, in seconds, once a snapshot said it.
+    pub(crate) fn server_token_ttl(&self) -> i64 {
+        self.server_token_ttl.load(Ordering::Relaxed)
+    }
+
     /// How far authd's clock is ahead of this one, in seconds (0 if it is not).
     pub(crate) fn server_ahead(&self) -> i64 {
         self.server_ahead.load(Ordering::Relaxed)
@@ -180,18 +197,21 @@ impl RevocationMirror {
             .store(clamped.as_millis() as u64, Ordering::Relaxed);
     }
 
-    /// Puts a complete snapshot in place of whatever the mirror held; authd's leeway and clock
-    /// come with it.
+    /// Puts a complete snapshot in place of whatever the mirror held; authd's terms (leeway,
+    /// token lifetime) and clock come with it.
     pub(crate) fn replace(
         &self,
         set: RevocationSet,
-        server_leeway: Option<i64>,
+        terms: AuthdTerms,
         server_time: Option<i64>,
         local_now: i64,
     ) {
         *self.set.write().unwrap_or_else(|e| e.into_inner()) = set;
-        if let Some(leeway) = server_leeway {
+        if let Some(leeway) = terms.clock_leeway {
             self.server_leeway.store(leeway.max(0), Ordering::Relaxed);
+        }
+        if let Some(ttl) = terms.token_ttl {
+            self.server_token_ttl.store(ttl.max(0), Ordering::Relaxed);
         }
         self.heard(server_time, local_now);
         self.loaded.store(true, Ordering::Release);
@@ -332,7 +352,15 @@ mod tests {
         let mirror = RevocationMirror::new();
         assert!(!mirror.is_current());
         mirror.set_heartbeat(Duration::from_millis(100));
-        mirror.replace(RevocationSet::default(), Some(5), None, 0);
+        mirror.replace(
+            RevocationSet::default(),
+            AuthdTerms {
+                clock_leeway: Some(5),
+                token_ttl: Some(900),
+            },
+            None,
+            0,
+        );
         assert!(mirror.is_current());
         std::thread::sleep(Duration::from_millis(350));
         assert!(!mirror.is_current(), "three missed heartbeats");

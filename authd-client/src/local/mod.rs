@@ -17,7 +17,11 @@ use self::{
     mirror::RevocationMirror,
     watcher::{Watcher, unix_now},
 };
-use crate::{AuthClient, Claims, Rejection, remote::RemoteVerifier, verifier::BuildError};
+use crate::{
+    AuthClient, Claims, Rejection,
+    remote::RemoteVerifier,
+    verifier::{BuildError, with_keepalive},
+};
 
 /// What a local-mode layer does while its revocation mirror is stale (before the first snapshot,
 /// or no heartbeat from authd within three intervals).
@@ -45,7 +49,7 @@ pub struct LocalOptions {
     pub(crate) remote_timeout: Duration,
     pub(crate) cache_entries: usize,
     pub(crate) max_token_lifetime: Duration,
-    pub(crate) channel: Option<tonic::transport::Channel>,
+    pub(crate) endpoint: Option<tonic::transport::Endpoint>,
 }
 
 /// authd's largest clock leeway; a longer one here would accept tokens past every revocation.
@@ -71,7 +75,7 @@ impl LocalOptions {
             remote_timeout: Duration::from_secs(1),
             cache_entries: 100_000,
             max_token_lifetime: Duration::from_secs(24 * 3600),
-            channel: None,
+            endpoint: None,
         }
     }
 
@@ -109,7 +113,8 @@ impl LocalOptions {
     }
 
     /// The longest `exp - iat` accepted (default 24 h, authd's longest
-    /// `AUTHD_ACCESS_TOKEN_TTL`; set it to authd's TTL to refuse anything longer).
+    /// `AUTHD_ACCESS_TOKEN_TTL`). authd's own TTL, which each revocation snapshot states, caps
+    /// it further: a token living longer than authd now issues is refused, as authd refuses it.
     pub fn max_token_lifetime(mut self, lifetime: Duration) -> Self {
         self.max_token_lifetime = lifetime;
         self
@@ -145,10 +150,12 @@ impl LocalOptions {
         self
     }
 
-    /// A channel to authd built by the caller (TLS, client certificate), instead of one to
-    /// `grpc_address`.
-    pub fn channel(mut self, channel: tonic::transport::Channel) -> Self {
-        self.channel = Some(channel);
+    /// An endpoint to authd configured by the caller (TLS, a client certificate), instead of
+    /// `grpc_address`. Its HTTP/2 keepalive is set here (pings every second), whatever it was:
+    /// the staleness bound depends on finding a dead connection quickly, and a fresh connection
+    /// is made from it after one goes silent.
+    pub fn endpoint(mut self, endpoint: tonic::transport::Endpoint) -> Self {
+        self.endpoint = Some(endpoint);
         self
     }
 }
@@ -191,22 +198,13 @@ impl LocalVerifier {
             )));
         }
         let keys = Keys::new(url, options.jwks_min_refresh).map_err(BuildError::Http)?;
-        let (channel, endpoint) = match options.channel {
-            Some(channel) => (channel, None),
-            None => {
-                // HTTP/2 pings every second: a dead connection is found within the staleness
-                // bound, not after TCP's minutes.
-                let endpoint =
-                    tonic::transport::Endpoint::from_shared(options.grpc_address.clone())
-                        .map_err(BuildError::Address)?
-                        .connect_timeout(Duration::from_secs(2))
-                        .tcp_nodelay(true)
-                        .http2_keep_alive_interval(Duration::from_secs(1))
-                        .keep_alive_timeout(Duration::from_secs(2))
-                        .keep_alive_while_idle(true);
-                (endpoint.connect_lazy(), Some(endpoint))
-            }
+        let endpoint = match options.endpoint {
+            Some(endpoint) => endpoint,
+            None => tonic::transport::Endpoint::from_shared(options.grpc_address.clone())
+                .map_err(BuildError::Address)?,
         };
+        let endpoint = with_keepalive(endpoint);
+        let channel = endpoint.connect_lazy();
         let client = AuthClient::new(channel);
         let leeway_seconds = i64::try_from(options.leeway.as_secs()).unwrap_or(i64::MAX);
         let mut validation = Validation::new(Algorithm::EdDSA);
@@ -214,7 +212,8 @@ impl LocalVerifier {
         validation.set_audience(&[options.audience.as_str()]);
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
         validation.leeway = options.leeway.as_secs();
-        validation.validate_nbf = true;
+        // `nbf` is read as authd reads it (an integer, or absent/null) and checked below.
+        validation.validate_nbf = false;
         let max_lifetime_seconds =
             i64::try_from(options.max_token_lifetime.as_secs()).unwrap_or(i64::MAX);
         let mirror = Arc::new(RevocationMirror::new());
@@ -321,6 +320,20 @@ impl Shared {
         // Past `exp`: this client's leeway, but never more than authd's (its revocations end
         // then), on whichever clock is later, authd's or this one.
         let expiry_leeway = self.leeway_seconds.min(self.mirror.server_leeway());
+        // A lifetime authd could have issued: no longer than its TTL (as the last snapshot
+        // said; it may have been lowered since the token was issued) or this client's cap. A
+        // longer-lived token is refused by authd and outlives its revocations.
+        let longest = self
+            .max_lifetime_seconds
+            .min(self.mirror.server_token_ttl())
+            .saturating_add(expiry_leeway);
+        if claims
+            .expires_at_unix()
+            .saturating_sub(claims.issued_at_unix())
+            > longest
+        {
+            return Checked::Done(Err(Rejection::Invalid));
+        }
         let latest_now = now.saturating_add(self.mirror.server_ahead());
         if claims.expires_at_unix().saturating_add(expiry_leeway) < latest_now {
             return Checked::Done(Err(Rejection::Expired));
@@ -372,11 +385,15 @@ impl Shared {
             None => None,
             Some(sid) => Some(Uuid::try_parse(sid).map_err(|_| invalid())?),
         };
-        let lifetime = claims.exp.checked_sub(claims.iat).ok_or_else(invalid)?;
-        let longest = self
-            .max_lifetime_seconds
-            .saturating_add(self.leeway_seconds);
-        if !(0..=longest).contains(&lifetime) {
+        if claims.exp < claims.iat {
+            return Err(invalid());
+        }
+        // Not valid yet: refused now (and not remembered, so it is read again later). Time only
+        // moves on, so a token remembered once its `nbf` passed stays past it.
+        if claims
+            .nbf
+            .is_some_and(|nbf| nbf > unix_now().saturating_add(self.leeway_seconds))
+        {
             return Err(invalid());
         }
         Ok((
@@ -422,6 +439,8 @@ struct WireClaims {
     jti: String,
     #[serde(default)]
     sid: Option<String>,
+    #[serde(default)]
+    nbf: Option<i64>,
 }
 
 /// Loads the JWKS at start (retrying with back-off until it succeeds), then refetches it every

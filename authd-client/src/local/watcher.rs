@@ -10,7 +10,7 @@ use std::{
 
 use rand::Rng as _;
 
-use super::mirror::{RevocationMirror, RevocationSet};
+use super::mirror::{AuthdTerms, RevocationMirror, RevocationSet};
 use crate::{AuthClient, pb::revocation_event::Event};
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
@@ -22,9 +22,8 @@ const HEALTHY_FOR: Duration = Duration::from_secs(10);
 
 pub(crate) struct Watcher {
     pub(crate) client: AuthClient,
-    /// Where a fresh connection comes from after one fell silent (`None`: the caller's own
-    /// channel, which its HTTP/2 keepalive must heal).
-    pub(crate) endpoint: Option<tonic::transport::Endpoint>,
+    /// Where a fresh connection comes from after one fell silent.
+    pub(crate) endpoint: tonic::transport::Endpoint,
     pub(crate) watch_token: Option<String>,
     pub(crate) mirror: Arc<RevocationMirror>,
     pub(crate) leeway_seconds: i64,
@@ -55,9 +54,9 @@ impl Watcher {
             if lost_revocations(&end) {
                 self.mirror.invalidate();
             }
-            if let (StreamEnd::Silent(_), Some(endpoint)) = (&end, &self.endpoint) {
+            if let StreamEnd::Silent(_) = &end {
                 // The connection may be dead without knowing it: the next stream gets a new one.
-                self.client = AuthClient::new(endpoint.connect_lazy());
+                self.client = AuthClient::new(self.endpoint.connect_lazy());
             }
             match &end {
                 StreamEnd::Status(status)
@@ -113,9 +112,12 @@ impl Watcher {
                             entries = set.len(),
                             "authd-client: revocation snapshot loaded"
                         );
-                        let leeway = chunk.clock_leeway.map(|d| d.seconds);
+                        let terms = AuthdTerms {
+                            clock_leeway: chunk.clock_leeway.map(|d| d.seconds),
+                            token_ttl: chunk.access_token_ttl.map(|d| d.seconds),
+                        };
                         let server_time = chunk.server_time.map(|t| t.seconds);
-                        self.mirror.replace(set, leeway, server_time, now);
+                        self.mirror.replace(set, terms, server_time, now);
                     }
                 }
                 (Some(Event::Revoked(revocation)), Some(set)) => {
