@@ -33,7 +33,8 @@ pub enum BuildError {
     /// The JWKS URL is not an http(s) URL.
     #[error("the JWKS URL {0}")]
     JwksUrl(String),
-    /// The HTTP client for the JWKS could not be built (no TLS roots, say).
+    /// The HTTP client for the JWKS could not be built (a CA certificate or client identity
+    /// that is not PEM, say).
     #[error("the JWKS HTTP client: {0}")]
     Http(#[source] reqwest::Error),
 }

@@ -441,3 +441,73 @@ async fn authd_reaches_a_tls_only_redis_cluster_with_its_ca_and_refuses_another_
         "authd trusted cluster nodes whose certificates another CA issued"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_mode_layer_works_against_a_mutual_tls_authd_with_its_ca_and_a_client_certificate()
+{
+    use authd_client::{LocalOptions, Rejection, Verifier};
+    let pki = tempfile::tempdir().unwrap();
+    let ca = TestCa::new(pki.path(), "authd");
+    let service = ca.client("service");
+    let state = TestState::new(Backend::Embedded).await;
+    // No watch token: under mutual TLS the service's certificate is its credential.
+    let app = state
+        .app()
+        .args(tls_flags(&ca.server("authd"), Some(&ca)))
+        .client_tls(grpc_client_tls(&ca.cert_file, Some(&service)))
+        .start()
+        .await;
+    let (_, user_id, token) = app.new_user().await;
+    let ca_pem = std::fs::read(&ca.cert_file).unwrap();
+    let options = |present_certificate_for_jwks: bool| {
+        let grpc = format!("https://{}", app.address);
+        let endpoint = tonic::transport::Endpoint::from_shared(grpc.clone())
+            .unwrap()
+            .tls_config(grpc_client_tls(&ca.cert_file, Some(&service)))
+            .unwrap();
+        let mut options = LocalOptions::new(grpc, format!("https://{}", app.http_address.unwrap()))
+            .endpoint(endpoint)
+            .jwks_ca_certificate(ca_pem.clone());
+        if present_certificate_for_jwks {
+            options = options.jwks_client_identity(
+                std::fs::read(&service.cert).unwrap(),
+                std::fs::read(&service.key).unwrap(),
+            );
+        }
+        options
+    };
+
+    let verifier = Verifier::local(options(true)).unwrap();
+    assert!(
+        verifier
+            .wait_until_current(std::time::Duration::from_secs(10))
+            .await,
+        "the JWKS and the revocation snapshot were not loaded over mutual TLS"
+    );
+    assert_eq!(verifier.verify(&token).await.unwrap().user_id(), user_id);
+    app.logout(&token).await.unwrap();
+    let revoked = crate::common::eventually(std::time::Duration::from_secs(5), || async {
+        verifier.verify(&token).await == Err(Rejection::Revoked)
+    })
+    .await;
+    assert!(
+        revoked,
+        "the Logout did not reach the layer over mutual TLS"
+    );
+
+    // Without a client certificate for the HTTP listener, the JWKS cannot be fetched: the layer
+    // never becomes current and refuses with UNAVAILABLE, whatever the token.
+    let (_, _, other) = app.new_user().await;
+    let without = Verifier::local(options(false)).unwrap();
+    assert!(
+        !without
+            .wait_until_current(std::time::Duration::from_secs(3))
+            .await
+    );
+    assert!(
+        matches!(without.verify(&other).await, Err(Rejection::Unavailable(_))),
+        "{:?}",
+        without.verify(&other).await
+    );
+    app.stop().await;
+}

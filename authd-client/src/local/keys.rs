@@ -11,6 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use super::JwksTls;
 use jsonwebtoken::{
     DecodingKey,
     jwk::{AlgorithmParameters, EllipticCurve, Jwk},
@@ -59,12 +60,22 @@ pub(crate) struct Keys {
 }
 
 impl Keys {
-    pub(crate) fn new(url: reqwest::Url, min_refresh: Duration) -> Result<Self, reqwest::Error> {
-        let http = reqwest::Client::builder()
+    pub(crate) fn new(
+        url: reqwest::Url,
+        min_refresh: Duration,
+        tls: &JwksTls,
+    ) -> Result<Self, reqwest::Error> {
+        let mut http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(2))
             .timeout(Duration::from_secs(5))
-            .no_proxy()
-            .build()?;
+            .no_proxy();
+        if let Some(pem) = &tls.ca_certificate {
+            http = http.add_root_certificate(reqwest::Certificate::from_pem(pem)?);
+        }
+        if let Some(pem) = &tls.client_identity {
+            http = http.identity(reqwest::Identity::from_pem(pem)?);
+        }
+        let http = http.build()?;
         Ok(Self {
             url,
             http,

@@ -50,6 +50,15 @@ pub struct LocalOptions {
     pub(crate) cache_entries: usize,
     pub(crate) max_token_lifetime: Duration,
     pub(crate) endpoint: Option<tonic::transport::Endpoint>,
+    pub(crate) jwks_tls: JwksTls,
+}
+
+/// How the JWKS is fetched over HTTPS: an extra CA to trust, and a client certificate to present
+/// (PEM), for an authd whose HTTP listener serves a private CA's certificate or requires mTLS.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct JwksTls {
+    pub(crate) ca_certificate: Option<Vec<u8>>,
+    pub(crate) client_identity: Option<Vec<u8>>,
 }
 
 /// authd's largest clock leeway; a longer one here would accept tokens past every revocation.
@@ -76,6 +85,7 @@ impl LocalOptions {
             cache_entries: 100_000,
             max_token_lifetime: Duration::from_secs(24 * 3600),
             endpoint: None,
+            jwks_tls: JwksTls::default(),
         }
     }
 
@@ -150,6 +160,28 @@ impl LocalOptions {
         self
     }
 
+    /// Trusts this CA (PEM) for the JWKS over HTTPS, besides the public roots: an authd whose
+    /// HTTP listener serves a certificate from a private CA (`AUTHD_TLS_CERT_FILE`).
+    pub fn jwks_ca_certificate(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.jwks_tls.ca_certificate = Some(pem.into());
+        self
+    }
+
+    /// Presents this client certificate and key (PEM) when fetching the JWKS: an authd with
+    /// mutual TLS (`AUTHD_TLS_CLIENT_CA_FILE`) requires one on its HTTP listener too. (The gRPC
+    /// side presents the one of [`LocalOptions::endpoint`]'s TLS configuration.)
+    pub fn jwks_client_identity(
+        mut self,
+        certificate_pem: impl AsRef<[u8]>,
+        key_pem: impl AsRef<[u8]>,
+    ) -> Self {
+        let mut identity = key_pem.as_ref().to_vec();
+        identity.push(b'\n');
+        identity.extend_from_slice(certificate_pem.as_ref());
+        self.jwks_tls.client_identity = Some(identity);
+        self
+    }
+
     /// An endpoint to authd configured by the caller (TLS, a client certificate), instead of
     /// `grpc_address`. Its HTTP/2 keepalive is set here (pings every second), whatever it was:
     /// the staleness bound depends on finding a dead connection quickly, and a fresh connection
@@ -197,7 +229,8 @@ impl LocalVerifier {
                 options.jwks_url
             )));
         }
-        let keys = Keys::new(url, options.jwks_min_refresh).map_err(BuildError::Http)?;
+        let keys = Keys::new(url, options.jwks_min_refresh, &options.jwks_tls)
+            .map_err(BuildError::Http)?;
         let endpoint = match options.endpoint {
             Some(endpoint) => endpoint,
             None => tonic::transport::Endpoint::from_shared(options.grpc_address.clone())
