@@ -24,6 +24,18 @@ pub(crate) fn with_keepalive(endpoint: tonic::transport::Endpoint) -> tonic::tra
         .keep_alive_while_idle(true)
 }
 
+/// `error` and its sources, joined: reqwest's own message alone ("builder error") says nothing.
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    message
+}
+
 /// Why a verifier could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
@@ -33,10 +45,14 @@ pub enum BuildError {
     /// The JWKS URL is not an http(s) URL.
     #[error("the JWKS URL {0}")]
     JwksUrl(String),
-    /// The HTTP client for the JWKS could not be built (a CA certificate or client identity
-    /// that is not PEM, say).
-    #[error("the JWKS HTTP client: {0}")]
+    /// The HTTP client for the JWKS could not be built (a client identity whose key does not
+    /// match its certificate, say).
+    #[error("the JWKS HTTP client: {}", error_chain(.0))]
     Http(#[source] reqwest::Error),
+    /// The TLS material for the JWKS is unusable: a CA file with no certificate, or TLS material
+    /// for an `http://` JWKS URL (which would fetch the keys in plaintext).
+    #[error("the JWKS TLS settings: {0}")]
+    JwksTls(String),
 }
 
 /// Verifies access tokens, remotely or locally. Cheap to clone; clones share everything, and the

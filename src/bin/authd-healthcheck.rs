@@ -28,7 +28,12 @@ async fn main() -> ExitCode {
         }
     }
     let address = address.unwrap_or_else(default_address);
-    match check(&address).await {
+    // One deadline for everything (connect, TLS handshake, the call), below the 3 s probe
+    // timeouts of the Kubernetes manifests: a peer that accepts and never answers fails it.
+    let checked = tokio::time::timeout(CHECK_DEADLINE, check(&address))
+        .await
+        .unwrap_or_else(|_| Err(format!("no answer within {CHECK_DEADLINE:?}").into()));
+    match checked {
         Ok(ServingStatus::Serving) => ExitCode::SUCCESS,
         // Alive, and saying it cannot serve (a back end is down): not a reason to restart it.
         Ok(ServingStatus::NotServing) if liveness => ExitCode::SUCCESS,
@@ -42,6 +47,9 @@ async fn main() -> ExitCode {
         }
     }
 }
+
+/// The longest the whole check may take.
+const CHECK_DEADLINE: Duration = Duration::from_secs(2);
 
 fn default_address() -> String {
     let listen = std::env::var("AUTHD_LISTEN_ADDR")
@@ -85,7 +93,12 @@ fn client_tls() -> Result<tonic::transport::ClientTlsConfig, Box<dyn std::error:
     let mut tls = ClientTlsConfig::new()
         .ca_certificate(Certificate::from_pem(read("AUTHD_HEALTHCHECK_CA_FILE")?))
         .domain_name(domain);
-    if std::env::var_os("AUTHD_HEALTHCHECK_CLIENT_CERT_FILE").is_some() {
+    let certificate = std::env::var_os("AUTHD_HEALTHCHECK_CLIENT_CERT_FILE").is_some();
+    let key = std::env::var_os("AUTHD_HEALTHCHECK_CLIENT_KEY_FILE").is_some();
+    if certificate != key {
+        return Err("set both AUTHD_HEALTHCHECK_CLIENT_CERT_FILE and AUTHD_HEALTHCHECK_CLIENT_KEY_FILE, or neither".into());
+    }
+    if certificate {
         tls = tls.identity(Identity::from_pem(
             read("AUTHD_HEALTHCHECK_CLIENT_CERT_FILE")?,
             read("AUTHD_HEALTHCHECK_CLIENT_KEY_FILE")?,

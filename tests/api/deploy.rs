@@ -237,6 +237,54 @@ impl Manifest {
             .is_some_and(|c| c.iter().any(|a| a.as_str() == Some("--liveness")));
         let http_live = liveness["httpGet"]["path"].as_str() == Some("/healthz");
         assert!(exec_live || http_live, "liveness: {liveness:?}");
+        // Readiness must follow the back ends, or an outage never takes a pod out of service.
+        let readiness = &self.container()["readinessProbe"];
+        assert!(
+            !readiness["exec"]["command"]
+                .as_vec()
+                .is_some_and(|c| c.iter().any(|a| a.as_str() == Some("--liveness"))),
+            "readiness with --liveness ignores the back ends"
+        );
+        // The health check gives up after 2 s: an exec probe must wait longer than that.
+        for probe in [liveness, readiness] {
+            if !probe["exec"].is_badvalue() {
+                assert!(
+                    probe["timeoutSeconds"].as_i64().is_some_and(|t| t > 2),
+                    "an exec probe's timeoutSeconds must exceed the health check's 2 s: {probe:?}"
+                );
+            }
+        }
+        // Every literal value parses as authd parses it (a typo would stop start-up).
+        let mut argv = vec!["authd".to_owned()];
+        for entry in self.container()["env"].as_vec().unwrap() {
+            let (Some(name), Some(value)) = (entry["name"].as_str(), entry["value"].as_str())
+            else {
+                continue;
+            };
+            if let Some(argument) = config
+                .get_arguments()
+                .find(|a| a.get_env().is_some_and(|env| env == name))
+            {
+                argv.push(format!("--{}={value}", argument.get_long().unwrap()));
+            }
+        }
+        if let Err(error) = <authd::config::Config as clap::Parser>::try_parse_from(&argv) {
+            panic!("authd refuses the manifest's settings: {error}");
+        }
+        // Non-root, and the mounted Secrets readable by the pod's group (files are root-owned,
+        // group fsGroup).
+        let security = &self.pod()["securityContext"];
+        assert_eq!(security["runAsNonRoot"].as_bool(), Some(true));
+        assert!(security["runAsUser"].as_i64().is_some_and(|uid| uid != 0));
+        assert!(security["fsGroup"].as_i64().is_some());
+        for volume in self.pod()["volumes"].as_vec().unwrap() {
+            let Some(mode) = volume["secret"]["defaultMode"].as_i64() else {
+                continue;
+            };
+            // YAML 1.1 (Kubernetes) reads `0440` as octal; a YAML 1.2 parser as 440.
+            let mode = i64::from_str_radix(&mode.to_string(), 8).unwrap_or(mode);
+            assert!(mode & 0o040 != 0, "{volume:?} is not group-readable");
+        }
     }
 }
 
@@ -312,6 +360,20 @@ fn the_kubernetes_tls_variant_serves_its_certificate_and_probes_over_mutual_tls(
         .filter_map(Yaml::as_str)
         .collect();
     assert!(usages.contains(&"server auth") && usages.contains(&"client auth"));
+    // Values cert-manager accepts.
+    let key = &certificate["privateKey"];
+    assert!(matches!(
+        key["algorithm"].as_str(),
+        Some("RSA" | "ECDSA" | "Ed25519")
+    ));
+    assert!(matches!(
+        key["encoding"].as_str(),
+        None | Some("PKCS1" | "PKCS8")
+    ));
+    assert!(matches!(
+        certificate["issuerRef"]["kind"].as_str(),
+        Some("Issuer" | "ClusterIssuer")
+    ));
     let public_url = manifest.env("AUTHD_PUBLIC_URL").unwrap();
     assert!(public_url.starts_with("https://"), "{public_url}");
     // Neither of Kubernetes' own probes can present a client certificate: both run the health

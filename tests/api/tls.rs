@@ -511,3 +511,113 @@ async fn a_local_mode_layer_works_against_a_mutual_tls_authd_with_its_ca_and_a_c
     );
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unusable_jwks_tls_settings_are_refused_when_the_verifier_is_built() {
+    use authd_client::{BuildError, LocalOptions, Verifier};
+    let pki = tempfile::tempdir().unwrap();
+    let ca = TestCa::new(pki.path(), "authd");
+    let service = ca.client("service");
+    let other = ca.client("other");
+    let read = |path: &std::path::Path| std::fs::read(path).unwrap();
+    let https = || LocalOptions::new("https://127.0.0.1:1", "https://127.0.0.1:2");
+    let bad_der = b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n".to_vec();
+    let cases = [
+        (
+            "a CA that is not PEM",
+            https().jwks_ca_certificate(b"garbage".to_vec()),
+        ),
+        ("an empty CA", https().jwks_ca_certificate(Vec::new())),
+        (
+            "a private key as the CA",
+            https().jwks_ca_certificate(read(&service.key)),
+        ),
+        (
+            "a CA of bad DER",
+            https().jwks_ca_certificate(bad_der.clone()),
+        ),
+        (
+            "a client certificate with another certificate's key",
+            https().jwks_client_identity(read(&service.cert), read(&other.key)),
+        ),
+        (
+            "a client identity that is not PEM",
+            https().jwks_client_identity(b"garbage", b"garbage"),
+        ),
+        (
+            "TLS settings for an http:// JWKS (keys in plaintext)",
+            LocalOptions::new("https://127.0.0.1:1", "http://127.0.0.1:2")
+                .jwks_ca_certificate(read(&ca.cert_file)),
+        ),
+    ];
+    for (case, options) in cases {
+        match Verifier::local(options) {
+            Err(BuildError::Http(_) | BuildError::JwksTls(_)) => {}
+            Err(other) => panic!("{case}: {other}"),
+            Ok(_) => panic!("{case}: the verifier was built"),
+        }
+    }
+    // The key-mismatch error says why, not only reqwest's "builder error".
+    let Err(mismatch) =
+        Verifier::local(https().jwks_client_identity(read(&service.cert), read(&other.key)))
+    else {
+        panic!("built")
+    };
+    assert!(
+        mismatch.to_string().len() > "the JWKS HTTP client: builder error".len(),
+        "{mismatch}"
+    );
+    // And the good settings build.
+    assert!(
+        Verifier::local(
+            https()
+                .jwks_ca_certificate(read(&ca.cert_file))
+                .jwks_client_identity(read(&service.cert), read(&service.key))
+        )
+        .is_ok()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_container_health_check_gives_up_on_a_peer_that_never_answers_the_tls_handshake() {
+    let pki = tempfile::tempdir().unwrap();
+    let ca = TestCa::new(pki.path(), "authd");
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = silent.local_addr().unwrap();
+    // Accepts and holds every connection, never writing a byte.
+    let held = tokio::spawn(async move {
+        let mut connections = Vec::new();
+        while let Ok((connection, _)) = silent.accept().await {
+            connections.push(connection);
+        }
+    });
+    for liveness in [false, true] {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_authd-healthcheck"));
+        if liveness {
+            command.arg("--liveness");
+        }
+        command
+            .arg(address.to_string())
+            .env("AUTHD_TLS_CERT_FILE", &ca.cert_file)
+            .env("AUTHD_HEALTHCHECK_CA_FILE", &ca.cert_file)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
+        let started = std::time::Instant::now();
+        let mut child = command.spawn().unwrap();
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if started.elapsed() > std::time::Duration::from_secs(6) {
+                let _ = child.kill();
+                panic!("the health check hung on a silent TLS peer (liveness: {liveness})");
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        };
+        assert!(
+            !status.success(),
+            "a silent peer passed (liveness: {liveness})"
+        );
+    }
+    drop(held);
+}

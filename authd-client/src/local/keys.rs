@@ -20,6 +20,13 @@ use jsonwebtoken::{
 /// The keys, by `kid`.
 pub(crate) type KeysById = HashMap<String, DecodingKey>;
 
+/// Why the JWKS client could not be built.
+#[derive(Debug)]
+pub(crate) enum KeysBuildError {
+    Http(reqwest::Error),
+    Tls(String),
+}
+
 /// Why the keys could not be (re)loaded.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum KeysError {
@@ -64,18 +71,35 @@ impl Keys {
         url: reqwest::Url,
         min_refresh: Duration,
         tls: &JwksTls,
-    ) -> Result<Self, reqwest::Error> {
+    ) -> Result<Self, KeysBuildError> {
         let mut http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(2))
             .timeout(Duration::from_secs(5))
             .no_proxy();
         if let Some(pem) = &tls.ca_certificate {
-            http = http.add_root_certificate(reqwest::Certificate::from_pem(pem)?);
+            let certificates =
+                reqwest::Certificate::from_pem_bundle(pem).map_err(KeysBuildError::Http)?;
+            if certificates.is_empty() {
+                return Err(KeysBuildError::Tls(
+                    "the CA certificate PEM holds no certificate".into(),
+                ));
+            }
+            for certificate in certificates {
+                http = http.add_root_certificate(certificate);
+            }
         }
         if let Some(pem) = &tls.client_identity {
-            http = http.identity(reqwest::Identity::from_pem(pem)?);
+            http = http.identity(reqwest::Identity::from_pem(pem).map_err(KeysBuildError::Http)?);
         }
-        let http = http.build()?;
+        if tls.ca_certificate.is_some() || tls.client_identity.is_some() {
+            if url.scheme() != "https" {
+                return Err(KeysBuildError::Tls(format!(
+                    "TLS settings given for {url}, which is not https: the keys would come in plaintext"
+                )));
+            }
+            http = http.https_only(true);
+        }
+        let http = http.build().map_err(KeysBuildError::Http)?;
         Ok(Self {
             url,
             http,
