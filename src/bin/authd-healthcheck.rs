@@ -1,11 +1,12 @@
 //! `authd-healthcheck [--liveness] [ADDR]`: calls grpc.health.v1 Check for `auth.v1.AuthService`
 //! and exits 0 only when it is SERVING (readiness: the back ends answer). With `--liveness` it
 //! exits 0 whenever authd answers the Check at all, SERVING or NOT_SERVING, so an orchestrator
-//! does not restart healthy processes during a back-end outage. For container health checks; ADDR
-//! defaults to the port of AUTHD_LISTEN_ADDR on 127.0.0.1. When authd serves TLS (AUTHD_TLS_CERT_FILE is set), the check
-//! does too: it trusts AUTHD_HEALTHCHECK_CA_FILE, expects the name AUTHD_HEALTHCHECK_DOMAIN
-//! (default `localhost`) and, under mutual TLS, presents AUTHD_HEALTHCHECK_CLIENT_CERT_FILE and
-//! AUTHD_HEALTHCHECK_CLIENT_KEY_FILE.
+//! does not restart healthy processes during a back-end outage. The whole check has 2 s. For
+//! container health checks; ADDR defaults to the port of AUTHD_LISTEN_ADDR on 127.0.0.1. When
+//! authd serves TLS (AUTHD_TLS_CERT_FILE is set), the check does too: it trusts
+//! AUTHD_HEALTHCHECK_CA_FILE, expects the name AUTHD_HEALTHCHECK_DOMAIN (default `localhost`) and,
+//! under mutual TLS, presents AUTHD_HEALTHCHECK_CLIENT_CERT_FILE and
+//! AUTHD_HEALTHCHECK_CLIENT_KEY_FILE (both or neither).
 
 use std::{process::ExitCode, time::Duration};
 

@@ -12,6 +12,7 @@ use std::{
 };
 
 use super::JwksTls;
+use crate::verifier::BuildError;
 use jsonwebtoken::{
     DecodingKey,
     jwk::{AlgorithmParameters, EllipticCurve, Jwk},
@@ -19,13 +20,6 @@ use jsonwebtoken::{
 
 /// The keys, by `kid`.
 pub(crate) type KeysById = HashMap<String, DecodingKey>;
-
-/// Why the JWKS client could not be built.
-#[derive(Debug)]
-pub(crate) enum KeysBuildError {
-    Http(reqwest::Error),
-    Tls(String),
-}
 
 /// Why the keys could not be (re)loaded.
 #[derive(Debug, thiserror::Error)]
@@ -71,16 +65,16 @@ impl Keys {
         url: reqwest::Url,
         min_refresh: Duration,
         tls: &JwksTls,
-    ) -> Result<Self, KeysBuildError> {
+    ) -> Result<Self, BuildError> {
         let mut http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(2))
             .timeout(Duration::from_secs(5))
             .no_proxy();
         if let Some(pem) = &tls.ca_certificate {
             let certificates =
-                reqwest::Certificate::from_pem_bundle(pem).map_err(KeysBuildError::Http)?;
+                reqwest::Certificate::from_pem_bundle(pem).map_err(BuildError::Http)?;
             if certificates.is_empty() {
-                return Err(KeysBuildError::Tls(
+                return Err(BuildError::JwksTls(
                     "the CA certificate PEM holds no certificate".into(),
                 ));
             }
@@ -89,17 +83,17 @@ impl Keys {
             }
         }
         if let Some(pem) = &tls.client_identity {
-            http = http.identity(reqwest::Identity::from_pem(pem).map_err(KeysBuildError::Http)?);
+            http = http.identity(reqwest::Identity::from_pem(pem).map_err(BuildError::Http)?);
         }
         if tls.ca_certificate.is_some() || tls.client_identity.is_some() {
             if url.scheme() != "https" {
-                return Err(KeysBuildError::Tls(format!(
+                return Err(BuildError::JwksTls(format!(
                     "TLS settings given for {url}, which is not https: the keys would come in plaintext"
                 )));
             }
             http = http.https_only(true);
         }
-        let http = http.build().map_err(KeysBuildError::Http)?;
+        let http = http.build().map_err(BuildError::Http)?;
         Ok(Self {
             url,
             http,

@@ -96,7 +96,6 @@ impl RevocationSet {
     }
 }
 
-/// The mirror: a set, plus whether it may be trusted now.
 /// What a snapshot says of authd's own rules, in seconds (`None`: an authd too old to say).
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct AuthdTerms {
@@ -106,6 +105,7 @@ pub(crate) struct AuthdTerms {
     pub(crate) token_ttl: Option<i64>,
 }
 
+/// The mirror: a set, plus whether it may be trusted now.
 pub(crate) struct RevocationMirror {
     set: RwLock<RevocationSet>,
     /// A complete snapshot has been loaded at least once.

@@ -229,12 +229,7 @@ impl LocalVerifier {
                 options.jwks_url
             )));
         }
-        let keys = Keys::new(url, options.jwks_min_refresh, &options.jwks_tls).map_err(
-            |error| match error {
-                keys::KeysBuildError::Http(error) => BuildError::Http(error),
-                keys::KeysBuildError::Tls(message) => BuildError::JwksTls(message),
-            },
-        )?;
+        let keys = Keys::new(url, options.jwks_min_refresh, &options.jwks_tls)?;
         let endpoint = match options.endpoint {
             Some(endpoint) => endpoint,
             None => tonic::transport::Endpoint::from_shared(options.grpc_address.clone())
