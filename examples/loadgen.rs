@@ -312,6 +312,7 @@ async fn main() -> anyhow::Result<()> {
     );
 
     let mut ratios = Vec::new();
+    let mut medians = Vec::new();
     let mut outcome = Outcome::default();
     for round in 1..=args.rounds.max(1) {
         if args.rounds > 1 {
@@ -342,6 +343,7 @@ async fn main() -> anyhow::Result<()> {
         )
         .await;
         outcome.print(&format!("{:?}", args.rpc));
+        medians.push(outcome.percentile(0.50).as_secs_f64() * 1e3);
         if let Some(baseline) = &baseline {
             let ratio = outcome.throughput() / baseline.throughput();
             println!(
@@ -363,6 +365,20 @@ async fn main() -> anyhow::Result<()> {
                 .map(|ratio| format!("{ratio:.3}"))
                 .collect::<Vec<_>>()
                 .join(" "),
+        );
+    }
+    if medians.len() > 1 {
+        let each = medians
+            .iter()
+            .map(|p50| format!("{p50:.3}"))
+            .collect::<Vec<_>>()
+            .join(" ");
+        medians.sort_by(f64::total_cmp);
+        println!(
+            "median p50 {:?} over {} rounds = {:.3} ms (each: {each})",
+            args.rpc,
+            medians.len(),
+            medians[medians.len() / 2],
         );
     }
     if args.flood_logins > 0 {

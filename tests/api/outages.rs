@@ -421,3 +421,64 @@ async fn the_liveness_check_passes_through_a_redis_outage_and_the_readiness_chec
         std::thread::scope(|scope| scope.spawn(|| command.output().unwrap()).join().unwrap());
     assert!(!gone.status.success(), "live with nothing listening");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refresh_through_a_hung_then_cut_postgres_is_unavailable_and_the_token_is_not_spent() {
+    let state = TestState::new(Backend::Postgres).await;
+    let proxy = Proxy::start(host_port(&admin_database_url())).await;
+    let database_url = proxy.url(&state.database_url());
+    let app = state.app().database_url(Some(&database_url)).start().await;
+    let email = format!("user-{}@example.com", uuid::Uuid::new_v4().simple());
+    let first = app.register(&email, PASSWORD).await.expect("register");
+    // One rotation first, so that a connection for rotations is open when the database hangs.
+    let token = app
+        .refresh(&first.tokens.unwrap().refresh_token)
+        .await
+        .expect("refresh")
+        .tokens
+        .unwrap()
+        .refresh_token;
+
+    proxy.stall();
+    let started = std::time::Instant::now();
+    let status = app.refresh(&token).await.unwrap_err();
+    assert_status(&status, Code::Unavailable, Some("BACKEND_UNAVAILABLE"));
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "Refresh took {:?}",
+        started.elapsed()
+    );
+    proxy.cut();
+    let status = app.refresh(&token).await.unwrap_err();
+    assert_status(&status, Code::Unavailable, Some("BACKEND_UNAVAILABLE"));
+
+    proxy.restore();
+    // Neither failed call reached the database: the token is still the current one, and the
+    // connections they left behind are not used again.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let refreshed = loop {
+        match app.refresh(&token).await {
+            Ok(refreshed) => break refreshed,
+            Err(status) => {
+                assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "Refresh must recover without a restart"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    let mut tokens = refreshed.tokens.unwrap();
+    for _ in 0..3 {
+        app.verify(&tokens.access_token)
+            .await
+            .expect("the new access token verifies");
+        tokens = app
+            .refresh(&tokens.refresh_token)
+            .await
+            .expect("rotation keeps working")
+            .tokens
+            .unwrap();
+    }
+}

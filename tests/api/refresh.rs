@@ -660,3 +660,63 @@ async fn reuse_while_redis_is_down_still_ends_the_session_in_the_database() {
     let status = app.verify(&thief.access_token).await.unwrap_err();
     assert_status(&status, Code::Unauthenticated, Some("TOKEN_REVOKED"));
 }
+
+/// Refresh's rotations run on connections of their own (no ping on release); together with the
+/// main pool they stay within AUTHD_DATABASE_MAX_CONNECTIONS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refresh_and_the_other_calls_together_stay_within_the_database_connection_limit() {
+    let state = TestState::new(Backend::Postgres).await;
+    let app = Arc::new(
+        state
+            .app()
+            .arg("--database-max-connections=4")
+            .start()
+            .await,
+    );
+    let mut users = Vec::new();
+    for _ in 0..8 {
+        users.push(app.new_session_user().await);
+    }
+    let database = state.database.as_ref().unwrap().name.clone();
+    let admin = sqlx::PgPool::connect(&crate::common::admin_database_url())
+        .await
+        .unwrap();
+    let connections = || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM pg_stat_activity WHERE datname = $1")
+            .bind(&database)
+            .fetch_one(&admin)
+            .await
+            .unwrap()
+    };
+    let mut calls = tokio::task::JoinSet::new();
+    for (_, _, tokens) in users {
+        let app = app.clone();
+        calls.spawn(async move {
+            let mut tokens = tokens;
+            for _ in 0..10 {
+                let listed = app.list_sessions(&tokens.access_token).await.unwrap();
+                assert_eq!(listed.len(), 1);
+                tokens = app
+                    .refresh(&tokens.refresh_token)
+                    .await
+                    .expect("every rotation succeeds")
+                    .tokens
+                    .unwrap();
+            }
+        });
+    }
+    let mut most = 0;
+    while !calls.is_empty() {
+        most = most.max(connections().await);
+        if let Some(done) = calls.try_join_next() {
+            done.unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    most = most.max(connections().await);
+    assert!(most <= 4, "{most} connections open with a limit of 4");
+    assert!(
+        most >= 2,
+        "the rotations and the rest each had a connection: {most}"
+    );
+}

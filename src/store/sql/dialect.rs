@@ -15,7 +15,7 @@ pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
 /// A pooled Postgres connection idle for longer than this is pinged before use (a dead one is
 /// replaced instead of failing a request). sqlx's default pings before every use, an extra round
 /// trip per query; a connection in steady use was just seen alive.
-const PING_WHEN_IDLE_FOR: Duration = Duration::from_secs(1);
+pub const PING_WHEN_IDLE_FOR: Duration = Duration::from_secs(1);
 /// SQLite connections: one writer at a time anyway; a few readers beside it.
 const SQLITE_MAX_CONNECTIONS: u32 = 8;
 /// How long SQLite waits on a lock held by another connection before reporting BUSY.

@@ -6,6 +6,7 @@
 //! classified in one place.
 
 mod dialect;
+mod rotation_pool;
 mod statements;
 
 pub use dialect::DatabaseLocation;
@@ -14,7 +15,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use self::{dialect::Pool, statements::*};
+use self::{dialect::Pool, rotation_pool::RotationPool, statements::*};
 use super::{
     Counter, NewUser, Revocation, RevocationStore, Revoked, StoreError, StoredCredentials,
     StoredEmail, StoredUser, ThrottleStore, TokenRef, UserStore, bounded,
@@ -29,22 +30,36 @@ pub const SQL_TIMEOUT: Duration = Duration::from_secs(3);
 
 const BACKEND: &str = "database";
 
-/// The SQL store; cheap to clone (a pool handle).
+/// The SQL store; cheap to clone (pool handles).
 #[derive(Debug, Clone)]
 pub struct SqlStore {
     pool: Pool,
+    /// Postgres with at least two connections: half of them (rounded down), for Refresh's
+    /// rotation, which runs on them without sqlx's ping on release.
+    rotation: Option<RotationPool>,
 }
 
 impl SqlStore {
-    /// Connects (Postgres: at most `max_connections` at once) and runs the migrations.
+    /// Connects (Postgres: at most `max_connections` at once, split between the main pool and
+    /// the rotation's) and runs the migrations.
     pub async fn connect(
         location: &DatabaseLocation,
         max_connections: u32,
     ) -> Result<Self, StoreError> {
-        let pool = Pool::connect(location, max_connections)
+        let (pool_size, rotation) = match location {
+            DatabaseLocation::Postgres(options) if max_connections >= 2 => {
+                let rotation_size = max_connections / 2;
+                (
+                    max_connections - rotation_size,
+                    Some(RotationPool::new(options.clone(), rotation_size as usize)),
+                )
+            }
+            _ => (max_connections, None),
+        };
+        let pool = Pool::connect(location, pool_size)
             .await
             .map_err(sql_error)?;
-        Ok(Self { pool })
+        Ok(Self { pool, rotation })
     }
 }
 

@@ -1,10 +1,13 @@
 //! Sessions in the SQL store. A rotation is one UPDATE by primary key, a compare-and-set on the
 //! current refresh token's hash that also prepends it to the session's list of spent hashes (so
-//! presenting it again is recognised as reuse); it changes no indexed column.
+//! presenting it again is recognised as reuse); it changes no indexed column. On Postgres it runs
+//! on the connections kept for it (`rotation_pool.rs`), one round trip per rotation.
 
 use async_trait::async_trait;
 
-use super::{BACKEND, Pool, SQL_TIMEOUT, SqlStore, dialect, sql_error, statements::*};
+use super::{
+    BACKEND, Pool, RotationPool, SQL_TIMEOUT, SqlStore, dialect, sql_error, statements::*,
+};
 use crate::{
     clock::UnixMillis,
     domain::{
@@ -122,6 +125,39 @@ impl SqlStore {
                 .collect())
         })
     }
+
+    /// The rotation on the Postgres connections kept for it (the values move into the call,
+    /// which may outlive none of this function's borrows).
+    async fn rotate_on(
+        connections: &RotationPool,
+        rotation: &Rotation,
+    ) -> Result<Option<StoredSession>, StoreError> {
+        let session_id = dialect::postgres::uuid(rotation.session.as_uuid());
+        let presented = rotation.presented.as_bytes().to_vec();
+        let next = rotation.next.as_bytes().to_vec();
+        let (now, idle_until) = (rotation.now, rotation.idle_until);
+        let spent = rotation.presented.spent_mark();
+        bounded(BACKEND, SQL_TIMEOUT, async {
+            let row: Option<SessionRow<dialect::postgres::Uuid>> = connections
+                .run(move |db| {
+                    Box::pin(async move {
+                        sqlx::query_as(ROTATE)
+                            .bind(session_id)
+                            .bind(presented)
+                            .bind(next)
+                            .bind(now)
+                            .bind(idle_until)
+                            .bind(spent)
+                            .fetch_optional(db)
+                            .await
+                    })
+                })
+                .await
+                .map_err(sql_error)?;
+            Ok(row.map(|row| session(row, dialect::postgres::from_db)))
+        })
+        .await
+    }
 }
 
 #[async_trait]
@@ -158,6 +194,9 @@ impl SessionStore for SqlStore {
         &self,
         rotation: &Rotation,
     ) -> Result<Option<StoredSession>, StoreError> {
+        if let Some(connections) = &self.rotation {
+            return Self::rotate_on(connections, rotation).await;
+        }
         let presented = &rotation.presented.as_bytes()[..];
         let next = &rotation.next.as_bytes()[..];
         let spent = rotation.presented.spent_mark();
