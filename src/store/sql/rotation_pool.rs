@@ -12,7 +12,7 @@ use deadpool::{
     Runtime,
     managed::{self, Metrics, PoolError, RecycleError, RecycleResult},
 };
-use sqlx::{Connection as _, ConnectOptions as _, PgConnection, postgres::PgConnectOptions};
+use sqlx::{ConnectOptions as _, Connection as _, PgConnection, postgres::PgConnectOptions};
 
 use super::dialect::{ACQUIRE_TIMEOUT, PING_WHEN_IDLE_FOR};
 
