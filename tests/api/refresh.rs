@@ -720,3 +720,155 @@ async fn refresh_and_the_other_calls_together_stay_within_the_database_connectio
         "the rotations and the rest each had a connection: {most}"
     );
 }
+
+/// A TCP proxy to the test Postgres that counts the connections opened through it.
+async fn counting_proxy() -> (std::net::SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let upstream = crate::common::host_port(&crate::common::admin_database_url());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let opened = Arc::new(AtomicUsize::new(0));
+    let counter = opened.clone();
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                if let Ok(mut outbound) = tokio::net::TcpStream::connect(upstream).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    });
+    (address, opened)
+}
+
+/// An outside attack found that a Refresh cancelled during its statement (a client's short
+/// grpc-timeout; Refresh needs no authentication) threw its Postgres connection away, so that
+/// 1 200 such calls with random tokens made authd open 1 047 new connections. The statement now
+/// runs to its end and the connection is kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refreshes_cancelled_mid_statement_do_not_make_authd_reconnect() {
+    use std::sync::atomic::Ordering;
+    let state = TestState::new(Backend::Postgres).await;
+    let (proxy, opened) = counting_proxy().await;
+    let admin = crate::common::host_port(&crate::common::admin_database_url()).to_string();
+    let url = state.database_url().replacen(&admin, &proxy.to_string(), 1);
+    let app = Arc::new(state.app().database_url(Some(&url)).start().await);
+    let (_, _, mut tokens) = app.new_session_user().await;
+    for _ in 0..5 {
+        tokens = app
+            .refresh(&tokens.refresh_token)
+            .await
+            .unwrap()
+            .tokens
+            .unwrap();
+    }
+    let before = opened.load(Ordering::SeqCst);
+    let mut attackers = tokio::task::JoinSet::new();
+    for worker in 0..8u64 {
+        let app = app.clone();
+        attackers.spawn(async move {
+            for i in 0..150u64 {
+                let token: [u8; 48] = std::array::from_fn(|_| rand::random());
+                let mut request = tonic::Request::new(pb::RefreshRequest {
+                    refresh_token: URL_SAFE_NO_PAD.encode(token),
+                });
+                // 0.2 to 4 ms: lands in the checkout, the ping, the connect or the statement.
+                request.set_timeout(Duration::from_micros(
+                    200 + ((i * 7 + worker * 13) % 20) * 190,
+                ));
+                let _ = app.client.clone().refresh(request).await;
+            }
+        });
+    }
+    while let Some(done) = attackers.join_next().await {
+        done.unwrap();
+    }
+    let reconnects = opened.load(Ordering::SeqCst) - before;
+    eprintln!("new Postgres connections during 1 200 cancelled Refresh calls: {reconnects}");
+    assert!(
+        reconnects <= 16,
+        "1 200 cancelled Refresh calls made authd open {reconnects} Postgres connections"
+    );
+    app.refresh(&tokens.refresh_token)
+        .await
+        .expect("the session still rotates");
+}
+
+/// The same attack found that rotations timed out behind a lock (a migration, a long
+/// transaction) left their back ends waiting while new connections took their slots: 10 back
+/// ends with AUTHD_DATABASE_MAX_CONNECTIONS=4. A statement now keeps its slot until it ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotations_blocked_by_a_lock_keep_within_the_connection_limit() {
+    use sqlx::Connection as _;
+    let state = TestState::new(Backend::Postgres).await;
+    let app = Arc::new(
+        state
+            .app()
+            .arg("--database-max-connections=4")
+            .start()
+            .await,
+    );
+    let mut sessions = Vec::new();
+    for _ in 0..2 {
+        sessions.push(app.new_session_user().await.2);
+    }
+    let database = state.database.as_ref().unwrap();
+    let mut locker = sqlx::PgConnection::connect(&database.url).await.unwrap();
+    let locker_pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(&mut locker)
+        .await
+        .unwrap();
+    sqlx::query("BEGIN").execute(&mut locker).await.unwrap();
+    sqlx::query("LOCK TABLE sessions IN SHARE MODE")
+        .execute(&mut locker)
+        .await
+        .unwrap();
+    let mut admin = sqlx::PgConnection::connect(&crate::common::admin_database_url())
+        .await
+        .unwrap();
+    let mut most = 0;
+    for _ in 0..4 {
+        let mut calls = tokio::task::JoinSet::new();
+        for tokens in &sessions {
+            let (app, token) = (app.clone(), tokens.refresh_token.clone());
+            calls.spawn(async move { app.refresh(&token).await });
+        }
+        while let Some(done) = calls.join_next().await {
+            let status = done.unwrap().unwrap_err();
+            assert_status(&status, Code::Unavailable, Some("BACKEND_UNAVAILABLE"));
+        }
+        let backends: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND pid <> $2",
+        )
+        .bind(&database.name)
+        .bind(locker_pid)
+        .fetch_one(&mut admin)
+        .await
+        .unwrap();
+        most = most.max(backends);
+    }
+    sqlx::query("ROLLBACK").execute(&mut locker).await.unwrap();
+    assert!(most <= 4, "{most} back ends with a limit of 4");
+    // The lock gone, the statements that waited behind it end, and rotation works again.
+    let mut recovered = false;
+    for _ in 0..50 {
+        match app.refresh(&sessions[0].refresh_token).await {
+            Ok(_) => {
+                recovered = true;
+                break;
+            }
+            Err(status) if status.code() == Code::Unavailable => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            // A rotation that waited behind the lock committed after its call gave up: the
+            // token it spent is now reuse (RFC 9700), which is also an answer.
+            Err(status) => {
+                assert_status(&status, Code::Unauthenticated, Some("REFRESH_TOKEN_REUSED"));
+                recovered = true;
+                break;
+            }
+        }
+    }
+    assert!(recovered, "Refresh must answer again once the lock is gone");
+}

@@ -1,16 +1,23 @@
 //! The Postgres connections Refresh's rotation runs on, held by deadpool outside sqlx's pool.
 //! sqlx 0.9 pings every connection it takes back (`Floating::return_to_pool`, one more round
 //! trip per statement, not configurable), and the rotation, the hot path of Refresh, is one
-//! statement. Here a connection is pinged only when taken after [`PING_WHEN_IDLE_FOR`] unused,
-//! and thrown away when a call on it did not end with an answer (cancelled, timed out, or a
-//! connection error) or when it is older than [`MAX_LIFETIME`]. Same connect options (TLS
-//! included) as the main pool.
+//! statement. Here a connection is pinged only when taken after [`PING_WHEN_IDLE_FOR`] unused.
+//!
+//! Taking a connection (opening one if need be) and running the statement happen on a task of
+//! their own, which goes on when the call that started it is cancelled (a client's deadline, the
+//! store's time limit): a connection keeps its slot until Postgres has answered, and a connect
+//! is not abandoned half-way, so cancelled calls neither leave back ends working beyond the
+//! connection limit nor make authd reconnect. A connection is thrown away when a statement on it
+//! fails other than with a database error, runs past [`ABANDON_AFTER`], is older than
+//! [`MAX_LIFETIME`] or has been idle for [`IDLE_TIMEOUT`] (idle ones are also closed in the
+//! background after that long, as sqlx's pool does). Same connect options, TLS included, as the
+//! main pool.
 
 use std::{future::Future, pin::Pin, time::Duration};
 
 use deadpool::{
     Runtime,
-    managed::{self, Metrics, PoolError, RecycleError, RecycleResult},
+    managed::{self, Metrics, PoolError, QueueMode, RecycleError, RecycleResult},
 };
 use sqlx::{ConnectOptions as _, Connection as _, PgConnection, postgres::PgConnectOptions};
 
@@ -19,8 +26,12 @@ use super::dialect::{ACQUIRE_TIMEOUT, PING_WHEN_IDLE_FOR};
 /// A connection older than this is replaced, as sqlx's pool does by default (a server moved
 /// behind its DNS name is found within this long).
 pub const MAX_LIFETIME: Duration = Duration::from_secs(30 * 60);
+/// A connection unused for this long is closed (sqlx's default idle timeout).
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10 * 60);
+/// A statement still running after this long is given up and its connection closed.
+pub const ABANDON_AFTER: Duration = Duration::from_secs(30);
 
-/// One call on a borrowed connection.
+/// One statement on a borrowed connection.
 pub type Call<'c, T> = Pin<Box<dyn Future<Output = Result<T, sqlx::Error>> + Send + 'c>>;
 
 /// Connections for the rotation; cheap to clone (a pool handle).
@@ -42,7 +53,7 @@ struct Connector {
     options: PgConnectOptions,
 }
 
-/// A connection, and whether the last call on it ended with an answer.
+/// A connection, and whether the last statement on it ended in a state fit for the next.
 pub struct RotationConnection {
     connection: PgConnection,
     settled: bool,
@@ -65,10 +76,13 @@ impl managed::Manager for Connector {
         metrics: &Metrics,
     ) -> RecycleResult<sqlx::Error> {
         if !connection.settled {
-            return Err(RecycleError::message("its last call did not end"));
+            return Err(RecycleError::message("its last statement did not end well"));
         }
         if metrics.age() > MAX_LIFETIME {
             return Err(RecycleError::message("past its lifetime"));
+        }
+        if metrics.last_used() > IDLE_TIMEOUT {
+            return Err(RecycleError::message("idle too long"));
         }
         if metrics.last_used() > PING_WHEN_IDLE_FOR {
             connection.connection.ping().await?;
@@ -78,41 +92,68 @@ impl managed::Manager for Connector {
 }
 
 impl RotationPool {
-    /// At most `max_size` connections, opened when first needed.
+    /// At most `max_size` connections, opened when first needed. Starts the task that closes
+    /// idle ones (it ends with the pool).
     pub fn new(options: PgConnectOptions, max_size: usize) -> Self {
         let pool = managed::Pool::builder(Connector { options })
             .max_size(max_size)
             // The most recently used first: under light load one connection stays warm (no
             // ping) instead of every connection going idle in turn.
-            .queue_mode(deadpool::managed::QueueMode::Lifo)
+            .queue_mode(QueueMode::Lifo)
             .wait_timeout(Some(ACQUIRE_TIMEOUT))
             .create_timeout(Some(ACQUIRE_TIMEOUT))
             .recycle_timeout(Some(ACQUIRE_TIMEOUT))
             .runtime(Runtime::Tokio1)
             .build()
             .expect("a runtime and a timeout are both set");
+        let weak = pool.weak();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(IDLE_TIMEOUT / 10);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                every.tick().await;
+                let Some(pool) = weak.upgrade() else { break };
+                pool.retain(|_, metrics| metrics.last_used() < IDLE_TIMEOUT);
+            }
+        });
         Self(pool)
     }
 
-    /// Runs `call` on a connection of this pool. A connection whose call is dropped before it
-    /// ends, or ends with an error, is not used again.
-    pub async fn run<T>(
+    /// Runs `call` on a connection of this pool, on a task of its own: taking the connection
+    /// (opening one if need be) and the statement go on to their end (or [`ABANDON_AFTER`])
+    /// whether or not this call is still awaited.
+    pub async fn run<T: Send + 'static>(
         &self,
-        call: impl for<'c> FnOnce(&'c mut PgConnection) -> Call<'c, T>,
+        call: impl for<'c> FnOnce(&'c mut PgConnection) -> Call<'c, T> + Send + 'static,
     ) -> Result<T, sqlx::Error> {
-        let mut pooled = self.0.get().await.map_err(|error| match error {
-            PoolError::Backend(error) => error,
-            PoolError::Timeout(_) => sqlx::Error::PoolTimedOut,
-            PoolError::Closed => sqlx::Error::PoolClosed,
-            other => sqlx::Error::Configuration(other.to_string().into()),
-        })?;
-        let RotationConnection {
-            connection,
-            settled,
-        } = &mut *pooled;
-        *settled = false;
-        let result = call(connection).await;
-        *settled = result.is_ok();
-        result
+        let pool = self.0.clone();
+        let statement = tokio::spawn(async move {
+            let mut pooled = pool.get().await.map_err(|error| match error {
+                PoolError::Backend(error) => error,
+                PoolError::Timeout(_) => sqlx::Error::PoolTimedOut,
+                PoolError::Closed => sqlx::Error::PoolClosed,
+                other => sqlx::Error::Configuration(other.to_string().into()),
+            })?;
+            let RotationConnection {
+                connection,
+                settled,
+            } = &mut *pooled;
+            *settled = false;
+            let result = tokio::time::timeout(ABANDON_AFTER, call(connection))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(sqlx::Error::Io(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("no answer within {} s", ABANDON_AFTER.as_secs()),
+                    )))
+                });
+            // After an error response the connection is at a statement boundary again; after
+            // anything else (I/O, protocol, the time limit) it is not known to be.
+            *settled = matches!(result, Ok(_) | Err(sqlx::Error::Database(_)));
+            result
+        });
+        statement
+            .await
+            .unwrap_or_else(|_| Err(sqlx::Error::WorkerCrashed))
     }
 }
