@@ -661,11 +661,12 @@ async fn reuse_while_redis_is_down_still_ends_the_session_in_the_database() {
     assert_status(&status, Code::Unauthenticated, Some("TOKEN_REVOKED"));
 }
 
-/// Refresh's rotations run on connections of their own (no ping on release); together with the
-/// main pool they stay within AUTHD_DATABASE_MAX_CONNECTIONS.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn refresh_and_the_other_calls_together_stay_within_the_database_connection_limit() {
-    let state = TestState::new(Backend::Postgres).await;
+/// An app on Postgres allowed four database connections (two of them for rotations), with
+/// `users` session users.
+async fn app_with_four_database_connections(
+    state: &TestState,
+    users: usize,
+) -> (Arc<TestApp>, Vec<pb::AuthTokens>) {
     let app = Arc::new(
         state
             .app()
@@ -673,23 +674,34 @@ async fn refresh_and_the_other_calls_together_stay_within_the_database_connectio
             .start()
             .await,
     );
-    let mut users = Vec::new();
-    for _ in 0..8 {
-        users.push(app.new_session_user().await);
+    let mut sessions = Vec::new();
+    for _ in 0..users {
+        sessions.push(app.new_session_user().await.2);
     }
-    let database = state.database.as_ref().unwrap().name.clone();
+    (app, sessions)
+}
+
+/// How many back ends `state`'s database has, not counting the one with process id `except`.
+async fn database_backends(admin: &sqlx::PgPool, state: &TestState, except: i32) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND pid <> $2")
+        .bind(&state.database.as_ref().unwrap().name)
+        .bind(except)
+        .fetch_one(admin)
+        .await
+        .unwrap()
+}
+
+/// Refresh's rotations run on connections of their own (no ping on release); together with the
+/// main pool they stay within AUTHD_DATABASE_MAX_CONNECTIONS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refresh_and_the_other_calls_together_stay_within_the_database_connection_limit() {
+    let state = TestState::new(Backend::Postgres).await;
+    let (app, users) = app_with_four_database_connections(&state, 8).await;
     let admin = sqlx::PgPool::connect(&crate::common::admin_database_url())
         .await
         .unwrap();
-    let connections = || async {
-        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM pg_stat_activity WHERE datname = $1")
-            .bind(&database)
-            .fetch_one(&admin)
-            .await
-            .unwrap()
-    };
     let mut calls = tokio::task::JoinSet::new();
-    for (_, _, tokens) in users {
+    for tokens in users {
         let app = app.clone();
         calls.spawn(async move {
             let mut tokens = tokens;
@@ -707,13 +719,13 @@ async fn refresh_and_the_other_calls_together_stay_within_the_database_connectio
     }
     let mut most = 0;
     while !calls.is_empty() {
-        most = most.max(connections().await);
+        most = most.max(database_backends(&admin, &state, 0).await);
         if let Some(done) = calls.try_join_next() {
             done.unwrap();
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    most = most.max(connections().await);
+    most = most.max(database_backends(&admin, &state, 0).await);
     assert!(most <= 4, "{most} connections open with a limit of 4");
     assert!(
         most >= 2,
@@ -802,19 +814,10 @@ async fn refreshes_cancelled_mid_statement_do_not_make_authd_reconnect() {
 async fn rotations_blocked_by_a_lock_keep_within_the_connection_limit() {
     use sqlx::Connection as _;
     let state = TestState::new(Backend::Postgres).await;
-    let app = Arc::new(
-        state
-            .app()
-            .arg("--database-max-connections=4")
-            .start()
-            .await,
-    );
-    let mut sessions = Vec::new();
-    for _ in 0..2 {
-        sessions.push(app.new_session_user().await.2);
-    }
-    let database = state.database.as_ref().unwrap();
-    let mut locker = sqlx::PgConnection::connect(&database.url).await.unwrap();
+    let (app, sessions) = app_with_four_database_connections(&state, 2).await;
+    let mut locker = sqlx::PgConnection::connect(&state.database_url())
+        .await
+        .unwrap();
     let locker_pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
         .fetch_one(&mut locker)
         .await
@@ -824,7 +827,7 @@ async fn rotations_blocked_by_a_lock_keep_within_the_connection_limit() {
         .execute(&mut locker)
         .await
         .unwrap();
-    let mut admin = sqlx::PgConnection::connect(&crate::common::admin_database_url())
+    let admin = sqlx::PgPool::connect(&crate::common::admin_database_url())
         .await
         .unwrap();
     let mut most = 0;
@@ -838,15 +841,7 @@ async fn rotations_blocked_by_a_lock_keep_within_the_connection_limit() {
             let status = done.unwrap().unwrap_err();
             assert_status(&status, Code::Unavailable, Some("BACKEND_UNAVAILABLE"));
         }
-        let backends: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND pid <> $2",
-        )
-        .bind(&database.name)
-        .bind(locker_pid)
-        .fetch_one(&mut admin)
-        .await
-        .unwrap();
-        most = most.max(backends);
+        most = most.max(database_backends(&admin, &state, locker_pid).await);
     }
     sqlx::query("ROLLBACK").execute(&mut locker).await.unwrap();
     assert!(most <= 4, "{most} back ends with a limit of 4");
