@@ -867,3 +867,62 @@ async fn rotations_blocked_by_a_lock_keep_within_the_connection_limit() {
     }
     assert!(recovered, "Refresh must answer again once the lock is gone");
 }
+
+/// Cancelled rotations run on to their end, so their number is bounded instead: with one
+/// connection for rotations and that connection stuck behind a lock, at most 64 rotations wait,
+/// and the rest are refused at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotations_waiting_for_a_stuck_connection_are_bounded() {
+    use sqlx::Connection as _;
+    let state = TestState::new(Backend::Postgres).await;
+    let app = Arc::new(
+        state
+            .app()
+            .arg("--database-max-connections=2")
+            .start()
+            .await,
+    );
+    let (_, _, tokens) = app.new_session_user().await;
+    let mut locker = sqlx::PgConnection::connect(&state.database_url())
+        .await
+        .unwrap();
+    sqlx::query("BEGIN").execute(&mut locker).await.unwrap();
+    sqlx::query("LOCK TABLE sessions IN SHARE MODE")
+        .execute(&mut locker)
+        .await
+        .unwrap();
+    let mut calls = tokio::task::JoinSet::new();
+    for _ in 0..100 {
+        let app = app.clone();
+        calls.spawn(async move {
+            let token: [u8; 48] = std::array::from_fn(|_| rand::random());
+            let started = std::time::Instant::now();
+            let status = app
+                .refresh(&URL_SAFE_NO_PAD.encode(token))
+                .await
+                .unwrap_err();
+            assert_status(&status, Code::Unavailable, Some("BACKEND_UNAVAILABLE"));
+            started.elapsed()
+        });
+    }
+    let mut refused_at_once = 0;
+    while let Some(elapsed) = calls.join_next().await {
+        if elapsed.unwrap() < Duration::from_secs(1) {
+            refused_at_once += 1;
+        }
+    }
+    sqlx::query("ROLLBACK").execute(&mut locker).await.unwrap();
+    assert!(
+        (30..=36).contains(&refused_at_once),
+        "{refused_at_once} of 100 refused at once; 64 may wait"
+    );
+    let mut rotated = false;
+    for _ in 0..50 {
+        if app.refresh(&tokens.refresh_token).await.is_ok() {
+            rotated = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(rotated, "rotation works again once the lock is gone");
+}

@@ -10,16 +10,18 @@
 //! connection limit nor make authd reconnect. A connection is thrown away when a statement on it
 //! fails other than with a database error, runs past [`ABANDON_AFTER`], is older than
 //! [`MAX_LIFETIME`] or has been idle for [`IDLE_TIMEOUT`] (idle ones are also closed in the
-//! background after that long, as sqlx's pool does). Same connect options, TLS included, as the
+//! background after that long, as sqlx's pool does). At most [`PENDING_PER_CONNECTION`] rotations
+//! per connection are under way or waiting at once. Same connect options, TLS included, as the
 //! main pool.
 
-use std::{future::Future, pin::Pin, time::Duration};
+use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
 
 use deadpool::{
     Runtime,
     managed::{self, Metrics, PoolError, QueueMode, RecycleError, RecycleResult},
 };
 use sqlx::{ConnectOptions as _, Connection as _, PgConnection, postgres::PgConnectOptions};
+use tokio::sync::Semaphore;
 
 use super::dialect::{ACQUIRE_TIMEOUT, PING_WHEN_IDLE_FOR};
 
@@ -31,19 +33,29 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 /// A statement still running after this long is given up and its connection closed.
 pub const ABANDON_AFTER: Duration = Duration::from_secs(30);
 
+/// Rotations that may be under way or waiting for a connection at once, per connection; past
+/// that, a rotation is refused at once (UNAVAILABLE) instead of queueing work that cancelled
+/// calls would no longer bound.
+pub const PENDING_PER_CONNECTION: usize = 64;
+
 /// One statement on a borrowed connection.
 pub type Call<'c, T> = Pin<Box<dyn Future<Output = Result<T, sqlx::Error>> + Send + 'c>>;
 
 /// Connections for the rotation; cheap to clone (a pool handle).
 #[derive(Clone)]
-pub struct RotationPool(managed::Pool<Connector>);
+pub struct RotationPool {
+    pool: managed::Pool<Connector>,
+    /// One permit per rotation under way or waiting, held by its task.
+    pending: Arc<Semaphore>,
+}
 
 impl std::fmt::Debug for RotationPool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let status = self.0.status();
+        let status = self.pool.status();
         f.debug_struct("RotationPool")
             .field("max_size", &status.max_size)
             .field("size", &status.size)
+            .field("pending", &self.pending.available_permits())
             .finish()
     }
 }
@@ -116,7 +128,10 @@ impl RotationPool {
                 pool.retain(|_, metrics| metrics.last_used() < IDLE_TIMEOUT);
             }
         });
-        Self(pool)
+        Self {
+            pool,
+            pending: Arc::new(Semaphore::new(max_size * PENDING_PER_CONNECTION)),
+        }
     }
 
     /// Runs `call` on a connection of this pool, on a task of its own: taking the connection
@@ -126,8 +141,12 @@ impl RotationPool {
         &self,
         call: impl for<'c> FnOnce(&'c mut PgConnection) -> Call<'c, T> + Send + 'static,
     ) -> Result<T, sqlx::Error> {
-        let pool = self.0.clone();
+        let pending = Arc::clone(&self.pending)
+            .try_acquire_owned()
+            .map_err(|_| sqlx::Error::PoolTimedOut)?;
+        let pool = self.pool.clone();
         let statement = tokio::spawn(async move {
+            let _pending = pending;
             let mut pooled = pool.get().await.map_err(|error| match error {
                 PoolError::Backend(error) => error,
                 PoolError::Timeout(_) => sqlx::Error::PoolTimedOut,
