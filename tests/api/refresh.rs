@@ -926,3 +926,54 @@ async fn rotations_waiting_for_a_stuck_connection_are_bounded() {
     }
     assert!(rotated, "rotation works again once the lock is gone");
 }
+
+/// A second outside attack found that once rotations ran on tasks of their own, a Refresh the
+/// client gave up on while it waited for a connection still rotated later, so that the client's
+/// retry with the same token was reuse and ended its session. A call given up before it had a
+/// connection now runs no statement.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_given_up_while_waiting_for_a_connection_does_not_spend_the_token() {
+    use sqlx::Connection as _;
+    let state = TestState::new(Backend::Postgres).await;
+    // One connection for rotations.
+    let app = Arc::new(
+        state
+            .app()
+            .arg("--database-max-connections=2")
+            .start()
+            .await,
+    );
+    let blocker = app.new_session_user().await.2.refresh_token;
+    let victim = app.new_session_user().await.2;
+    // Hold the row of the blocker's session, so that its rotation holds the one connection.
+    let blocker_session =
+        uuid::Uuid::from_slice(&URL_SAFE_NO_PAD.decode(&blocker).unwrap()[..16]).unwrap();
+    let mut locker = sqlx::PgConnection::connect(&state.database_url())
+        .await
+        .unwrap();
+    sqlx::query("BEGIN").execute(&mut locker).await.unwrap();
+    sqlx::query("SELECT 1 FROM sessions WHERE id = $1 FOR UPDATE")
+        .bind(blocker_session)
+        .execute(&mut locker)
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let blocked = {
+        let app = app.clone();
+        tokio::spawn(async move { app.refresh(&blocker).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut request = tonic::Request::new(pb::RefreshRequest {
+        refresh_token: victim.refresh_token.clone(),
+    });
+    request.set_timeout(Duration::from_millis(500));
+    let first = app.client.clone().refresh(request).await;
+    assert!(first.is_err(), "the victim's call waited behind the lock");
+    tokio::time::sleep_until((started + Duration::from_millis(1300)).into()).await;
+    sqlx::query("ROLLBACK").execute(&mut locker).await.unwrap();
+    let _ = blocked.await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    app.refresh(&victim.refresh_token)
+        .await
+        .expect("the token the victim never got an answer for is still current");
+}

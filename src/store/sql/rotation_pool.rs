@@ -7,8 +7,9 @@
 //! their own, which goes on when the call that started it is cancelled (a client's deadline, the
 //! store's time limit): a connection keeps its slot until Postgres has answered, and a connect
 //! is not abandoned half-way, so cancelled calls neither leave back ends working beyond the
-//! connection limit nor make authd reconnect. A connection is thrown away when a statement on it
-//! fails other than with a database error, runs past [`ABANDON_AFTER`], is older than
+//! connection limit nor make authd reconnect. A call given up before it had a connection runs
+//! no statement. A connection is thrown away when a statement on it
+//! fails, runs past [`ABANDON_AFTER`], is older than
 //! [`MAX_LIFETIME`] or has been idle for [`IDLE_TIMEOUT`] (idle ones are also closed in the
 //! background after that long, as sqlx's pool does). At most [`PENDING_PER_CONNECTION`] rotations
 //! per connection are under way or waiting at once. Same connect options, TLS included, as the
@@ -21,7 +22,7 @@ use deadpool::{
     managed::{self, Metrics, PoolError, QueueMode, RecycleError, RecycleResult},
 };
 use sqlx::{ConnectOptions as _, Connection as _, PgConnection, postgres::PgConnectOptions};
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, oneshot};
 
 use super::dialect::{ACQUIRE_TIMEOUT, PING_WHEN_IDLE_FOR};
 
@@ -145,33 +146,42 @@ impl RotationPool {
             .try_acquire_owned()
             .map_err(|_| sqlx::Error::PoolTimedOut)?;
         let pool = self.pool.clone();
-        let statement = tokio::spawn(async move {
+        let (answer, answered) = oneshot::channel();
+        tokio::spawn(async move {
             let _pending = pending;
-            let mut pooled = pool.get().await.map_err(|error| match error {
-                PoolError::Backend(error) => error,
-                PoolError::Timeout(_) => sqlx::Error::PoolTimedOut,
-                PoolError::Closed => sqlx::Error::PoolClosed,
-                other => sqlx::Error::Configuration(other.to_string().into()),
-            })?;
-            let RotationConnection {
-                connection,
-                settled,
-            } = &mut *pooled;
-            *settled = false;
-            let result = tokio::time::timeout(ABANDON_AFTER, call(connection))
-                .await
-                .unwrap_or_else(|_| {
-                    Err(sqlx::Error::Io(std::io::Error::new(
-                        std::io::ErrorKind::TimedOut,
-                        format!("no answer within {} s", ABANDON_AFTER.as_secs()),
-                    )))
-                });
-            // After an error response the connection is at a statement boundary again; after
-            // anything else (I/O, protocol, the time limit) it is not known to be.
-            *settled = matches!(result, Ok(_) | Err(sqlx::Error::Database(_)));
-            result
+            let outcome = match pool.get().await {
+                Err(PoolError::Backend(error)) => Err(error),
+                Err(PoolError::Timeout(_)) => Err(sqlx::Error::PoolTimedOut),
+                Err(PoolError::Closed) => Err(sqlx::Error::PoolClosed),
+                Err(other) => Err(sqlx::Error::Configuration(other.to_string().into())),
+                Ok(mut pooled) => {
+                    // The caller gave up while waiting: nobody would receive what the statement
+                    // changes (a rotation would spend a token whose successor nobody holds).
+                    if answer.is_closed() {
+                        return;
+                    }
+                    let RotationConnection {
+                        connection,
+                        settled,
+                    } = &mut *pooled;
+                    *settled = false;
+                    let result = tokio::time::timeout(ABANDON_AFTER, call(connection))
+                        .await
+                        .unwrap_or_else(|_| {
+                            Err(sqlx::Error::Io(std::io::Error::new(
+                                std::io::ErrorKind::TimedOut,
+                                format!("no answer within {} s", ABANDON_AFTER.as_secs()),
+                            )))
+                        });
+                    // Only a statement that answered leaves the connection known to be fit
+                    // (after an error, it may be read-only after a failover, or shutting down).
+                    *settled = result.is_ok();
+                    result
+                }
+            };
+            let _ = answer.send(outcome);
         });
-        statement
+        answered
             .await
             .unwrap_or_else(|_| Err(sqlx::Error::WorkerCrashed))
     }
