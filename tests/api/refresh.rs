@@ -661,16 +661,17 @@ async fn reuse_while_redis_is_down_still_ends_the_session_in_the_database() {
     assert_status(&status, Code::Unauthenticated, Some("TOKEN_REVOKED"));
 }
 
-/// An app on Postgres allowed four database connections (two of them for rotations), with
-/// `users` session users.
-async fn app_with_four_database_connections(
+/// An app on Postgres allowed `limit` database connections (half of them, rounded down, for
+/// rotations), with `users` session users.
+async fn app_with_database_connections(
     state: &TestState,
+    limit: u32,
     users: usize,
 ) -> (Arc<TestApp>, Vec<pb::AuthTokens>) {
     let app = Arc::new(
         state
             .app()
-            .arg("--database-max-connections=4")
+            .arg(format!("--database-max-connections={limit}"))
             .start()
             .await,
     );
@@ -696,7 +697,7 @@ async fn database_backends(admin: &sqlx::PgPool, state: &TestState, except: i32)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refresh_and_the_other_calls_together_stay_within_the_database_connection_limit() {
     let state = TestState::new(Backend::Postgres).await;
-    let (app, users) = app_with_four_database_connections(&state, 8).await;
+    let (app, users) = app_with_database_connections(&state, 4, 8).await;
     let admin = sqlx::PgPool::connect(&crate::common::admin_database_url())
         .await
         .unwrap();
@@ -814,7 +815,7 @@ async fn refreshes_cancelled_mid_statement_do_not_make_authd_reconnect() {
 async fn rotations_blocked_by_a_lock_keep_within_the_connection_limit() {
     use sqlx::Connection as _;
     let state = TestState::new(Backend::Postgres).await;
-    let (app, sessions) = app_with_four_database_connections(&state, 2).await;
+    let (app, sessions) = app_with_database_connections(&state, 4, 2).await;
     let mut locker = sqlx::PgConnection::connect(&state.database_url())
         .await
         .unwrap();
@@ -875,14 +876,8 @@ async fn rotations_blocked_by_a_lock_keep_within_the_connection_limit() {
 async fn rotations_waiting_for_a_stuck_connection_are_bounded() {
     use sqlx::Connection as _;
     let state = TestState::new(Backend::Postgres).await;
-    let app = Arc::new(
-        state
-            .app()
-            .arg("--database-max-connections=2")
-            .start()
-            .await,
-    );
-    let (_, _, tokens) = app.new_session_user().await;
+    let (app, sessions) = app_with_database_connections(&state, 2, 1).await;
+    let tokens = &sessions[0];
     let mut locker = sqlx::PgConnection::connect(&state.database_url())
         .await
         .unwrap();
@@ -936,15 +931,8 @@ async fn a_refresh_given_up_while_waiting_for_a_connection_does_not_spend_the_to
     use sqlx::Connection as _;
     let state = TestState::new(Backend::Postgres).await;
     // One connection for rotations.
-    let app = Arc::new(
-        state
-            .app()
-            .arg("--database-max-connections=2")
-            .start()
-            .await,
-    );
-    let blocker = app.new_session_user().await.2.refresh_token;
-    let victim = app.new_session_user().await.2;
+    let (app, mut sessions) = app_with_database_connections(&state, 2, 2).await;
+    let (blocker, victim) = (sessions.remove(0).refresh_token, sessions.remove(0));
     // Hold the row of the blocker's session, so that its rotation holds the one connection.
     let blocker_session =
         uuid::Uuid::from_slice(&URL_SAFE_NO_PAD.decode(&blocker).unwrap()[..16]).unwrap();
