@@ -692,6 +692,25 @@ async fn database_backends(admin: &sqlx::PgPool, state: &TestState, except: i32)
         .unwrap()
 }
 
+/// A connection to `state`'s database in a transaction holding a lock on `sessions` that blocks
+/// every UPDATE of it (as a migration or a long transaction would), and its back end's pid.
+async fn lock_sessions_table(state: &TestState) -> (sqlx::PgConnection, i32) {
+    use sqlx::Connection as _;
+    let mut locker = sqlx::PgConnection::connect(&state.database_url())
+        .await
+        .unwrap();
+    let pid = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(&mut locker)
+        .await
+        .unwrap();
+    sqlx::query("BEGIN").execute(&mut locker).await.unwrap();
+    sqlx::query("LOCK TABLE sessions IN SHARE MODE")
+        .execute(&mut locker)
+        .await
+        .unwrap();
+    (locker, pid)
+}
+
 /// Refresh's rotations run on connections of their own (no ping on release); together with the
 /// main pool they stay within AUTHD_DATABASE_MAX_CONNECTIONS.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -813,21 +832,9 @@ async fn refreshes_cancelled_mid_statement_do_not_make_authd_reconnect() {
 /// ends with AUTHD_DATABASE_MAX_CONNECTIONS=4. A statement now keeps its slot until it ends.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotations_blocked_by_a_lock_keep_within_the_connection_limit() {
-    use sqlx::Connection as _;
     let state = TestState::new(Backend::Postgres).await;
     let (app, sessions) = app_with_database_connections(&state, 4, 2).await;
-    let mut locker = sqlx::PgConnection::connect(&state.database_url())
-        .await
-        .unwrap();
-    let locker_pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
-        .fetch_one(&mut locker)
-        .await
-        .unwrap();
-    sqlx::query("BEGIN").execute(&mut locker).await.unwrap();
-    sqlx::query("LOCK TABLE sessions IN SHARE MODE")
-        .execute(&mut locker)
-        .await
-        .unwrap();
+    let (mut locker, locker_pid) = lock_sessions_table(&state).await;
     let admin = sqlx::PgPool::connect(&crate::common::admin_database_url())
         .await
         .unwrap();
@@ -874,18 +881,10 @@ async fn rotations_blocked_by_a_lock_keep_within_the_connection_limit() {
 /// and the rest are refused at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotations_waiting_for_a_stuck_connection_are_bounded() {
-    use sqlx::Connection as _;
     let state = TestState::new(Backend::Postgres).await;
     let (app, sessions) = app_with_database_connections(&state, 2, 1).await;
     let tokens = &sessions[0];
-    let mut locker = sqlx::PgConnection::connect(&state.database_url())
-        .await
-        .unwrap();
-    sqlx::query("BEGIN").execute(&mut locker).await.unwrap();
-    sqlx::query("LOCK TABLE sessions IN SHARE MODE")
-        .execute(&mut locker)
-        .await
-        .unwrap();
+    let (mut locker, _) = lock_sessions_table(&state).await;
     let mut calls = tokio::task::JoinSet::new();
     for _ in 0..100 {
         let app = app.clone();

@@ -8,12 +8,11 @@
 //! store's time limit): a connection keeps its slot until Postgres has answered, and a connect
 //! is not abandoned half-way, so cancelled calls neither leave back ends working beyond the
 //! connection limit nor make authd reconnect. A call given up before it had a connection runs
-//! no statement. A connection is thrown away when a statement on it
-//! fails, runs past [`ABANDON_AFTER`], is older than
-//! [`MAX_LIFETIME`] or has been idle for [`IDLE_TIMEOUT`] (idle ones are also closed in the
-//! background after that long, as sqlx's pool does). At most [`PENDING_PER_CONNECTION`] rotations
-//! per connection are under way or waiting at once. Same connect options, TLS included, as the
-//! main pool.
+//! no statement. A connection is thrown away when a statement on it fails or runs past
+//! [`ABANDON_AFTER`], when it is older than [`MAX_LIFETIME`], or when it has been idle for
+//! [`IDLE_TIMEOUT`] (idle ones are also closed in the background after that long, as sqlx's pool
+//! does). At most [`PENDING_PER_CONNECTION`] rotations per connection are under way or waiting
+//! at once. Same connect options, TLS included, as the main pool.
 
 use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
 

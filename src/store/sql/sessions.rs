@@ -126,8 +126,8 @@ impl SqlStore {
         })
     }
 
-    /// The rotation on the Postgres connections kept for it (the values move into the call,
-    /// which may outlive none of this function's borrows).
+    /// The rotation on the Postgres connections kept for it. Its values are moved into the
+    /// call, which runs on a task of its own and so borrows nothing from here.
     async fn rotate_on(
         connections: &RotationPool,
         rotation: &Rotation,
